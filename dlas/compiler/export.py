@@ -1,0 +1,18 @@
+"""PyTorch → Relax through torch.export, with the weights bound as constants."""
+
+from __future__ import annotations
+
+import torch
+import tvm
+from torch import nn
+
+from dlas.data import InputSpec
+
+
+def export(model: nn.Module, spec: InputSpec) -> tvm.IRModule:
+    from tvm.relax.frontend.torch import from_exported_program
+
+    example = torch.zeros(spec.shape)
+    with torch.no_grad():
+        program = torch.export.export(model.eval(), (example,))
+    return from_exported_program(program, keep_params_as_input=False)

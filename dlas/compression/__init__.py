@@ -1,0 +1,14 @@
+"""Model-optimization layer: ``create_compression(cfg)`` → a :class:`Compression`."""
+
+from __future__ import annotations
+
+from dlas.compression import dense  # noqa: F401  (registration)
+from dlas.compression.base import Compression
+from dlas.compression.registry import COMPRESSIONS
+from dlas.config.schema import CompressionConfig
+
+__all__ = ["COMPRESSIONS", "Compression", "create_compression"]
+
+
+def create_compression(cfg: CompressionConfig) -> Compression:
+    return COMPRESSIONS.get(cfg.name)(cfg)

@@ -1,0 +1,3 @@
+from dlas.registry import Registry
+
+COMPRESSIONS: Registry = Registry("compression")

@@ -1,0 +1,202 @@
+"""Structured-config schemas for the six DLAS layers.
+
+Each group's YAML files name one of these dataclasses in their defaults list, so Hydra checks
+keys and types when it composes the config. Range checks live in ``__post_init__`` and run in
+:func:`dlas.config.validate`, before any expensive stage starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class ConfigError(ValueError):
+    """A config value is outside what its option allows."""
+
+
+def _require(ok: bool, option: str, allowed: str, got: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{option}={got!r} is invalid: {allowed}.")
+
+
+def _one_of(option: str, value: str, choices: tuple[str, ...]) -> None:
+    _require(value in choices, option, f"expected one of {', '.join(choices)}", value)
+
+
+# --- dataset -------------------------------------------------------------------------------
+@dataclass
+class TrainConfig:
+    """How a model is trained on this dataset (it is part of the trained checkpoint's key)."""
+
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 0, "dataset.train.epochs", "must be >= 0", self.epochs)
+        _require(self.batch_size >= 1, "dataset.train.batch_size", "must be >= 1", self.batch_size)
+        _require(self.lr > 0, "dataset.train.lr", "must be > 0", self.lr)
+        _one_of("dataset.train.schedule", self.schedule, ("cosine", "step", "constant"))
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    root: str = "data"
+    image_size: int = 32
+    num_classes: int = 10
+    mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    std: list[float] = field(default_factory=lambda: [0.25, 0.25, 0.25])
+    download: bool = False
+    # Evaluate the compiled model on the first N test samples only (None: all of them).
+    test_limit: int | None = None
+    calibration_samples: int = 256
+    num_workers: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.image_size >= 8, "dataset.image_size", "must be >= 8", self.image_size)
+        _require(self.num_classes >= 2, "dataset.num_classes", "must be >= 2", self.num_classes)
+        _require(
+            self.test_limit is None or self.test_limit >= 1,
+            "dataset.test_limit",
+            "must be null or >= 1",
+            self.test_limit,
+        )
+
+
+@dataclass
+class SyntheticDatasetConfig(DatasetConfig):
+    num_samples: int = 64
+
+
+# --- model ---------------------------------------------------------------------------------
+@dataclass
+class ModelConfig:
+    # A registered dlas model or any torchvision classifier name.
+    name: str = MISSING
+    # auto: CIFAR variant (3x3 stem, no early downsampling) for inputs <= 64 px, else ImageNet.
+    variant: str = "auto"
+    # torchvision weights enum name (e.g. DEFAULT) or a checkpoint path; null trains from scratch.
+    weights: str | None = None
+
+    def __post_init__(self) -> None:
+        _one_of("model.variant", self.variant, ("auto", "cifar", "imagenet"))
+
+
+# --- compression ---------------------------------------------------------------------------
+@dataclass
+class CompressionConfig:
+    name: str = MISSING
+
+
+# --- algorithm -----------------------------------------------------------------------------
+@dataclass
+class AlgorithmConfig:
+    name: str = MISSING
+
+
+# --- tuning (systems software) -------------------------------------------------------------
+@dataclass
+class TuningConfig:
+    name: str = MISSING
+
+
+# --- device (hardware) ---------------------------------------------------------------------
+@dataclass
+class DeviceConfig:
+    name: str = MISSING
+    # local | cuda | rpc: where the compiled module runs.
+    kind: str = "local"
+    # TVM target in JSON-dict form; mcpu/num-cores "auto" are filled from the host.
+    target: dict[str, Any] = field(default_factory=lambda: {"kind": "llvm", "mcpu": "auto"})
+    host_target: dict[str, Any] | None = None
+    num_threads: int | None = None
+    warmup_runs: int = 1
+    timed_runs: int = 150
+    measure: bool = True
+
+    def __post_init__(self) -> None:
+        _one_of("device.kind", self.kind, ("local", "cuda", "rpc"))
+        _require(self.warmup_runs >= 0, "device.warmup_runs", "must be >= 0", self.warmup_runs)
+        _require(self.timed_runs >= 1, "device.timed_runs", "must be >= 1", self.timed_runs)
+        _require(
+            self.num_threads is None or self.num_threads >= 1,
+            "device.num_threads",
+            "must be null or >= 1",
+            self.num_threads,
+        )
+
+
+# --- run-wide ------------------------------------------------------------------------------
+@dataclass
+class PathsConfig:
+    # Relative paths resolve against the directory the run was started from.
+    cache_dir: str = ".cache/dlas"
+    mlruns_dir: str = "mlruns"
+
+
+@dataclass
+class TrackingConfig:
+    # null: $MLFLOW_TRACKING_URI if set, else SQLite inside paths.mlruns_dir.
+    uri: str | None = None
+    experiment: str = "dlas"
+    run_name: str | None = None
+    log_library: bool = True
+    log_ir: bool = True
+
+
+@dataclass
+class EvalConfig:
+    # How many test samples feed the PyTorch-vs-TVM logit comparison.
+    compare_samples: int = 8
+    # Also time PyTorch eager on the same model and input (local devices only).
+    eager_baseline: bool = True
+
+    def __post_init__(self) -> None:
+        _require(
+            self.compare_samples >= 1, "eval.compare_samples", "must be >= 1", self.compare_samples
+        )
+
+
+@dataclass
+class Config:
+    dataset: DatasetConfig = MISSING
+    model: ModelConfig = MISSING
+    compression: CompressionConfig = MISSING
+    algorithm: AlgorithmConfig = MISSING
+    tuning: TuningConfig = MISSING
+    device: DeviceConfig = MISSING
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# Option schemas, kept in their own groups (schema/<layer>) so that Hydra's list of a layer's
+# options shows only real choices. A YAML file selects one with
+# `defaults: [/schema/<layer>@_here_: <name>, _self_]`.
+GROUP_SCHEMAS: dict[str, dict[str, type]] = {
+    "dataset": {"base": DatasetConfig, "synthetic": SyntheticDatasetConfig},
+    "model": {"base": ModelConfig},
+    "compression": {"base": CompressionConfig},
+    "algorithm": {"base": AlgorithmConfig},
+    "tuning": {"base": TuningConfig},
+    "device": {"base": DeviceConfig},
+}
+
+
+def register_schemas() -> None:
+    """Put every schema into Hydra's ConfigStore (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    for group, schemas in GROUP_SCHEMAS.items():
+        for name, node in schemas.items():
+            cs.store(group=f"schema/{group}", name=name, node=node)

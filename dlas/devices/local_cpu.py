@@ -1,0 +1,105 @@
+"""The host CPU: target read from the machine, programs run in this process."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+
+from dlas.devices.base import Device, Program, Runner
+from dlas.devices.registry import DEVICES
+
+
+def host_cpu_name() -> str:
+    from tvm.target import codegen
+
+    return codegen.llvm_get_system_cpu()
+
+
+def resolve_target_dict(target: dict, num_threads: int | None) -> dict:
+    """Fill ``mcpu: auto`` and the core count from the host."""
+    resolved = dict(target)
+    if resolved.get("mcpu") == "auto":
+        resolved["mcpu"] = host_cpu_name()
+    if resolved.get("kind") == "llvm":
+        resolved.setdefault("num-cores", num_threads or os.cpu_count() or 1)
+    return resolved
+
+
+class TVMRunner(Runner):
+    def __init__(self, executable, dev) -> None:
+        from tvm import relax
+
+        self.dev = dev
+        self.vm = relax.VirtualMachine(executable, dev)
+
+    def _output(self, out) -> np.ndarray:
+        out = out[0] if not hasattr(out, "numpy") else out
+        return out.numpy()
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        import tvm
+
+        return self._output(self.vm["main"](tvm.runtime.tensor(x, self.dev)))
+
+    def time(self, x: np.ndarray, warmup: int, repeat: int) -> list[float]:
+        import tvm
+
+        self.vm.set_input("main", tvm.runtime.tensor(x, self.dev))
+        for _ in range(warmup):
+            self.vm.invoke_stateful("main")
+        self.dev.sync()
+        # number=1: every sample is one inference (TVM's evaluator discards one extra call).
+        timer = self.vm.time_evaluator("invoke_stateful", self.dev, number=1, repeat=repeat)
+        return [s * 1e3 for s in timer("main").results]
+
+
+class PythonRunner(Runner):
+    """Baselines (PyTorch eager, Inductor, ONNX Runtime) timed with the same protocol."""
+
+    def __init__(self, function) -> None:
+        self.function = function
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.function(x))
+
+    def time(self, x: np.ndarray, warmup: int, repeat: int) -> list[float]:
+        for _ in range(warmup):
+            self.function(x)
+        samples = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            self.function(x)
+            samples.append((time.perf_counter() - start) * 1e3)
+        return samples
+
+
+@DEVICES.register("local")
+class LocalCPU(Device):
+    @property
+    def target(self):
+        import tvm
+
+        return tvm.target.Target(resolve_target_dict(self.cfg.target, self.cfg.num_threads))
+
+    def describe(self) -> dict[str, str]:
+        return {"host.cpu": host_cpu_name(), "host.machine": platform.machine(),
+                "host.cores": str(os.cpu_count())}
+
+    def check_available(self) -> None:
+        if self.cfg.num_threads:
+            # The TVM runtime's thread pool reads this once, when it first starts.
+            os.environ["TVM_NUM_THREADS"] = str(self.cfg.num_threads)
+
+    @contextmanager
+    def load(self, program: Program) -> Iterator[Runner]:
+        import tvm
+
+        if program.is_tvm:
+            yield TVMRunner(program.executable, tvm.cpu())
+        else:
+            yield PythonRunner(program.function)

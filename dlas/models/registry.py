@@ -1,0 +1,51 @@
+"""Model registry: dlas's named models plus any torchvision classifier by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from dlas.registry import Registry
+
+# name -> builder(num_classes, variant) where variant is "cifar" or "imagenet"
+MODELS: Registry[Callable[[int, str], nn.Module]] = Registry("model")
+
+# Inputs at most this large get the CIFAR variant under variant=auto.
+CIFAR_MAX_SIZE = 64
+
+
+def resolve_variant(variant: str, image_size: int) -> str:
+    if variant != "auto":
+        return variant
+    return "cifar" if image_size <= CIFAR_MAX_SIZE else "imagenet"
+
+
+def torchvision_names() -> list[str]:
+    import dlas._torchvision  # noqa: F401
+    from torchvision import models
+
+    return sorted(models.list_models(module=models))
+
+
+def available_models() -> list[str]:
+    return sorted(set(MODELS.names()) | set(torchvision_names()))
+
+
+def create_model(
+    name: str, num_classes: int, *, variant: str = "auto", image_size: int = 224
+) -> nn.Module:
+    """Build an untrained model; ``variant`` picks the CIFAR or the ImageNet architecture."""
+    variant = resolve_variant(variant, image_size)
+    if name in MODELS:
+        return MODELS.get(name)(num_classes, variant)
+    if name in torchvision_names():
+        if variant == "cifar":
+            raise ValueError(
+                f"model {name!r} has no CIFAR variant in dlas; use model.variant=imagenet "
+                f"(CIFAR variants: {', '.join(MODELS.names())})"
+            )
+        from torchvision import models
+
+        return models.get_model(name, num_classes=num_classes)
+    raise ValueError(f"Unknown model {name!r}. Available models: {', '.join(available_models())}")

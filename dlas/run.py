@@ -1,0 +1,48 @@
+"""Entry point: ``python -m dlas.run [overrides]`` (one run) or ``-m`` (a sweep)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from dlas.config import register_schemas
+
+log = logging.getLogger("dlas")
+register_schemas()
+
+
+def _in_sweep() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> dict[str, Any]:
+    from dlas import pipeline
+    from dlas.validity import InvalidCombination
+
+    try:
+        metrics = pipeline.run(cfg)
+    except InvalidCombination as exc:
+        if not _in_sweep():
+            raise
+        log.warning("skipped: %s", exc)
+        return {"status": "SKIPPED", "reason": str(exc)}
+    except Exception as exc:
+        if not _in_sweep():
+            raise
+        # Already recorded as a FAILED MLflow run; the sweep goes on with the next job.
+        log.error("job failed: %s: %s", type(exc).__name__, exc)
+        return {"status": "FAILED", "reason": f"{type(exc).__name__}: {exc}"}
+    for key in ("accuracy/top1", "latency/median_ms", "latency/pytorch_eager_median_ms"):
+        if key in metrics:
+            log.info("%s = %.4g", key, metrics[key])
+    return {"status": "FINISHED", **metrics}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,14 @@
+"""Systems-software layer: ``create_tuner(cfg)`` → a :class:`Tuner`."""
+
+from __future__ import annotations
+
+from dlas.config.schema import TuningConfig
+from dlas.tuning import untuned  # noqa: F401  (registration)
+from dlas.tuning.base import Tuner, TuneContext
+from dlas.tuning.registry import TUNERS
+
+__all__ = ["TUNERS", "TuneContext", "Tuner", "create_tuner"]
+
+
+def create_tuner(cfg: TuningConfig) -> Tuner:
+    return TUNERS.get(cfg.name)(cfg)

@@ -1,0 +1,41 @@
+"""The systems-software layer: how the lowered model becomes a program for the device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from dlas.cache import Cache
+from dlas.config.schema import TuningConfig
+from dlas.data import InputSpec
+from dlas.devices import Program
+
+
+@dataclass
+class TuneContext:
+    cache: Cache
+    work_dir: Path
+    # Filled by the tuner; the pipeline logs them.
+    metrics: dict[str, float] = field(default_factory=dict)
+    artifacts: dict[str, Path] = field(default_factory=dict)
+
+
+class Tuner:
+    """Base class. TVM-based options implement :meth:`compile`; baselines that bypass TVM set
+    ``uses_tvm = False`` and implement :meth:`wrap` (the algorithm layer then does not apply)."""
+
+    uses_tvm: bool = True
+    # Whether dlas.algorithms.lower should apply its default schedules before compile().
+    default_schedules: bool = True
+
+    def __init__(self, cfg: TuningConfig) -> None:
+        self.cfg = cfg
+
+    def compile(self, lowered: Any, target: Any, ctx: TuneContext) -> Program:
+        raise NotImplementedError(f"tuning={self.cfg.name} does not compile with TVM")
+
+    def wrap(self, model: nn.Module, spec: InputSpec, ctx: TuneContext) -> Program:
+        raise NotImplementedError(f"tuning={self.cfg.name} is not a baseline")
