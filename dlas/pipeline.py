@@ -36,6 +36,8 @@ class Prepared:
     model: torch.nn.Module
     compression: Any
     checkpoint_spec: dict
+    # Dense baseline of the same checkpoint (dlas.compression.reference.DenseReference).
+    reference: Any = None
 
 
 def run(cfg: DictConfig, parent_run_id: str | None = None) -> dict[str, float]:
@@ -60,6 +62,7 @@ def walk(cfg: Config, device: Device) -> dict[str, float]:
     program = compile_program(cfg, prepared, device, cache, metrics)
     if cfg.device.measure:
         measure(cfg, prepared, device, program, metrics)
+    _log_compression(cfg, prepared, metrics)
     metrics["run/seconds"] = time.perf_counter() - started
     mlflow.log_metrics(metrics)
     return metrics
@@ -70,6 +73,7 @@ def prepare_model(cfg: Config, cache: Cache, metrics: dict[str, float]) -> Prepa
     import mlflow
 
     from dlas.compression import create_compression
+    from dlas.compression.reference import DenseReference
     from dlas.models import evaluate, load_or_train, model_stats
 
     data = load_dataset(cfg.dataset)
@@ -79,6 +83,10 @@ def prepare_model(cfg: Config, cache: Cache, metrics: dict[str, float]) -> Prepa
     metrics["train/seconds"] = time.perf_counter() - start
 
     compression = create_compression(cfg.compression)
+    compression.bind(cache, origin.get("spec", {}))
+    reference = DenseReference.open(cache, origin.get("spec", {}), cfg.dataset.test_limit)
+    if not compression.baseline:  # before apply_torch: pruning works in place
+        reference.ensure_pytorch(model, data, cfg.dataset.test_limit)
     dense_stats = model_stats(model, data.spec.shape)
     model = compression.apply_torch(model, data, cfg.dataset.train).eval()
     stats = model_stats(model, data.spec.shape)
@@ -89,7 +97,7 @@ def prepare_model(cfg: Config, cache: Cache, metrics: dict[str, float]) -> Prepa
         acc = evaluate(model, data, cfg.dataset.test_limit)
         metrics["accuracy/pytorch_top1"] = acc["top1"]
         metrics["accuracy/pytorch_top5"] = acc["top5"]
-    return Prepared(data, model, compression, origin.get("spec", {}))
+    return Prepared(data, model, compression, origin.get("spec", {}), reference)
 
 
 # --- systems side: export, algorithm, tuning, build ----------------------------------------
@@ -132,7 +140,6 @@ def compile_program(cfg: Config, prepared: Prepared, device: Device, cache: Cach
 def _compile_tvm(cfg: Config, prepared: Prepared, device: Device, tuner: Any, ctx: Any,
                  cache: Cache) -> Program:
     import mlflow
-    import tvm
 
     target = device.target
     spec = build_spec(cfg, prepared, target)
@@ -140,8 +147,11 @@ def _compile_tvm(cfg: Config, prepared: Prepared, device: Device, tuner: Any, ct
     library = entry / "model.so"
     if library.exists():
         mlflow.set_tag("compile.cache_hit", "true")
-        program = Program(executable=tvm.runtime.load_module(str(library)),
-                          description=f"cached {library}")
+        # The device loads it: a library for a remote board's triple may not load here.
+        program = device.load_library(library)
+        if (entry / "compression.json").exists():
+            prepared.compression.restore_relax_report(
+                json.loads((entry / "compression.json").read_text()))
     else:
         mlflow.set_tag("compile.cache_hit", "false")
         from dlas.algorithms import lower
@@ -151,9 +161,16 @@ def _compile_tvm(cfg: Config, prepared: Prepared, device: Device, tuner: Any, ct
         calibration = [x.numpy() for x in prepared.data.calibration_batches(
             cfg.dataset.calibration_samples, batch_size=1)] if _needs_calibration(prepared) else []
         mod = prepared.compression.apply_relax(mod, calibration)
-        lowered = lower(mod, cfg.algorithm.name, target, schedule=tuner.default_schedules)
+        # The algorithm layer's default schedules are CPU ones; GPU targets get dlight's in
+        # the build (dlas.compiler.build), which only schedules what is still unscheduled.
+        lowered = lower(mod, cfg.algorithm.name, target,
+                        schedule=tuner.default_schedules and target.kind.name == "llvm")
         program = tuner.compile(lowered, target, ctx)
-        _store_build(entry, spec, mod, lowered, program, cfg)
+        _store_build(entry, spec, mod, lowered, program, cfg, device)
+        # What apply_relax found (quantized layers...): a cache hit skips apply_relax.
+        (entry / "compression.json").write_text(
+            json.dumps(prepared.compression.relax_report(), default=str))
+        program.library = str(library)
     _log_build(entry, cfg)
     return program
 
@@ -163,11 +180,12 @@ def _needs_calibration(prepared: Prepared) -> bool:
 
 
 def _store_build(entry: Path, spec: dict, mod: Any, lowered: Any, program: Program,
-                 cfg: Config) -> None:
+                 cfg: Config, device: Device) -> None:
     """Write library, per-layer table and IR into a fresh folder, then move it into place."""
     tmp = entry.with_name(entry.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
-    program.executable.export_library(str(tmp / "model.so"))
+    # Linked for the device's triple (its cross compiler, if any).
+    device.export_library(program.executable, tmp / "model.so")
     (tmp / "layers.json").write_text(json.dumps(lowered.layers, indent=1, default=str))
     if cfg.tracking.log_ir:
         (tmp / "relax.py").write_text(mod.script(show_meta=False))
@@ -196,6 +214,26 @@ def _log_build(entry: Path, cfg: Config) -> None:
             mlflow.log_artifact(str(entry / name), "ir")
 
 
+def _log_compression(cfg: Config, prepared: Prepared, metrics: dict[str, float]) -> None:
+    """Compression metrics and per-layer tables (both sides), and the drop vs dense."""
+    import mlflow
+
+    compression = prepared.compression
+    metrics.update(compression.metrics)
+    for name, table in compression.tables.items():
+        mlflow.log_table(table, name)
+    if prepared.reference is None:
+        return
+    if compression.baseline:
+        prepared.reference.record_dense(metrics, {
+            "algorithm": cfg.algorithm.name, "tuning": cfg.tuning.name, "device": cfg.device.name})
+        return
+    drops, kind = prepared.reference.drops(metrics)
+    metrics.update(drops)
+    if kind:
+        mlflow.set_tag("accuracy.dense_reference", kind)
+
+
 # --- hardware: latency and accuracy on the device ------------------------------------------
 def measure(cfg: Config, prepared: Prepared, device: Device, program: Program,
             metrics: dict[str, float]) -> None:
@@ -204,6 +242,10 @@ def measure(cfg: Config, prepared: Prepared, device: Device, program: Program,
     from dlas.measure import compiled_accuracy, latency_stats, logit_agreement, measure_latency
 
     data = prepared.data
+    if cfg.eval.eager_baseline and device.cfg.kind == "local":
+        # Timed first: TVM's worker threads keep spinning for a while after each call and
+        # would steal the cores from PyTorch's OpenMP threads.
+        metrics["latency/pytorch_eager_median_ms"] = _eager_latency(cfg, prepared)
     with device.load(program) as runner:
         samples = measure_latency(runner, data, cfg.device.warmup_runs, cfg.device.timed_runs)
         metrics.update(latency_stats(samples))
@@ -212,8 +254,7 @@ def measure(cfg: Config, prepared: Prepared, device: Device, program: Program,
         if data.labelled:
             metrics.update(compiled_accuracy(runner, data, cfg.dataset.test_limit))
         metrics.update(logit_agreement(runner, prepared.model, data, cfg.eval.compare_samples))
-    if cfg.eval.eager_baseline and device.cfg.kind == "local":
-        metrics["latency/pytorch_eager_median_ms"] = _eager_latency(cfg, prepared)
+    if "latency/pytorch_eager_median_ms" in metrics:
         metrics["latency/speedup_vs_eager"] = (
             metrics["latency/pytorch_eager_median_ms"] / metrics["latency/median_ms"])
 

@@ -11,6 +11,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from dlas.config import register_schemas
+from dlas.search.context import sweep_parent_run_id
 
 log = logging.getLogger("dlas")
 register_schemas()
@@ -26,7 +27,8 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     from dlas.validity import InvalidCombination
 
     try:
-        metrics = pipeline.run(cfg)
+        # In a sweep, the run nests under the sweep's parent run (dlas.search.callback).
+        metrics = pipeline.run(cfg, parent_run_id=sweep_parent_run_id() if _in_sweep() else None)
     except InvalidCombination as exc:
         if not _in_sweep():
             raise

@@ -82,7 +82,14 @@ def setup(cfg: DictConfig) -> str:
     import mlflow
 
     uri = tracking_uri(cfg)
+    user_uri = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
+    # MLflow also exports the URI to the environment, where it would outrank the next run's
+    # own config (tests, sweeps with per-job stores): put the user's value back.
+    if user_uri is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = user_uri
     exp = mlflow.get_experiment_by_name(cfg.tracking.experiment)
     if exp is not None:
         return exp.experiment_id

@@ -98,6 +98,56 @@ class CompressionConfig:
     name: str = MISSING
 
 
+@dataclass
+class PruningConfig(CompressionConfig):
+    # Fraction removed: of the conv/linear weights (weight_pruning) or of each layer's output
+    # channels (channel_pruning).
+    amount: float = 0.5
+    # Fine-tuning after pruning, with the dataset's training recipe; 0 skips it.
+    finetune_epochs: int = 2
+    # null: a tenth of dataset.train.lr.
+    finetune_lr: float | None = None
+
+    def __post_init__(self) -> None:
+        _require(0 < self.amount < 1, "compression.amount", "must be in (0, 1)", self.amount)
+        _require(self.finetune_epochs >= 0, "compression.finetune_epochs", "must be >= 0",
+                 self.finetune_epochs)
+        _require(self.finetune_lr is None or self.finetune_lr > 0, "compression.finetune_lr",
+                 "must be null or > 0", self.finetune_lr)
+
+
+@dataclass
+class WeightPruningConfig(PruningConfig):
+    # global: one magnitude threshold over all layers; layerwise: `amount` in every layer.
+    scope: str = "global"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _one_of("compression.scope", self.scope, ("global", "layerwise"))
+
+
+@dataclass
+class Fp16Config(CompressionConfig):
+    # Accumulator of conv2d/matmul: float16 (all-fp16 arithmetic) or float32.
+    accumulate: str = "float16"
+
+    def __post_init__(self) -> None:
+        _one_of("compression.accumulate", self.accumulate, ("float16", "float32"))
+
+
+@dataclass
+class Int8Config(CompressionConfig):
+    # Activation ranges come from this many batches of training images.
+    calibration_batches: int = 8
+    calibration_batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        _require(self.calibration_batches >= 1, "compression.calibration_batches", "must be >= 1",
+                 self.calibration_batches)
+        _require(self.calibration_batch_size >= 1, "compression.calibration_batch_size",
+                 "must be >= 1", self.calibration_batch_size)
+
+
 # --- algorithm -----------------------------------------------------------------------------
 @dataclass
 class AlgorithmConfig:
@@ -116,16 +166,40 @@ class DeviceConfig:
     name: str = MISSING
     # local | cuda | rpc: where the compiled module runs.
     kind: str = "local"
-    # TVM target in JSON-dict form; mcpu/num-cores "auto" are filled from the host.
-    target: dict[str, Any] = field(default_factory=lambda: {"kind": "llvm", "mcpu": "auto"})
+    # TVM target in JSON-dict form; "auto" values are read from the machine that runs the code
+    # (this host for local/cuda, the board over RPC for rpc). Empty: this host's CPU. (A default
+    # with keys would be merged into every YAML's target, e.g. an mcpu into a CUDA target.)
+    target: dict[str, Any] = field(default_factory=dict)
+    # Target of the host-side code (a GPU target's kernel launches); null: derived from target.
     host_target: dict[str, Any] | None = None
     num_threads: int | None = None
     warmup_runs: int = 1
     timed_runs: int = 150
     measure: bool = True
+    # kind=rpc: through an RPC tracker ("HOST:PORT") asking for a server registered under key,
+    # or, when host is set, straight to the RPC server at host:port (the tracker is then unused).
+    tracker: str | None = None
+    key: str | None = None
+    host: str | None = None
+    port: int = 9090
+    # C++ compiler that links the library for the device's triple (null: this host's own).
+    cross_compiler: str | None = None
+    # Longest one remote session (upload, latency, accuracy) may last; connects wait <= 10 s.
+    timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
         _one_of("device.kind", self.kind, ("local", "cuda", "rpc"))
+        _require(self.timeout_s > 0, "device.timeout_s", "must be > 0", self.timeout_s)
+        _require(0 < self.port < 65536, "device.port", "must be in 1..65535", self.port)
+        if self.tracker is not None:
+            host, _, port = str(self.tracker).rpartition(":")
+            _require(bool(host) and port.isdigit() and 0 < int(port) < 65536, "device.tracker",
+                     "expected HOST:PORT, e.g. 127.0.0.1:9190", self.tracker)
+        if self.kind == "rpc":
+            _require(bool(self.host or self.tracker), "device.tracker",
+                     "kind=rpc needs device.tracker=HOST:PORT or device.host=HOST", self.tracker)
+            _require(bool(self.host or self.key), "device.key",
+                     "a tracker hands out servers by key: set device.key", self.key)
         _require(self.warmup_runs >= 0, "device.warmup_runs", "must be >= 0", self.warmup_runs)
         _require(self.timed_runs >= 1, "device.timed_runs", "must be >= 1", self.timed_runs)
         _require(
@@ -186,7 +260,13 @@ class Config:
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "dataset": {"base": DatasetConfig, "synthetic": SyntheticDatasetConfig},
     "model": {"base": ModelConfig},
-    "compression": {"base": CompressionConfig},
+    "compression": {
+        "base": CompressionConfig,
+        "pruning": PruningConfig,
+        "weight_pruning": WeightPruningConfig,
+        "fp16": Fp16Config,
+        "int8": Int8Config,
+    },
     "algorithm": {"base": AlgorithmConfig},
     "tuning": {"base": TuningConfig},
     "device": {"base": DeviceConfig},

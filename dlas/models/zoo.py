@@ -84,8 +84,13 @@ class TinyCNN(nn.Module):
             nn.Conv2d(width, 2 * width, 3, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(2 * width),
             nn.ReLU(),
+            nn.Conv2d(2 * width, 4 * width, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(4 * width),
+            nn.ReLU(),
         )
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, num_classes))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, num_classes)
+        )
 
     def forward(self, x):
         x = self.stem(x)

@@ -1,0 +1,33 @@
+# Two commands on a fresh machine:  `make run` (set up + default job)  and  `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+ARGS   ?=
+
+.PHONY: setup run test lint ui clean
+
+# The install stamp is refreshed whenever pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev,onnx]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(BIN)/python -m dlas.run $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: setup
+	$(BIN)/ruff check dlas tests benchmarks hydra_plugins
+	$(BIN)/ruff format --check dlas tests benchmarks hydra_plugins
+
+# MLflow UI over the embedded store (runs, params, metrics, artifacts side by side).
+ui: setup
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --port 5000
+
+clean:
+	rm -rf outputs multirun .pytest_cache

@@ -1,0 +1,3 @@
+from dlas.registry import Registry
+
+DATASETS: Registry = Registry("dataset")

@@ -1,0 +1,58 @@
+"""Shared fixtures: compose the real config with tiny overrides (lightning-hydra-template style)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from omegaconf import DictConfig
+
+from dlas.config import register_schemas
+
+register_schemas()
+torch.set_num_threads(2)
+
+
+@pytest.fixture
+def compose_cfg() -> Callable[..., DictConfig]:
+    """compose_cfg(*overrides) → the composed DictConfig, as `python -m dlas.run` would see it."""
+
+    def _compose(*overrides: str) -> DictConfig:
+        with initialize_config_module("dlas.conf", version_base="1.3"):
+            return compose("config", overrides=list(overrides))
+
+    return _compose
+
+
+def tiny_overrides(tmp: Path, *extra: str) -> list[str]:
+    """A run small enough for the default suite: tiny model, 1 epoch, few test samples."""
+    return [
+        "model=tiny_cnn",
+        "dataset.train.epochs=1",
+        "dataset.train.lr=0.05",
+        "dataset.test_limit=24",
+        "device.timed_runs=5",
+        "eval.compare_samples=4",
+        f"paths.cache_dir={tmp / 'cache'}",
+        f"paths.mlruns_dir={tmp / 'mlruns'}",
+        *extra,
+    ]
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Callable[..., list[str]]:
+    return lambda *extra: tiny_overrides(tmp_path, *extra)
+
+
+def calibrate_batchnorm(model: torch.nn.Module, shape: tuple[int, ...], steps: int = 3) -> None:
+    """Give a fresh network realistic BN statistics so its outputs depend on the input
+    (untrained nets can be degenerate: logits equal to the bias make any comparison pass)."""
+    gen = torch.Generator().manual_seed(0)
+    model.train()
+    with torch.no_grad():
+        for _ in range(steps):
+            model(torch.randn((8, *shape[1:]), generator=gen))
+    model.eval()
