@@ -4,10 +4,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: setup run test lint ui clean
+.PHONY: setup run test lint ui clean cross-toolchain
 
 # The install stamp is refreshed whenever pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
+	command -v aarch64-linux-gnu-g++ >/dev/null || $(MAKE) cross-toolchain
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[dev,onnx]"
@@ -27,7 +28,13 @@ lint: setup
 
 # MLflow UI over the embedded store (runs, params, metrics, artifacts side by side).
 ui: setup
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --port 5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --port 5000 --workers 1
 
 clean:
 	rm -rf outputs multirun .pytest_cache
+
+# Cross-compiling for Arm boards (device=hikey_cpu, xavier, ...) links with Debian's aarch64 g++.
+# Optional: without it those tests are skipped and such builds fail with a message naming it.
+cross-toolchain:
+	-(apt-get update -qq && apt-get install -y -qq g++-aarch64-linux-gnu) >/dev/null 2>&1 \
+	  || echo "note: could not install g++-aarch64-linux-gnu (needs root and apt); Arm cross builds disabled"

@@ -121,7 +121,7 @@ def compile_program(cfg: Config, prepared: Prepared, device: Device, cache: Cach
 
     tuner = create_tuner(cfg.tuning)
     work_dir = cache.root / "work"
-    ctx = TuneContext(cache=cache, work_dir=work_dir)
+    ctx = TuneContext(cache=cache, work_dir=work_dir, device=device)
     start = time.perf_counter()
     if not tuner.uses_tvm:
         mlflow.set_tag("dlas.algorithm.applies", "false")
@@ -270,5 +270,10 @@ def _eager_latency(cfg: Config, prepared: Prepared) -> float:
             return model(torch.from_numpy(x)).numpy()
 
     x = next(iter(prepared.data.test_loader(batch_size=1)))[0].numpy()
-    samples = PythonRunner(forward).time(x, cfg.device.warmup_runs, cfg.device.timed_runs)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.device.num_threads or threads)  # the same cores TVM gets
+    try:
+        samples = PythonRunner(forward).time(x, cfg.device.warmup_runs, cfg.device.timed_runs)
+    finally:
+        torch.set_num_threads(threads)
     return float(np.median(samples))

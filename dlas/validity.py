@@ -41,6 +41,62 @@ def sparse_algorithm_needs_zeros(cfg: Config) -> str | None:
     return None
 
 
+@rule
+def baselines_run_in_this_process(cfg: Config) -> str | None:
+    from dlas.tuning import TUNERS
+
+    if cfg.device.kind == "local" or cfg.tuning.name not in TUNERS:
+        return None
+    if getattr(TUNERS.get(cfg.tuning.name), "uses_tvm", True):
+        return None
+    return (
+        f"tuning={cfg.tuning.name} runs outside TVM, in this process on this CPU; "
+        f"device={cfg.device.name} (kind={cfg.device.kind}) runs TVM libraries only: use a "
+        "TVM tuning option, or a local device"
+    )
+
+
+@rule
+def relax_compression_needs_tvm(cfg: Config) -> str | None:
+    from dlas.compression import COMPRESSIONS
+    from dlas.tuning import TUNERS
+
+    if cfg.compression.name not in COMPRESSIONS or cfg.tuning.name not in TUNERS:
+        return None
+    compression = COMPRESSIONS.get(cfg.compression.name)
+    if not compression.acts_on_relax or getattr(TUNERS.get(cfg.tuning.name), "uses_tvm", True):
+        return None
+    torch_side = [n for n in COMPRESSIONS.names() if not COMPRESSIONS.get(n).acts_on_relax]
+    return (
+        f"compression={cfg.compression.name} rewrites the TVM (Relax) module and "
+        f"tuning={cfg.tuning.name} runs outside TVM: use a TVM tuning option, or one of "
+        f"compression={', '.join(torch_side)}"
+    )
+
+
+@rule
+def algorithm_supports_compute_dtypes(cfg: Config) -> str | None:
+    from dlas.algorithms import ALGORITHMS
+    from dlas.compression import COMPRESSIONS
+
+    if cfg.algorithm.name not in ALGORITHMS or cfg.compression.name not in COMPRESSIONS:
+        return None
+    needed = COMPRESSIONS.get(cfg.compression.name).compute_dtypes
+
+    def supports(name: str) -> bool:
+        # Algorithms declare `dtypes` only when they are not dtype-generic.
+        dtypes = getattr(ALGORITHMS.get(name), "dtypes", None)
+        return dtypes is None or all(d in dtypes for d in needed)
+
+    if supports(cfg.algorithm.name):
+        return None
+    working = [n for n in ALGORITHMS.names() if supports(n)]
+    return (
+        f"algorithm={cfg.algorithm.name} does not compute in {'/'.join(needed)}, which "
+        f"compression={cfg.compression.name} needs; algorithms that do: {', '.join(working)}"
+    )
+
+
 def problems(cfg: Config) -> list[str]:
     return [reason for check in RULES if (reason := check(cfg))]
 

@@ -51,6 +51,10 @@ def calibrate_batchnorm(model: torch.nn.Module, shape: tuple[int, ...], steps: i
     """Give a fresh network realistic BN statistics so its outputs depend on the input
     (untrained nets can be degenerate: logits equal to the bias make any comparison pass)."""
     gen = torch.Generator().manual_seed(0)
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average: exact statistics after a few batches
     model.train()
     with torch.no_grad():
         for _ in range(steps):

@@ -7,13 +7,33 @@ from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
 
+def is_gpu(target: tvm.target.Target) -> bool:
+    return "gpu" in target.keys
+
+
+def gpu_default_schedules() -> tvm.transform.Pass:
+    """dlight's GPU rules (thread bindings) for every PrimFunc not scheduled yet: the algorithm
+    layer's default schedules are CPU ones, and a GPU kernel without bindings does not build."""
+    from tvm.s_tir import dlight as dl
+
+    return dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
+                                   dl.gpu.GeneralReduction(), dl.gpu.Fallback())
+
+
 def finish_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
-    """The CPU pipeline's passes after legalization: dlas.algorithms.lower did those already."""
+    """The backend's passes after legalization: dlas.algorithms.lower did those already."""
+    if target.kind.name == "cuda":
+        from tvm.relax.backend.cuda import pipeline as backend
+    elif is_gpu(target):
+        from tvm.relax.backend.gpu_generic import pipeline as backend
+    else:
+        backend = cpu_generic
 
     @tvm.transform.module_pass(opt_level=0)
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         with target:
-            passes = cpu_generic.dataflow_lower_passes(target) + cpu_generic.finalize_passes(target)
+            passes = [gpu_default_schedules()] if is_gpu(target) else []
+            passes += backend.dataflow_lower_passes(target) + backend.finalize_passes(target)
             return tvm.transform.Sequential(passes)(mod)
 
     return _pipeline

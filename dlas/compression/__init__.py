@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from dlas.compression import dense  # noqa: F401  (registration)
+from dlas.compression import (  # noqa: F401  (registration)
+    channel_pruning,
+    dense,
+    fp16,
+    int8,
+    weight_pruning,
+)
 from dlas.compression.base import Compression
 from dlas.compression.registry import COMPRESSIONS
 from dlas.config.schema import CompressionConfig

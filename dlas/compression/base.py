@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from dlas.cache import Cache
 from dlas.config.schema import CompressionConfig, TrainConfig
 from dlas.data import DataBundle
 
@@ -14,13 +15,32 @@ from dlas.data import DataBundle
 class Compression:
     """Base class: the identity on both sides. Subclasses override the side they act on."""
 
+    # The dense baseline: its compiled accuracy is the reference of every other option.
+    baseline: bool = False
     # True when the compressed weights keep explicit zeros that sparse (CSR) algorithms exploit.
     sparse_weights: bool = False
+    # True when apply_relax rewrites the module: such options need a TVM-compiled program.
+    acts_on_relax: bool = False
+    # True when apply_relax wants calibration inputs from the pipeline.
+    needs_calibration: bool = False
+    # Input dtypes the lowered conv2d/matmul see (an algorithm must support all of them).
+    compute_dtypes: tuple[str, ...] = ("float32",)
 
     def __init__(self, cfg: CompressionConfig) -> None:
         self.cfg = cfg
         self.metrics: dict[str, float] = {}
+        # name -> column-oriented table ({column: [values]}), logged with mlflow.log_table.
+        self.tables: dict[str, dict[str, list]] = {}
         self.info: dict[str, Any] = {}
+        self.cache: Cache | None = None
+        self.checkpoint_spec: dict = {}
+        self._relax_report: dict[str, Any] = {"metrics": {}, "tables": {}}
+
+    def bind(self, cache: Cache | None, checkpoint_spec: dict) -> None:
+        """Where compressed checkpoints may be cached and which trained checkpoint they come
+        from (an empty spec disables caching, e.g. for models built in tests)."""
+        self.cache = cache
+        self.checkpoint_spec = checkpoint_spec
 
     def apply_torch(self, model: nn.Module, data: DataBundle, train_cfg: TrainConfig) -> nn.Module:
         """Compress the trained PyTorch model (pruning, fine-tuning, calibration statistics)."""
@@ -33,3 +53,17 @@ class Compression:
     def cache_spec(self) -> dict[str, Any]:
         """The config a compressed checkpoint depends on (besides the trained model's)."""
         return dataclasses.asdict(self.cfg)
+
+    def report_relax(self, metrics: dict[str, float], tables: dict[str, dict[str, list]]) -> None:
+        """Record what apply_relax found (subclasses call this): a cached build skips
+        apply_relax, so the pipeline stores this report with the library and restores it."""
+        self.restore_relax_report({"metrics": metrics, "tables": tables})
+
+    def relax_report(self) -> dict[str, Any]:
+        return self._relax_report
+
+    def restore_relax_report(self, report: dict[str, Any]) -> None:
+        self._relax_report["metrics"].update(report.get("metrics", {}))
+        self._relax_report["tables"].update(report.get("tables", {}))
+        self.metrics.update(report.get("metrics", {}))
+        self.tables.update(report.get("tables", {}))

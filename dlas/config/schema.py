@@ -105,7 +105,7 @@ class PruningConfig(CompressionConfig):
     amount: float = 0.5
     # Fine-tuning after pruning, with the dataset's training recipe; 0 skips it.
     finetune_epochs: int = 2
-    # null: a tenth of dataset.train.lr.
+    # null: dataset.train.lr (decayed by dataset.train.schedule over the fine-tuning epochs).
     finetune_lr: float | None = None
 
     def __post_init__(self) -> None:
@@ -158,6 +158,91 @@ class AlgorithmConfig:
 @dataclass
 class TuningConfig:
     name: str = MISSING
+
+
+@dataclass
+class MetaScheduleTuningConfig(TuningConfig):
+    # Measured trials for the whole model (MetaSchedule's max_trials_global); 0 applies the
+    # records the database already has and tunes nothing.
+    trials: int = 512
+    # Cap per task; null: only the global budget limits a task.
+    trials_per_task: int | None = None
+    # Candidates measured per search round (num_trials_per_iter), at most trials / tasks so
+    # that the first round reaches every task.
+    trials_per_iter: int = 64
+    # evolutionary | replay-trace | replay-func, with that strategy's constructor arguments
+    # (e.g. {population_size: 512, genetic_num_iters: 4}).
+    strategy: str = "evolutionary"
+    strategy_options: dict[str, Any] = field(default_factory=dict)
+    # gradient (more trials where the latency is) | round-robin.
+    task_scheduler: str = "gradient"
+    # xgb | mlp | random, with that cost model's constructor arguments.
+    cost_model: str = "xgb"
+    cost_model_options: dict[str, Any] = field(default_factory=dict)
+    # Candidates compile in this process on builder_workers threads (null: one per core).
+    builder: str = "inprocess"
+    builder_workers: int | None = None
+    # inprocess: timed in this process; local: one worker process that dies with this one.
+    # Devices with their own MetaSchedule runner (RPC boards) use it instead.
+    runner: str = "inprocess"
+    runner_timeout_s: float = 60.0
+    runner_number: int = 3
+    runner_repeat: int = 1
+    runner_min_repeat_ms: int = 50
+    cpu_cache_flush: bool = False
+    seed: int | None = 0
+    # Also time dlas's default schedule of each tuned task and keep it as a record, so that
+    # the build uses whichever is faster per task (never slower than untuned).
+    include_defaults: bool = True
+    # A records folder, MLflow run id or runs:/<id>/tuning URI to apply instead of tuning.
+    records: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _require(self.trials >= 0, "tuning.trials", "must be >= 0", self.trials)
+        _require(self.trials_per_task is None or self.trials_per_task >= 1,
+                 "tuning.trials_per_task", "must be null or >= 1", self.trials_per_task)
+        _require(self.trials_per_iter >= 1, "tuning.trials_per_iter", "must be >= 1",
+                 self.trials_per_iter)
+        _one_of("tuning.strategy", self.strategy, ("evolutionary", "replay-trace", "replay-func"))
+        _one_of("tuning.task_scheduler", self.task_scheduler, ("gradient", "round-robin"))
+        _one_of("tuning.cost_model", self.cost_model, ("xgb", "mlp", "random"))
+        _one_of("tuning.builder", self.builder, ("inprocess",))
+        _one_of("tuning.runner", self.runner, ("inprocess", "local"))
+        _require(self.builder_workers is None or self.builder_workers >= 1,
+                 "tuning.builder_workers", "must be null or >= 1", self.builder_workers)
+        _require(self.runner_timeout_s > 0, "tuning.runner_timeout_s", "must be > 0",
+                 self.runner_timeout_s)
+        _require(self.runner_number >= 1, "tuning.runner_number", "must be >= 1",
+                 self.runner_number)
+        _require(self.runner_repeat >= 1, "tuning.runner_repeat", "must be >= 1",
+                 self.runner_repeat)
+        _require(self.runner_min_repeat_ms >= 0, "tuning.runner_min_repeat_ms", "must be >= 0",
+                 self.runner_min_repeat_ms)
+
+
+@dataclass
+class TorchCompileTuningConfig(TuningConfig):
+    # torch.compile mode: default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs.
+    mode: str = "default"
+    # Inductor freezing: weights become constants (its recommended CPU inference setting).
+    freezing: bool = True
+
+    def __post_init__(self) -> None:
+        _one_of("tuning.mode", self.mode,
+                ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"))
+
+
+@dataclass
+class OnnxRuntimeTuningConfig(TuningConfig):
+    opset: int = 18
+    # ONNX Runtime graph optimization level: disable | basic | extended | all.
+    graph_optimization: str = "all"
+
+    def __post_init__(self) -> None:
+        _require(self.opset >= 11, "tuning.opset", "must be >= 11", self.opset)
+        _one_of("tuning.graph_optimization", self.graph_optimization,
+                ("disable", "basic", "extended", "all"))
 
 
 # --- device (hardware) ---------------------------------------------------------------------
@@ -268,7 +353,12 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
         "int8": Int8Config,
     },
     "algorithm": {"base": AlgorithmConfig},
-    "tuning": {"base": TuningConfig},
+    "tuning": {
+        "base": TuningConfig,
+        "metaschedule": MetaScheduleTuningConfig,
+        "torch_compile": TorchCompileTuningConfig,
+        "onnxruntime": OnnxRuntimeTuningConfig,
+    },
     "device": {"base": DeviceConfig},
 }
 

@@ -56,7 +56,8 @@ class DataBundle:
 
 
 def normalise(cfg: DatasetConfig) -> torch.nn.Module:
-    import dlas._torchvision  # noqa: F401
     from torchvision import transforms
+
+    import dlas._torchvision  # noqa: F401
 
     return transforms.Normalize(list(cfg.mean), list(cfg.std))

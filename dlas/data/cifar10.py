@@ -63,8 +63,9 @@ def load_cifar10(cfg: DatasetConfig) -> DataBundle:
     root = Path(cfg.root).expanduser()
     folder = root / FOLDER
     if cfg.download and not folder.is_dir():
-        import dlas._torchvision  # noqa: F401
         from torchvision.datasets import CIFAR10
+
+        import dlas._torchvision  # noqa: F401
 
         CIFAR10(str(root), download=True)
     missing = [n for n in TRAIN_BATCHES + TEST_BATCHES if not (folder / n).is_file()]

@@ -11,8 +11,9 @@ from dlas.data.registry import DATASETS
 
 @DATASETS.register("imagenet")
 def load_imagenet(cfg: DatasetConfig) -> DataBundle:
-    import dlas._torchvision  # noqa: F401
     from torchvision import datasets, transforms
+
+    import dlas._torchvision  # noqa: F401
 
     root = Path(cfg.root).expanduser()
     if not (root / "val").is_dir():

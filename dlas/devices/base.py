@@ -6,6 +6,7 @@ import abc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,17 +18,25 @@ class DeviceUnavailableError(RuntimeError):
     """The device cannot be reached or used; raised before any expensive work."""
 
 
+class DeviceError(RuntimeError):
+    """A program on a remote device failed there, or the device stopped answering."""
+
+
 @dataclass
 class Program:
     """What a systems-software option produced: a TVM executable or a Python callable."""
 
-    executable: Any = None  # tvm.relax.VMExecutable
+    # tvm.relax.VMExecutable, or a runtime module loaded from a library built for this host.
+    executable: Any = None
     function: Callable[[np.ndarray], np.ndarray] | None = None
     description: str = ""
+    # The exported library for the device's triple, when there is one: remote devices upload
+    # this file instead of exporting the executable again (or cannot load it here at all).
+    library: str | None = None
 
     @property
     def is_tvm(self) -> bool:
-        return self.executable is not None
+        return self.executable is not None or self.library is not None
 
 
 class Runner(abc.ABC):
@@ -55,10 +64,36 @@ class Device(abc.ABC):
         """Facts about the hardware, logged as tags."""
         return {}
 
-    def check_available(self) -> None:
+    def check_available(self) -> None:  # noqa: B027  (optional hook: most devices need none)
         """Raise DeviceUnavailableError now rather than after training and compiling."""
 
     @abc.abstractmethod
     @contextmanager
     def load(self, program: Program) -> Iterator[Runner]:
         """Put ``program`` on the device for the duration of the block."""
+
+    def export_library(self, executable: Any, path: str | Path) -> None:
+        """Write ``executable`` as a shared library that this device can load."""
+        executable.export_library(str(path))
+
+    def load_library(self, path: str | Path) -> Program:
+        """A Program from a library that :meth:`export_library` wrote (the build cache)."""
+        import tvm
+
+        return Program(
+            executable=tvm.runtime.load_module(str(path)),
+            library=str(path),
+            description=f"cached {path}",
+        )
+
+    def metaschedule_runner(
+        self, evaluator_config: Any = None, session_timeout_s: float | None = None
+    ) -> Any:
+        """The MetaSchedule runner that measures candidates on this device; None means
+        MetaSchedule's own default (a LocalRunner on this machine)."""
+        return None
+
+    def metaschedule_builder(self) -> Any:
+        """The MetaSchedule builder whose libraries this device can load; None means
+        MetaSchedule's own default (a LocalBuilder with the host's compiler)."""
+        return None

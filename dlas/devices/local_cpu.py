@@ -21,8 +21,9 @@ def host_cpu_name() -> str:
 
 
 def resolve_target_dict(target: dict, num_threads: int | None) -> dict:
-    """Fill ``mcpu: auto`` and the core count from the host."""
-    resolved = dict(target)
+    """Fill ``mcpu: auto`` and the core count from the host; an empty target is this host's
+    CPU."""
+    resolved = dict(target) or {"kind": "llvm", "mcpu": "auto"}
     if resolved.get("mcpu") == "auto":
         resolved["mcpu"] = host_cpu_name()
     if resolved.get("kind") == "llvm":
@@ -37,14 +38,21 @@ class TVMRunner(Runner):
         self.dev = dev
         self.vm = relax.VirtualMachine(executable, dev)
 
-    def _output(self, out) -> np.ndarray:
-        out = out[0] if not hasattr(out, "numpy") else out
-        return out.numpy()
-
     def run(self, x: np.ndarray) -> np.ndarray:
         import tvm
 
-        return self._output(self.vm["main"](tvm.runtime.tensor(x, self.dev)))
+        # Stateful call + get_outputs rather than vm["main"](x): over RPC the output tuple is a
+        # reference to an object on the board, and get_outputs fetches its tensors one by one.
+        self.vm.set_input("main", tvm.runtime.tensor(x, self.dev))
+        self.vm.invoke_stateful("main")
+        out = self.vm.get_outputs("main")
+        while isinstance(out, tuple):
+            out = out[0]
+        return out.numpy()
+
+    def close(self) -> None:
+        """Drop the VM and device; over RPC the session ends once nothing refers to it."""
+        self.vm = self.dev = None
 
     def time(self, x: np.ndarray, warmup: int, repeat: int) -> list[float]:
         import tvm
@@ -87,13 +95,19 @@ class LocalCPU(Device):
         return tvm.target.Target(resolve_target_dict(self.cfg.target, self.cfg.num_threads))
 
     def describe(self) -> dict[str, str]:
-        return {"host.cpu": host_cpu_name(), "host.machine": platform.machine(),
-                "host.cores": str(os.cpu_count())}
+        return {
+            "host.cpu": host_cpu_name(),
+            "host.machine": platform.machine(),
+            "host.cores": str(os.cpu_count()),
+        }
 
     def check_available(self) -> None:
+        # TVM's pool reads this once, when it first starts. Unset, TVM assumes two hardware
+        # threads per core and uses half the CPUs: one thread on a 2-core machine.
         if self.cfg.num_threads:
-            # The TVM runtime's thread pool reads this once, when it first starts.
             os.environ["TVM_NUM_THREADS"] = str(self.cfg.num_threads)
+        else:
+            os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
 
     @contextmanager
     def load(self, program: Program) -> Iterator[Runner]:

@@ -22,8 +22,9 @@ def resolve_variant(variant: str, image_size: int) -> str:
 
 
 def torchvision_names() -> list[str]:
-    import dlas._torchvision  # noqa: F401
     from torchvision import models
+
+    import dlas._torchvision  # noqa: F401
 
     return sorted(models.list_models(module=models))
 

@@ -12,8 +12,9 @@ from dlas.models.registry import MODELS
 
 
 def _torchvision(name: str, num_classes: int) -> nn.Module:
-    import dlas._torchvision  # noqa: F401
     from torchvision import models
+
+    import dlas._torchvision  # noqa: F401
 
     return models.get_model(name, num_classes=num_classes)
 

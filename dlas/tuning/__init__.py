@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from dlas.config.schema import TuningConfig
-from dlas.tuning import untuned  # noqa: F401  (registration)
-from dlas.tuning.base import Tuner, TuneContext
+from dlas.tuning import (  # noqa: F401  (registration)
+    baselines,
+    metaschedule,
+    onnx_runtime,
+    untuned,
+)
+from dlas.tuning.base import TuneContext, Tuner
 from dlas.tuning.registry import TUNERS
 
 __all__ = ["TUNERS", "TuneContext", "Tuner", "create_tuner"]

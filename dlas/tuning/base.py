@@ -18,6 +18,8 @@ from dlas.devices import Program
 class TuneContext:
     cache: Cache
     work_dir: Path
+    # The dlas Device the program is for (devices may bring their own MetaSchedule runner).
+    device: Any = None
     # Filled by the tuner; the pipeline logs them.
     metrics: dict[str, float] = field(default_factory=dict)
     artifacts: dict[str, Path] = field(default_factory=dict)

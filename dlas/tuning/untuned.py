@@ -4,7 +4,7 @@ from typing import Any
 
 from dlas.compiler.build import build
 from dlas.devices import Program
-from dlas.tuning.base import Tuner, TuneContext
+from dlas.tuning.base import TuneContext, Tuner
 from dlas.tuning.registry import TUNERS
 
 

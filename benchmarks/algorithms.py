@@ -1,0 +1,182 @@
+"""Untuned latency of each conv2d algorithm against PyTorch eager (not a test: a table).
+
+    python benchmarks/algorithms.py                              # everything (long)
+    python benchmarks/algorithms.py --models resnet18 --sizes 224 --sparsity ""
+    python benchmarks/algorithms.py --models vgg16 --sizes 32 --algorithms "" --sparsity 0.9
+
+Batch 1, 2 threads on both sides. TVM: median of ``--repeat`` runs of the compiled module
+(``time_evaluator``, one call per run, after a warm-up). PyTorch: median of ``--repeat``
+eager calls under ``torch.no_grad`` after a warm-up. Models at <= 64 px are the CIFAR
+variants. The sparse rows use the same model with every conv and linear weight magnitude-
+pruned (per layer) to the given sparsity, and put each sparse algorithm next to its dense
+counterpart on that same pruned model. Every compiled model is checked against PyTorch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import tvm
+from tvm import relax
+
+from dlas.algorithms import ALGORITHMS, lower
+from dlas.compiler.build import build
+from dlas.compiler.export import export
+from dlas.data import InputSpec
+from dlas.devices.local_cpu import resolve_target_dict
+from dlas.models import create_model
+
+
+@dataclass
+class Row:
+    model: str
+    size: int
+    sparsity: float
+    algorithm: str
+    tvm_ms: float
+    tvm_min_ms: float
+    torch_ms: float
+    lower_s: float
+    build_s: float
+    rel_err: float
+
+    @property
+    def ratio(self) -> float:
+        return self.tvm_ms / self.torch_ms
+
+
+def prune(model: torch.nn.Module, amount: float) -> None:
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d | torch.nn.Linear):
+                w = module.weight
+                k = max(1, int(amount * w.numel()))
+                cut = w.abs().flatten().kthvalue(k).values
+                w.mul_((w.abs() > cut).float())
+
+
+def give_batchnorm_statistics(model: torch.nn.Module, shape: tuple[int, ...]) -> None:
+    """Fresh BN layers are identities; a few training-mode batches make them do real work."""
+    gen = torch.Generator().manual_seed(0)
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn((4, *shape[1:]), generator=gen))
+    model.eval()
+
+
+def torch_latency(model: torch.nn.Module, x: torch.Tensor, repeat: int) -> float:
+    with torch.no_grad():
+        model(x)
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def measure(
+    name: str, size: int, sparsity: float, algorithms: list[str], repeat: int, target
+) -> list[Row]:
+    torch.manual_seed(0)
+    spec = InputSpec(3, size, 10)
+    model = create_model(name, 10, image_size=size)
+    if sparsity:
+        prune(model, sparsity)
+    give_batchnorm_statistics(model, spec.shape)
+    x = torch.randn(spec.shape)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    mod = export(model, spec)
+    rows = []
+    for algorithm in algorithms:
+        start = time.perf_counter()
+        lowered = lower(mod, algorithm, target)
+        lowered_at = time.perf_counter()
+        executable = build(lowered.mod, target)
+        built_at = time.perf_counter()
+        dev = tvm.cpu()
+        vm = relax.VirtualMachine(executable, dev)
+        data = tvm.runtime.tensor(x.numpy(), dev)
+        out = vm["main"](data)[0].numpy()
+        err = float(np.abs(out - ref).max() / np.abs(ref).max())
+        timer = vm.time_evaluator("main", dev, number=1, repeat=repeat, min_repeat_ms=0)
+        result = timer(data)
+        torch_ms = torch_latency(model, x, repeat)  # right after: same machine load
+        rows.append(
+            Row(
+                name,
+                size,
+                sparsity,
+                algorithm,
+                result.median * 1e3,
+                min(result.results) * 1e3,
+                torch_ms,
+                lowered_at - start,
+                built_at - lowered_at,
+                err,
+            )
+        )
+        print(format_row(rows[-1]), flush=True)
+    return rows
+
+
+HEADER = (
+    f"{'model':13s} {'size':>4s} {'sparsity':>8s} {'algorithm':20s} {'tvm ms':>9s} "
+    f"{'(min)':>9s} {'torch ms':>9s} {'tvm/torch':>9s} {'lower s':>7s} {'build s':>7s} "
+    f"{'rel err':>8s}"
+)
+
+
+def format_row(r: Row) -> str:
+    return (
+        f"{r.model:13s} {r.size:4d} {r.sparsity:8.2f} {r.algorithm:20s} {r.tvm_ms:9.2f} "
+        f"{r.tvm_min_ms:9.2f} {r.torch_ms:9.2f} {r.ratio:9.2f} {r.lower_s:7.1f} "
+        f"{r.build_s:7.1f} {r.rel_err:8.1e}"
+    )
+
+
+def main() -> None:
+    dense = [n for n in ALGORITHMS.names() if not ALGORITHMS.get(n).sparse]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default="resnet18,mobilenet_v2,vgg16")
+    parser.add_argument("--sizes", default="32,224")
+    parser.add_argument("--algorithms", default=",".join(dense), help="dense rows")
+    parser.add_argument("--sparsity", default="0.5,0.9", help="pruned rows ('' for none)")
+    parser.add_argument("--sparse-sizes", default="32,224")
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--json", help="also write the rows here")
+    args = parser.parse_args()
+
+    torch.set_num_threads(2)
+    target = tvm.target.Target(resolve_target_dict({"kind": "llvm", "mcpu": "auto"}, None))
+    split = lambda s: [v for v in s.split(",") if v]  # noqa: E731
+    print(f"target: {target}\n{HEADER}", flush=True)
+    rows: list[Row] = []
+    for name in split(args.models):
+        for size in map(int, split(args.sizes)):
+            if split(args.algorithms):
+                rows += measure(name, size, 0.0, split(args.algorithms), args.repeat, target)
+        for size in map(int, split(args.sparse_sizes)):
+            for level in map(float, split(args.sparsity)):
+                pairs = []
+                for sparse in (n for n in ALGORITHMS.names() if ALGORITHMS.get(n).sparse):
+                    pairs += [ALGORITHMS.get(sparse).dense_counterpart, sparse]
+                rows += measure(name, size, level, pairs, args.repeat, target)
+    print(f"\n{HEADER}")
+    for r in rows:
+        print(format_row(r))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([asdict(r) | {"ratio": r.ratio} for r in rows], f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

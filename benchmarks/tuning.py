@@ -1,0 +1,141 @@
+"""Untuned vs MetaSchedule-tuned latency per conv algorithm, against PyTorch eager,
+torch.compile and ONNX Runtime, at batch 1 on 32x32 inputs.
+
+    nice -n 10 python benchmarks/tuning.py [--models resnet18 mobilenet_v2]
+        [--algorithms direct gemm spatial_pack] [--trials 1024] [--tuned-algorithms [direct]]
+        [--baselines pytorch torch_compile onnxruntime] [--timed-runs 50]
+        [--dataset synthetic] [--cache-dir .cache/dlas-bench] [--override device.num_threads=1]
+        [--reuse-check] [--json out.json]
+
+Every cell is one real ``dlas.pipeline.run`` (one MLflow run), measured with the pipeline's
+latency protocol. Tuning records go to the shared database under ``--cache-dir``, so a rerun
+with the same budget tunes nothing. ``--reuse-check`` then repeats each tuned run with its
+built library removed from the compile cache: the run must rebuild through the tuner and take
+every record from the database (``tune/new_trials`` 0). Timings on a shared machine are noisy:
+the load average is printed with the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+
+def run_one(overrides: list[str]) -> dict[str, float]:
+    from hydra import compose, initialize_config_module
+
+    from dlas import pipeline
+
+    with initialize_config_module("dlas.conf", version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    return pipeline.run(cfg)
+
+
+def drop_compiled(cache_dir: str, model: str, algorithm: str, tuning: dict) -> int:
+    """Remove the built libraries of (model, algorithm, tuning) from the compile cache."""
+    removed = 0
+    for spec_file in Path(cache_dir).expanduser().glob("compiled/*/spec.json"):
+        spec = json.loads(spec_file.read_text())
+        if (spec.get("tuning") == tuning and spec.get("algorithm", {}).get("name") == algorithm
+                and spec.get("checkpoint", {}).get("model") == model):
+            shutil.rmtree(spec_file.parent)
+            removed += 1
+    return removed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["resnet18", "mobilenet_v2"])
+    parser.add_argument("--algorithms", nargs="+", default=["direct", "gemm", "spatial_pack"])
+    parser.add_argument("--tuned-algorithms", nargs="*", default=None,
+                        help="algorithms to tune (default: all of --algorithms; none if empty)")
+    parser.add_argument("--trials", type=int, default=1024)
+    parser.add_argument("--tuning", nargs="*", default=[],
+                        help="extra tuning.* overrides, e.g. tuning.trials_per_iter=32")
+    parser.add_argument("--baselines", nargs="*",
+                        default=["pytorch", "torch_compile", "onnxruntime"])
+    parser.add_argument("--dataset", default="synthetic")
+    parser.add_argument("--timed-runs", type=int, default=50)
+    parser.add_argument("--cache-dir", default=".cache/dlas-bench")
+    parser.add_argument("--mlruns-dir", default="mlruns")
+    parser.add_argument("--override", nargs="*", default=[],
+                        help="extra overrides for every run, e.g. device.num_threads=1")
+    parser.add_argument("--reuse-check", action="store_true")
+    parser.add_argument("--json", help="also write the rows here")
+    args = parser.parse_args()
+
+    from dlas.algorithms import ALGORITHMS
+    from dlas.config import register_schemas, validate
+
+    register_schemas()
+    algorithms = [a for a in args.algorithms if a in ALGORITHMS]
+    wanted = algorithms if args.tuned_algorithms is None else args.tuned_algorithms
+    tuned_algorithms = [a for a in wanted if a in ALGORITHMS]
+    common = [f"dataset={args.dataset}", f"device.timed_runs={args.timed_runs}",
+              "tracking.log_library=false", f"paths.cache_dir={args.cache_dir}",
+              f"paths.mlruns_dir={args.mlruns_dir}", *args.override]
+    tune = ["tuning=metaschedule", f"tuning.trials={args.trials}", *args.tuning]
+    rows: list[dict] = []
+
+    def cell(model: str, label: str, overrides: list[str]) -> dict[str, float]:
+        start = time.perf_counter()
+        m = run_one([f"model={model}", *common, *overrides])
+        row = {"model": model, "config": label, "ms": m["latency/median_ms"],
+               "eager ms": m.get("latency/pytorch_eager_median_ms"),
+               "tune s": m.get("tune/seconds"), "trials": m.get("tune/trials"),
+               "new trials": m.get("tune/new_trials"), "run s": time.perf_counter() - start,
+               "load": os.getloadavg()[0]}
+        rows.append(row)
+        print(f"# {model} {label}: {row['ms']:.2f} ms, {row['run s']:.0f} s, load "
+              f"{row['load']:.1f}", flush=True)
+        return m
+
+    for model in args.models:
+        for algorithm in algorithms:
+            cell(model, f"untuned {algorithm}", [f"algorithm={algorithm}"])
+        for algorithm in tuned_algorithms:
+            cell(model, f"tuned {algorithm}", [f"algorithm={algorithm}", *tune])
+            if args.reuse_check:
+                with_cfg = run_cfg([f"model={model}", *common, f"algorithm={algorithm}", *tune])
+                tuning = json.loads(json.dumps(vars(validate(with_cfg).tuning), default=str))
+                drop_compiled(args.cache_dir, model, algorithm, tuning)
+                cell(model, f"tuned {algorithm} (2nd run)", [f"algorithm={algorithm}", *tune])
+        for baseline in args.baselines:
+            cell(model, baseline, [f"tuning={baseline}"])
+
+    print_table(rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+def run_cfg(overrides: list[str]):
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("dlas.conf", version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"\nload average now: {os.getloadavg()}")
+    cols = ["model", "config", "ms", "x vs untuned direct", "x vs eager", "eager ms", "tune s",
+            "trials", "new trials", "run s", "load"]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for row in rows:
+        base = next((r["ms"] for r in rows
+                     if r["model"] == row["model"] and r["config"] == "untuned direct"), None)
+        eager = next((r["ms"] for r in rows
+                      if r["model"] == row["model"] and r["config"] == "pytorch"), None)
+        row["x vs untuned direct"] = base / row["ms"] if base else None
+        row["x vs eager"] = eager / row["ms"] if eager else None
+        cells = ["" if row.get(c) is None else f"{row[c]:.2f}" if isinstance(row[c], float)
+                 else str(row[c]) for c in cols]
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+"""Algorithms & data formats layer: how conv2d (and dense) are computed and scheduled.
+
+``lower(mod, "spatial_pack", target)`` legalizes every Relax operator of an exported model
+to PrimFuncs, with conv2d computed by the chosen algorithm, fuses the epilogues into them and
+gives every fused PrimFunc a default CPU schedule. Adding an algorithm = one module that
+subclasses :class:`Algorithm` and registers itself, plus one ``conf/algorithm/<name>.yaml``.
+"""
+
+from __future__ import annotations
+
+from . import (  # noqa: F401  (each module registers its algorithm)
+    direct,
+    gemm,
+    sparse_direct,
+    sparse_gemm,
+    sparse_spatial_pack,
+    spatial_pack,
+)
+from .base import Algorithm, ConvSpec
+from .lowering import LoweredModule, lower
+from .registry import ALGORITHMS
+
+__all__ = ["ALGORITHMS", "Algorithm", "ConvSpec", "LoweredModule", "lower"]

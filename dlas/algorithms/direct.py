@@ -1,0 +1,175 @@
+"""Direct: the sliding-window convolution on the NCHW data as it is, no data reshaping.
+
+Stride-1 layers with rows of at least 16 outputs run along the output width: one vector load
+of an input row segment, one broadcast OIHW weight per output channel of the tile, one FMA
+per (channel, vector); the tile (output channels x rows x width vectors) stays in registers
+over the whole (ic, kh, kw) reduction, and the width is rounded up to whole vectors.
+Narrow maps (a 7-wide row fills half a vector) and strided layers (a stride-2 row is a
+gather) instead broadcast one input pixel and update 16 output channels per FMA, the
+weights laid out [OC/16, IC, KH, KW, 16] at compile time; the data is still read in place.
+Depthwise layers always run along the width (their channels do not share input pixels).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from tvm import relax, s_tir, te
+
+from .base import (
+    CHANNEL_CHUNK,
+    LANES,
+    MAX_ACCUMULATORS,
+    Algorithm,
+    ConvSpec,
+    call_te,
+    largest_divisor,
+    main_attrs,
+    padded_input,
+    round_up,
+    vector_width,
+)
+from .registry import ALGORITHMS
+from .schedules import extent, finish_reduction
+from .spatial_pack import channel_blocks, pixel_tile, unpack
+
+MAX_WIDTH_VECTORS = 4
+
+
+def padded_width(spec: ConvSpec) -> tuple[int, int]:
+    """(vector lanes, output width rounded up to whole vectors)."""
+    lanes = LANES if spec.out_w >= LANES else vector_width(spec.out_w)
+    return lanes, round_up(spec.out_w, lanes)
+
+
+class Direct(Algorithm):
+    name = "direct"
+    packs_weights = False
+
+    def emit_conv2d(
+        self,
+        bb: relax.BlockBuilder,
+        data: relax.Expr,
+        weight: np.ndarray | relax.Expr,
+        spec: ConvSpec,
+        row: dict[str, Any],
+    ) -> relax.Expr:
+        if isinstance(weight, np.ndarray) and across_channels(spec):
+            packed = relax.const(pack_channels(weight, spec))
+            return call_te(bb, self._conv_channels, data, packed, spec=spec, name="conv2d")
+        if isinstance(weight, np.ndarray):
+            weight = relax.const(weight)
+        return call_te(bb, self._conv, data, weight, spec=spec, name="conv2d")
+
+    def _conv(self, data: te.Tensor, weight: te.Tensor, spec: ConvSpec) -> te.Tensor:
+        _, width = padded_width(spec)
+        (sh, sw), (dh, dw) = spec.strides, spec.dilation
+        need_h = (spec.out_h - 1) * sh + (spec.kernel_h - 1) * dh + 1
+        need_w = (width - 1) * sw + (spec.kernel_w - 1) * dw + 1
+        padded = padded_input(data, spec, need_h, need_w)
+        rc = te.reduce_axis((0, spec.in_per_group), "rc")
+        kh = te.reduce_axis((0, spec.kernel_h), "kh")
+        kw = te.reduce_axis((0, spec.kernel_w), "kw")
+        acc = spec.out_dtype
+        icg, ocg = spec.in_per_group, spec.out_per_group
+
+        def value(n, oc, y, x):
+            channel = rc if spec.groups == 1 else oc // ocg * icg + rc
+            pixel = padded[n, channel, y * sh + kh * dh, x * sw + kw * dw]
+            return te.sum(pixel.astype(acc) * weight[oc, rc, kh, kw].astype(acc), axis=[rc, kh, kw])
+
+        shape = (spec.batch, spec.out_channels, spec.out_h, width)
+        conv = te.compute(shape, value, name="conv", attrs=main_attrs(self.name, "conv2d"))
+        return te.compute(
+            (spec.batch, spec.out_channels, spec.out_h, spec.out_w),
+            lambda n, c, y, x: conv[n, c, y, x],
+            name="crop",
+        )
+
+    def _conv_channels(self, data: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:
+        """The same sliding window, 16 output channels per FMA (weights [OC/16, IC, KH, KW, 16])."""
+        _, cbo, oc_pad = channel_blocks(spec)
+        padded = padded_input(data, spec)
+        (sh, sw), (dh, dw) = spec.strides, spec.dilation
+        rc = te.reduce_axis((0, spec.in_per_group), "rc")
+        kh = te.reduce_axis((0, spec.kernel_h), "kh")
+        kw = te.reduce_axis((0, spec.kernel_w), "kw")
+        acc = spec.out_dtype
+
+        def value(n, ob, y, x, oi):
+            base = (ob * cbo // spec.out_per_group) * spec.in_per_group if spec.groups > 1 else 0
+            pixel = padded[n, base + rc, y * sh + kh * dh, x * sw + kw * dw]
+            return te.sum(
+                pixel.astype(acc) * packed[ob, rc, kh, kw, oi].astype(acc), axis=[rc, kh, kw]
+            )
+
+        shape = (spec.batch, oc_pad // cbo, spec.out_h, spec.out_w, cbo)
+        conv = te.compute(shape, value, name="conv", attrs=main_attrs(self.name, "channels"))
+        return unpack(conv, spec, cbo)
+
+    def schedule(self, sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
+        if str(sch.get(block).annotations["dlas.op"]) == "channels":
+            self._schedule_channels(sch, block)
+            return
+        n, oc, y, x, rc, kh, kw = sch.get_loops(block)
+        width = extent(sch, x)
+        lanes = LANES if width % LANES == 0 else width
+        vectors = largest_divisor(width // lanes, MAX_WIDTH_VECTORS)
+        budget = max(1, MAX_ACCUMULATORS // vectors)
+        channels = largest_divisor(extent(sch, oc), budget)
+        rows = largest_divisor(extent(sch, y), max(1, budget // channels))
+        oc_o, oc_i = sch.split(oc, [None, channels])
+        y_o, y_i = sch.split(y, [None, rows])
+        x_o, x_i = sch.split(x, [None, vectors * lanes])
+        # Chunked channel reduction over a whole row of tiles (see base.CHANNEL_CHUNK); LLVM
+        # still keeps each tile's accumulators in registers within a chunk.
+        rc_o, rc = sch.split(rc, [None, largest_divisor(extent(sch, rc), CHANNEL_CHUNK)])
+        sch.reorder(n, oc_o, y_o, rc_o, x_o, rc, kh, kw, y_i, oc_i, x_i)
+        finish_reduction(
+            sch,
+            block,
+            parallel=[n, oc_o, y_o],
+            tile_loop=y_o,
+            first_reduction=rc_o,
+            vector=x_i,
+            unroll=[y_i, oc_i],
+        )
+
+    @staticmethod
+    def _schedule_channels(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
+        n, ob, y, x, oi, rc, kh, kw = sch.get_loops(block)
+        blocks = extent(sch, ob)
+        vectors = 2 if blocks % 2 == 0 else 1
+        rows, cols = pixel_tile(extent(sch, y), extent(sch, x), vectors)
+        ob_o, ob_i = sch.split(ob, [None, vectors])
+        y_o, y_i = sch.split(y, [None, rows])
+        x_o, x_i = sch.split(x, [None, cols])
+        rc_o, rc = sch.split(rc, [None, largest_divisor(extent(sch, rc), CHANNEL_CHUNK)])
+        sch.reorder(n, ob_o, y_o, rc_o, x_o, rc, kh, kw, y_i, x_i, ob_i, oi)
+        finish_reduction(
+            sch,
+            block,
+            parallel=[n, ob_o, y_o],
+            tile_loop=y_o,
+            first_reduction=rc_o,
+            vector=oi,
+            unroll=[y_i, x_i, ob_i],
+        )
+
+
+def across_channels(spec: ConvSpec) -> bool:
+    """Vectorize across output channels when a row would not fill the vectors (narrow maps)
+    or would need strided loads (stride > 1); depthwise has one channel per input plane."""
+    return spec.in_per_group > 1 and (spec.strides[1] > 1 or spec.out_w < LANES)
+
+
+def pack_channels(weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """OIHW -> [OC/cbo, IC/groups, KH, KW, cbo], zero channels past OC (compile time)."""
+    _, cbo, oc_pad = channel_blocks(spec)
+    w = np.pad(weight, [(0, oc_pad - spec.out_channels), (0, 0), (0, 0), (0, 0)])
+    w = w.reshape(oc_pad // cbo, cbo, *w.shape[1:])
+    return np.ascontiguousarray(w.transpose(0, 2, 3, 4, 1))
+
+
+ALGORITHMS.register(Direct.name)(Direct)

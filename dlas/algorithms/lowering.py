@@ -1,0 +1,71 @@
+"""Lower an exported Relax module with one conv2d algorithm and default CPU schedules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import tvm
+from tvm import relax
+
+from .base import Algorithm
+from .constants import FoldConstants
+from .registry import ALGORITHMS
+from .schedules import schedule_module
+
+
+@dataclass
+class LoweredModule:
+    """Every Relax op lowered to fused call_tir PrimFuncs (scheduled unless asked otherwise)."""
+
+    mod: tvm.IRModule
+    # One row per conv2d/dense layer: what ran, and why if it is not what was asked for.
+    layers: list[dict[str, Any]] = field(default_factory=list)
+
+
+def default_legalize(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+    """TVM's own legalization of ``call`` (TOPI compute); the generic schedule handles it."""
+    legalize = tvm.ir.Op.get(call.op.name).get_attr("FLegalize")
+    return legalize(bb, call)
+
+
+def resolve(algorithm: str | Algorithm | type[Algorithm]) -> Algorithm:
+    """A fresh instance, so that ``layers`` only describes this lowering."""
+    if isinstance(algorithm, str):
+        return ALGORITHMS.get(algorithm)()
+    if isinstance(algorithm, Algorithm):
+        return type(algorithm)()
+    return algorithm()
+
+
+def lower(
+    mod: tvm.IRModule,
+    algorithm: str | Algorithm,
+    target: tvm.target.Target,
+    *,
+    schedule: bool = True,
+) -> LoweredModule:
+    """Legalize conv2d with ``algorithm`` (dense layers with GEMM), fuse, and schedule.
+
+    ``schedule=False`` stops after fusion: the same TE computes, left for MetaSchedule.
+    """
+    algo = resolve(algorithm)
+    passes = [
+        # Batch norm to one multiply-add, Linear weights transposed: in numpy, so conv and
+        # dense weights reach legalization as plain constants (packing and CSR read them).
+        FoldConstants(),
+        relax.transform.DecomposeOpsForInference(),
+        relax.transform.FoldConstant(),
+        relax.transform.CanonicalizeBindings(),
+        relax.transform.DeadCodeElimination(),
+        relax.transform.LegalizeOps({"relax.nn.conv2d": algo.conv2d, "relax.matmul": algo.dense}),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.DeadCodeElimination(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+    ]
+    with target:
+        mod = tvm.transform.Sequential(passes)(mod)
+    if schedule:
+        mod = schedule_module(mod, lambda name: ALGORITHMS.get(name)().schedule)
+    return LoweredModule(mod, algo.layers)

@@ -1,0 +1,268 @@
+"""Default CPU schedules for fused PrimFuncs.
+
+Relax on CPU has no default schedules, so every fused PrimFunc passes through here:
+1. injective blocks (batch-norm arithmetic, bias, relu, residual add, layout unpacking) are
+   inlined into one epilogue block per output;
+2. a block annotated by an algorithm (conv2d, dense) is handed to that algorithm's
+   ``schedule``, which tiles it and computes the epilogue inside its output tile;
+3. whatever is left (pads, im2col, packing, pooling, means, plain elementwise functions) gets
+   a generic schedule: parallel outer loops, a vectorized inner loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+
+import tvm
+from tvm import s_tir, tirx
+from tvm.s_tir.schedule import LoopRV, SBlockRV, ScheduleError
+
+from .base import ALGORITHM_KEY, LANES, ROW_KEY, STAGE_KEY
+
+log = logging.getLogger(__name__)
+
+# Below this many output elements a parallel region costs more than it saves.
+PARALLEL_MIN_ELEMENTS = 4096
+# Longest inner loop vectorized whole; LLVM splits odd widths into legal vector pieces.
+MAX_WHOLE_VECTOR = 256
+SCHEDULED_ATTR = "tirx.is_scheduled"
+
+ScheduleFn = Callable[[s_tir.Schedule, SBlockRV], None]
+
+
+def schedule_module(mod: tvm.IRModule, lookup: Callable[[str], ScheduleFn]) -> tvm.IRModule:
+    """Schedule every unscheduled PrimFunc; ``lookup(name)`` gives an algorithm's schedule."""
+    updates = {}
+    for gv, func in mod.functions_items():
+        if not isinstance(func, tirx.PrimFunc) or func.attrs.get(SCHEDULED_ATTR, False):
+            continue
+        updates[gv] = schedule_func(func, lookup).with_attr(SCHEDULED_ATTR, True)
+    for gv, func in updates.items():
+        mod[gv] = func
+    return mod
+
+
+def schedule_func(func: tirx.PrimFunc, lookup: Callable[[str], ScheduleFn]) -> tirx.PrimFunc:
+    sch = s_tir.Schedule(func)
+    try:
+        mains = annotated_blocks(sch, ALGORITHM_KEY)
+        inline_injective(sch, keep=mains)
+        for block in mains:
+            lookup(str(sch.get(block).annotations[ALGORITHM_KEY]))(sch, block)
+        generic_schedule(sch, skip=mains)
+        return sch.mod["main"]
+    except Exception as err:  # noqa: BLE001 - a slow kernel beats a failed compile
+        log.warning("default schedule failed, using the generic one: %s", str(err)[:300])
+    sch = s_tir.Schedule(func)
+    try:
+        inline_injective(sch, keep=[])
+        generic_schedule(sch, skip=[])
+    except Exception as err:  # noqa: BLE001
+        log.warning("generic schedule failed, leaving the function unscheduled: %s", err)
+        return func
+    return sch.mod["main"]
+
+
+# --- queries -----------------------------------------------------------------------------
+def root_blocks(sch: s_tir.Schedule) -> list[SBlockRV]:
+    return list(sch.get_child_blocks(sch.get_sblock("root")))
+
+
+def annotated_blocks(sch: s_tir.Schedule, key: str) -> list[SBlockRV]:
+    return [b for b in root_blocks(sch) if key in sch.get(b).annotations]
+
+
+def extent(sch: s_tir.Schedule, loop: LoopRV) -> int:
+    return int(sch.get(loop).extent)
+
+
+def is_reduction(sch: s_tir.Schedule, block: SBlockRV) -> bool:
+    return any(iv.iter_type != tirx.IterVar.DataPar for iv in sch.get(block).iter_vars)
+
+
+def loops_below(sch: s_tir.Schedule, block: SBlockRV, loop: LoopRV) -> list[LoopRV]:
+    """The loops of ``block`` nested inside ``loop``."""
+    loops = sch.get_loops(block)
+    target = sch.get(loop)
+    for i, lp in enumerate(loops):
+        if sch.get(lp).same_as(target):
+            return loops[i + 1 :]
+    return loops
+
+
+# --- inlining ----------------------------------------------------------------------------
+def inline_injective(sch: s_tir.Schedule, keep: Sequence[SBlockRV]) -> None:
+    """Inline every injective intermediate block except algorithm and producer-stage blocks."""
+    kept = [sch.get(b) for b in keep]
+    for block in root_blocks(sch):
+        stmt = sch.get(block)
+        if any(stmt.same_as(k) for k in kept) or STAGE_KEY in stmt.annotations:
+            continue
+        if is_reduction(sch, block):
+            continue
+        # A pad feeding a pooling stays a separate pass: inlined, its bounds checks would sit
+        # in the reduction's vector loop and scalarize it.
+        if any(is_reduction(sch, c) for c in sch.get_consumers(block)):
+            continue
+        # An output block, or one that reads what it writes, stays.
+        with contextlib.suppress(ScheduleError):
+            sch.compute_inline(block)
+
+
+# --- tiles and epilogues -----------------------------------------------------------------
+def attach_epilogue(sch: s_tir.Schedule, block: SBlockRV, loop: LoopRV) -> list[SBlockRV]:
+    """Compute the consumers of ``block`` inside ``loop`` so its tile never leaves cache.
+
+    The conv output buffer then lives per tile (PlanAndUpdateBufferAllocationLocation +
+    CompactBufferAllocation shrink it) and is marked local so LLVM keeps it in registers.
+    """
+    attached = []
+    for consumer in sch.get_consumers(block):
+        sch.reverse_compute_at(consumer, loop, preserve_unit_loops=True)
+        attached.append(consumer)
+        vectorize_innermost(sch, loops_below(sch, consumer, loop))
+    if attached:
+        sch.set_scope(block, 0, "local")
+    return attached
+
+
+def vectorize_innermost(sch: s_tir.Schedule, loops: Sequence[LoopRV]) -> None:
+    """Vectorize the last loop (whole if short, else by a lane-count factor); unroll others."""
+    loops = [lp for lp in loops if extent(sch, lp) > 1]
+    if not loops:
+        return
+    last = loops[-1]
+    n = extent(sch, last)
+    if n <= MAX_WHOLE_VECTOR:
+        sch.vectorize(last)
+    else:
+        for lanes in (LANES, 8, 4):
+            if n % lanes == 0:
+                sch.vectorize(sch.split(last, [None, lanes])[1])
+                break
+    for lp in loops[:-1]:
+        if extent(sch, lp) <= LANES:
+            sch.unroll(lp)
+
+
+def finish_reduction(
+    sch: s_tir.Schedule,
+    block: SBlockRV,
+    *,
+    parallel: Sequence[LoopRV],
+    tile_loop: LoopRV,
+    first_reduction: LoopRV,
+    vector: LoopRV,
+    unroll: Sequence[LoopRV],
+) -> None:
+    """The common tail of a register-tiled reduction schedule.
+
+    Loop kinds must be set before decompose_reduction (which copies them onto the init
+    block's loops): vectorize needs a reduction block that still has its init.
+    """
+    tile_is_parallel = sch.get(tile_loop).same_as(sch.get(parallel[-1]))
+    fused = sch.fuse(*parallel) if len(parallel) > 1 else parallel[0]
+    if extent(sch, fused) > 1:
+        sch.parallel(fused)
+    attach_epilogue(sch, block, fused if tile_is_parallel else tile_loop)
+    sch.vectorize(vector)
+    for lp in unroll:
+        if extent(sch, lp) > 1:
+            sch.unroll(lp)
+    sch.decompose_reduction(block, first_reduction)
+
+
+# --- generic schedules -------------------------------------------------------------------
+def generic_schedule(sch: s_tir.Schedule, skip: Sequence[SBlockRV]) -> None:
+    """Parallel + vectorized loops for every block no algorithm has scheduled."""
+    del skip  # algorithm blocks share their loop nests with other blocks: skipped below
+    for block in root_blocks(sch):
+        loops = sch.get_loops(block)
+        if not loops or any(sch.get(lp).kind != tirx.ForKind.SERIAL for lp in loops):
+            continue
+        # A nest shared with other blocks was scheduled with them (epilogues, attached
+        # consumers): rescheduling it here would vectorize across their loops.
+        if len(sch.get_child_blocks(loops[0])) != 1:
+            continue
+        if is_reduction(sch, block):
+            _schedule_reduction(sch, block)
+        else:
+            schedule_spatial(sch, block)
+
+
+def schedule_spatial(sch: s_tir.Schedule, block: SBlockRV) -> None:
+    loops = sch.get_loops(block)
+    row = int(sch.get(block).annotations.get(ROW_KEY, 0))
+    if row and extent(sch, loops[-1]) % row == 0:
+        loops = [*loops[:-1], *sch.split(loops[-1], [None, row])]
+    extents = [extent(sch, lp) for lp in loops]
+    # A short innermost loop (7x7 maps, 1x1 features) is fused with its parent for lanes.
+    split = len(loops) - 1
+    while split > 0 and extents[split] < 8 and extents[split - 1] * extents[split] <= 64:
+        extents[split - 1] *= extents[split]
+        split -= 1
+    inner = sch.fuse(*loops[split:]) if len(loops) - split > 1 else loops[split]
+    outer = loops[:split]
+    if extent(sch, inner) <= MAX_WHOLE_VECTOR:
+        vector = inner
+    else:
+        # A ragged last vector is predicated: still far better than a scalar row.
+        rest, vector = sch.split(inner, [None, LANES])
+        outer = [*outer, rest]
+    total = 1
+    for e in extents:
+        total *= e
+    if outer and total >= PARALLEL_MIN_ELEMENTS:
+        fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+        sch.parallel(fused)
+    if extent(sch, vector) > 1:
+        sch.vectorize(vector)
+
+
+def _schedule_reduction(sch: s_tir.Schedule, block: SBlockRV) -> None:
+    """Pooling / mean: parallel over outputs, reduce serially, epilogue inside the tile."""
+    stmt = sch.get(block)
+    n_spatial = sum(iv.iter_type == tirx.IterVar.DataPar for iv in stmt.iter_vars)
+    loops = sch.get_loops(block)
+    if len(loops) != len(stmt.iter_vars):
+        return
+    spatial, reduce = loops[:n_spatial], loops[n_spatial:]
+    total = 1
+    for lp in spatial:
+        total *= extent(sch, lp)
+    vector = None
+    if spatial and _vectorizable_reduction(sch, block) and extent(sch, spatial[-1]) >= 4:
+        vector = spatial[-1]
+        spatial = spatial[:-1]
+        sch.reorder(*reduce, vector)
+    if not spatial:
+        return
+    fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
+    for consumer in sch.get_consumers(block):
+        try:
+            sch.reverse_compute_at(consumer, fused)
+            inner = sch.get_loops(consumer)[1:]
+            vectorize_innermost(sch, inner)
+        except ScheduleError:
+            pass
+    if total >= PARALLEL_MIN_ELEMENTS // 8 and extent(sch, fused) > 1:
+        sch.parallel(fused)
+    if vector is not None and reduce:
+        sch.vectorize(vector)
+        sch.decompose_reduction(block, reduce[0])
+
+
+def _vectorizable_reduction(sch: s_tir.Schedule, block: SBlockRV) -> bool:
+    """True when the innermost output axis is the innermost axis of every read (contiguous)."""
+    stmt = sch.get(block)
+    spatial = [iv.var for iv in stmt.iter_vars if iv.iter_type == tirx.IterVar.DataPar]
+    if not spatial:
+        return False
+    inner = spatial[-1]
+    for region in stmt.reads:
+        used = tirx.analysis.undefined_vars(region.region[-1].min, [])
+        if not any(v.same_as(inner) for v in used):
+            return False
+    return True

@@ -1,0 +1,196 @@
+"""Spatial pack: NCHW[x]c data and OIHW[x]i[y]o weights, vectorized over output channels.
+
+The input is repacked (with its zero padding) into channel blocks of ``cbi`` once per call;
+the weights are packed into [OC/16, IC/cbi, KH, KW, cbi, 16] tiles at compile time (numpy on
+the constant weight). One 16-wide FMA then updates
+16 output channels of one pixel from one broadcast input scalar, and a register tile of
+pixels x 16-channel vectors is reused across the whole (ic, kh, kw) reduction - the
+structure of TOPI's x86 conv2d_NCHWc schedule.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from tvm import relax, s_tir, te, tirx
+
+from .base import (
+    CHANNEL_CHUNK,
+    LANES,
+    MAX_ACCUMULATORS,
+    STAGE_ATTRS,
+    Algorithm,
+    ConvSpec,
+    call_te,
+    largest_divisor,
+    main_attrs,
+    round_up,
+)
+from .registry import ALGORITHMS
+from .schedules import extent, finish_reduction
+
+
+def channel_blocks(spec: ConvSpec) -> tuple[int, int, int]:
+    """(input block, output block, padded output channels): blocks never straddle groups."""
+    cbi = largest_divisor(spec.in_per_group, LANES)
+    if spec.groups == 1:
+        return cbi, LANES, round_up(spec.out_channels, LANES)
+    return cbi, largest_divisor(spec.out_per_group, LANES), spec.out_channels
+
+
+def pixel_tile(out_h: int, out_w: int, vectors: int) -> tuple[int, int]:
+    """(rows, columns) of output pixels whose ``vectors`` accumulators fit in registers."""
+    budget = max(1, MAX_ACCUMULATORS // vectors)
+    cols = largest_divisor(out_w, min(budget, 12))
+    rows = largest_divisor(out_h, max(1, budget // cols))
+    return rows, cols
+
+
+def pack_data(data: te.Tensor, spec: ConvSpec, block: int) -> te.Tensor:
+    """NCHW -> N[C/block]HW[block], zero padding included (one pass over the input)."""
+    top, left, bottom, right = spec.padding
+    h, w = spec.height, spec.width
+    zero = tirx.const(0, data.dtype)
+
+    def value(n, cb, y, x, ci):
+        c = cb * block + ci
+        inside = tirx.all(y >= top, y < h + top, x >= left, x < w + left, c < spec.in_channels)
+        return tirx.if_then_else(inside, data[n, c, y - top, x - left], zero)
+
+    shape = (spec.batch, -(-spec.in_channels // block), h + top + bottom, w + left + right, block)
+    return te.compute(shape, value, name="data_pack", attrs=STAGE_ATTRS)
+
+
+def unpack(packed: te.Tensor, spec: ConvSpec, block: int) -> te.Tensor:
+    shape = (spec.batch, spec.out_channels, spec.out_h, spec.out_w)
+    return te.compute(
+        shape, lambda n, c, y, x: packed[n, c // block, y, x, c % block], name="unpack"
+    )
+
+
+class SpatialPack(Algorithm):
+    name = "spatial_pack"
+
+    def select(self, spec: ConvSpec) -> tuple[Algorithm, str]:
+        if spec.in_per_group == 1 and not spec.depthwise:
+            direct = ALGORITHMS.get("direct")()
+            return direct, "channel multiplier > 1 has no NCHWc form: direct"
+        return self, ""
+
+    def emit_conv2d(
+        self,
+        bb: relax.BlockBuilder,
+        data: relax.Expr,
+        weight: np.ndarray,
+        spec: ConvSpec,
+        row: dict[str, Any],
+    ) -> relax.Expr:
+        if spec.depthwise:
+            packed = relax.const(self.pack_depthwise(weight, spec))
+            return call_te(bb, self._depthwise, data, packed, spec=spec, name="conv2d")
+        packed = relax.const(self.pack_weight(weight, spec))
+        return call_te(bb, self._conv, data, packed, spec=spec, name="conv2d")
+
+    # --- computes ----------------------------------------------------------------------
+    @staticmethod
+    def pack_weight(weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        """OIHW -> [OC/cbo, IC/cbi, KH, KW, cbi, cbo], zero channels past OC."""
+        cbi, cbo, oc_pad = channel_blocks(spec)
+        w = np.pad(weight, [(0, oc_pad - spec.out_channels), (0, 0), (0, 0), (0, 0)])
+        _, icg, kh, kw = w.shape
+        w = w.reshape(oc_pad // cbo, cbo, icg // cbi, cbi, kh, kw)
+        return np.ascontiguousarray(w.transpose(0, 2, 4, 5, 3, 1))
+
+    @staticmethod
+    def pack_depthwise(weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        """[C, 1, KH, KW] -> [C/16, KH, KW, 16], zero channels past C."""
+        c_pad = round_up(spec.out_channels, LANES)
+        w = np.pad(weight[:, 0], [(0, c_pad - spec.out_channels), (0, 0), (0, 0)])
+        w = w.reshape(c_pad // LANES, LANES, spec.kernel_h, spec.kernel_w)
+        return np.ascontiguousarray(w.transpose(0, 2, 3, 1))
+
+    def _conv(self, data: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:
+        cbi, cbo, oc_pad = channel_blocks(spec)
+        d = pack_data(data, spec, cbi)
+        (sh, sw), (dh, dw) = spec.strides, spec.dilation
+        in_blocks = spec.in_per_group // cbi
+        ib = te.reduce_axis((0, in_blocks), "ib")
+        kh = te.reduce_axis((0, spec.kernel_h), "kh")
+        kw = te.reduce_axis((0, spec.kernel_w), "kw")
+        ii = te.reduce_axis((0, cbi), "ii")
+        acc = spec.out_dtype
+
+        def value(n, ob, y, x, oi):
+            group_base = (ob * cbo // spec.out_per_group) * in_blocks if spec.groups > 1 else 0
+            pixel = d[n, group_base + ib, y * sh + kh * dh, x * sw + kw * dw, ii]
+            return te.sum(
+                pixel.astype(acc) * packed[ob, ib, kh, kw, ii, oi].astype(acc),
+                axis=[ib, kh, kw, ii],
+            )
+
+        shape = (spec.batch, oc_pad // cbo, spec.out_h, spec.out_w, cbo)
+        conv = te.compute(shape, value, name="conv", attrs=main_attrs(self.name, "conv2d"))
+        return unpack(conv, spec, cbo)
+
+    def _depthwise(self, data: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:
+        d = pack_data(data, spec, LANES)
+        (sh, sw), (dh, dw) = spec.strides, spec.dilation
+        kh = te.reduce_axis((0, spec.kernel_h), "kh")
+        kw = te.reduce_axis((0, spec.kernel_w), "kw")
+        acc = spec.out_dtype
+
+        def value(n, cb, y, x, ci):
+            pixel = d[n, cb, y * sh + kh * dh, x * sw + kw * dw, ci]
+            return te.sum(pixel.astype(acc) * packed[cb, kh, kw, ci].astype(acc), axis=[kh, kw])
+
+        shape = (spec.batch, d.shape[1], spec.out_h, spec.out_w, LANES)
+        conv = te.compute(shape, value, name="conv", attrs=main_attrs(self.name, "depthwise"))
+        return unpack(conv, spec, LANES)
+
+    # --- schedule ----------------------------------------------------------------------
+    def schedule(self, sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
+        if str(sch.get(block).annotations["dlas.op"]) == "depthwise":
+            self._schedule_depthwise(sch, block)
+            return
+        n, ob, y, x, oi, ib, kh, kw, ii = sch.get_loops(block)
+        blocks = extent(sch, ob)
+        vectors = 2 if blocks % 2 == 0 else 1
+        rows, cols = pixel_tile(extent(sch, y), extent(sch, x), vectors)
+        ob_o, ob_i = sch.split(ob, [None, vectors])
+        y_o, y_i = sch.split(y, [None, rows])
+        x_o, x_i = sch.split(x, [None, cols])
+        # Input-channel blocks are reduced one chunk at a time over a whole row of tiles:
+        # the chunk's weights stay in L1 across the row (see base.CHANNEL_CHUNK).
+        chunk = largest_divisor(extent(sch, ib), max(1, CHANNEL_CHUNK // extent(sch, ii)))
+        ib_o, ib = sch.split(ib, [None, chunk])
+        sch.reorder(n, ob_o, y_o, ib_o, x_o, ib, kh, kw, ii, y_i, x_i, ob_i, oi)
+        finish_reduction(
+            sch,
+            block,
+            parallel=[n, ob_o, y_o],
+            tile_loop=y_o,
+            first_reduction=ib_o,
+            vector=oi,
+            unroll=[y_i, x_i, ob_i],
+        )
+
+    @staticmethod
+    def _schedule_depthwise(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
+        n, cb, y, x, ci, kh, kw = sch.get_loops(block)
+        rows, cols = pixel_tile(extent(sch, y), extent(sch, x), 1)
+        y_o, y_i = sch.split(y, [None, rows])
+        x_o, x_i = sch.split(x, [None, cols])
+        sch.reorder(n, cb, y_o, x_o, kh, kw, y_i, x_i, ci)
+        finish_reduction(
+            sch,
+            block,
+            parallel=[n, cb, y_o],
+            tile_loop=x_o,
+            first_reduction=kh,
+            vector=ci,
+            unroll=[kh, kw, y_i, x_i],
+        )
+
+
+ALGORITHMS.register(SpatialPack.name)(SpatialPack)

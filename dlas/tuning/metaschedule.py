@@ -1,0 +1,277 @@
+"""``tuning=metaschedule``: MetaSchedule over the lowered module, records shared by all runs.
+
+Flow: ``dlas.algorithms.lower(..., schedule=False)`` hands over fused, unscheduled PrimFuncs
+(the algorithm's TE computes) → one task per distinct PrimFunc → tasks the shared database
+has not seen with this budget are tuned, their dlas default schedule measured and recorded
+first (seeding.py) → ``MetaScheduleApplyDatabase`` puts the best record of every task (a
+searched schedule or the default one, whichever measured faster) into the module → PrimFuncs
+without any record get dlas's default schedules → ``dlas.compiler.build.build``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from typing import Any
+
+import tvm
+from tvm import relax
+from tvm.s_tir import meta_schedule as ms
+
+from dlas.cache import config_key
+from dlas.compiler.build import build
+from dlas.devices import Program
+from dlas.tuning.base import TuneContext, Tuner
+from dlas.tuning.progress import TrialProgress
+from dlas.tuning.records import TABLE_FILE, RecordStore, best_seconds, resolve_records
+from dlas.tuning.registry import TUNERS
+from dlas.tuning.seeding import seed_default_schedules
+from dlas.tuning.workers import (
+    InProcessBuilder,
+    InProcessRunner,
+    close_runner,
+    import_tensor_intrinsics,
+    reaped_local_runner,
+)
+
+log = logging.getLogger(__name__)
+
+# Records per task copied into the run's `tuning/` artifacts: the one the build applied.
+# The shared database keeps all of them.
+LOGGED_RECORDS_PER_TASK = 1
+
+
+def make_builder(builder: str | ms.Builder, workers: int | None, export: bool) -> ms.Builder:
+    """A MetaSchedule builder from its name, or the given object unchanged."""
+    if not isinstance(builder, str):
+        return builder
+    if builder == "inprocess":
+        return InProcessBuilder(workers or os.cpu_count() or 1, export=export)
+    raise ValueError(f"tuning.builder={builder!r}: expected inprocess or a Builder object")
+
+
+def make_runner(runner: str | ms.Runner, evaluator: ms.runner.EvaluatorConfig,
+                timeout_s: float) -> ms.Runner:
+    """A MetaSchedule runner from its name, or the given object unchanged."""
+    if not isinstance(runner, str):
+        return runner
+    if runner == "inprocess":
+        return InProcessRunner(evaluator)
+    if runner == "local":
+        return reaped_local_runner(evaluator, timeout_s)
+    raise ValueError(f"tuning.runner={runner!r}: expected inprocess, local or a Runner object")
+
+
+def schedule_rest(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
+    """dlas's default schedules for the PrimFuncs that no record scheduled (they lack
+    ``tirx.is_scheduled``, which MetaScheduleApplyDatabase sets). Those are CPU schedules;
+    on GPU targets dlas.compiler.build gives the rest dlight's instead."""
+    if target.kind.name != "llvm":
+        return mod
+    # TODO(algorithms): use a public `dlas.algorithms.schedule(mod)` once it exists; this
+    # repeats the lookup that dlas.algorithms.lower passes to schedule_module.
+    from dlas.algorithms import ALGORITHMS
+    from dlas.algorithms.schedules import schedule_module
+
+    return schedule_module(mod, lambda name: ALGORITHMS.get(name)().schedule)
+
+
+def tune_contexts(tasks: list[Any], strategy: Any, seed: int | None,
+                  ) -> tuple[list[ms.TuneContext], list[float]]:
+    """relax_integration.extracted_tasks_to_tune_contexts without its per-task file loggers.
+    Those come from a logging.config.dictConfig call per tuning run, which reconfigures the
+    whole process's logging, and it raised (AttributeError: 'NoneType' has no 'format', in
+    _parameterize_config) on a later tuning run in the same process under pytest."""
+    contexts, weights = [], []
+    for task, rand_state in zip(tasks, ms.utils.fork_seed(seed, n=len(tasks)), strict=True):
+        contexts.append(ms.TuneContext(
+            mod=task.dispatched[0], target=task.target, space_generator="post-order-apply",
+            search_strategy=strategy, task_name=task.task_name, rand_state=rand_state,
+            num_threads="physical").clone())
+        weights.append(float(task.weight))
+    return contexts, weights
+
+
+def _best(store: RecordStore, mod: tvm.IRModule) -> float | None:
+    records = store.records(mod, 1)
+    return best_seconds(records[0]) if records else None
+
+
+@TUNERS.register("metaschedule")
+class MetaSchedule(Tuner):
+    """Auto-scheduling with MetaSchedule; reuses and extends the per-target record database."""
+
+    default_schedules = False
+
+    def __init__(self, cfg: Any, builder: str | ms.Builder | None = None,
+                 runner: str | ms.Runner | None = None) -> None:
+        super().__init__(cfg)
+        # Programmatic callers may hand in MetaSchedule objects instead of the config names.
+        self.builder = builder if builder is not None else cfg.builder
+        self.runner = runner if runner is not None else cfg.runner
+
+    def compile(self, lowered: Any, target: Any, ctx: TuneContext) -> Program:
+        cfg = self.cfg
+        started = time.perf_counter()
+        import_tensor_intrinsics()
+        extracted = [t for t in ms.relax_integration.extract_tasks(lowered.mod, target)
+                     if not t.mod.attrs.get("tirx.is_scheduled", False)]
+        mods = {t.task_name: t.dispatched[0] for t in extracted}
+        if cfg.records:
+            store = RecordStore(resolve_records(cfg.records, ctx.work_dir), create=False)
+            todo, share = [], 0.0
+        else:
+            store = RecordStore.shared(ctx.cache.root, target)
+            share = self.share(len(extracted))
+            todo = [t for t in extracted if store.tuned_share(t.dispatched[0]) < share]
+        new_trials: dict[str, int] = {}
+        if todo and cfg.trials > 0:
+            log.info("MetaSchedule: %d of %d tasks need tuning (%.1f trials each), %d reuse "
+                     "%s", len(todo), len(extracted), share, len(extracted) - len(todo),
+                     store.path)
+            new_trials = self._tune(todo, target, store, share, ctx)
+            store.mark_tuned({t.task_name: t.dispatched[0] for t in todo}, share)
+        else:
+            log.info("MetaSchedule: no new trials for %d tasks (records: %s)", len(extracted),
+                     store.path)
+        tune_seconds = time.perf_counter() - started
+
+        with target, store.database, tvm.transform.PassContext(opt_level=3):
+            mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(lowered.mod)
+        mod = schedule_rest(mod, target)
+        executable = build(mod, target)
+
+        rows = self._table(extracted, store, new_trials, bool(cfg.records))
+        self._report(rows, store, mods, tune_seconds, target, ctx)
+        return Program(executable=executable, description=(
+            f"tvm-metaschedule ({sum(new_trials.values())} new trials, records {store.path})"))
+
+    def share(self, num_tasks: int) -> float:
+        """Trials each task is entitled to: the global budget spread evenly, capped per task.
+        A workload tuned before with at least this share is not tuned again."""
+        share = self.cfg.trials / max(1, num_tasks)
+        if self.cfg.trials_per_task is not None:
+            share = min(share, float(self.cfg.trials_per_task))
+        return share
+
+    # --- tuning ----------------------------------------------------------------------
+    def _tune(self, todo: list[Any], target: Any, store: RecordStore, share: float,
+              ctx: TuneContext) -> dict[str, int]:
+        cfg = self.cfg
+        budget = max(1, math.ceil(share * len(todo)))
+        per_task = cfg.trials_per_task if cfg.trials_per_task is not None else budget
+        # MetaSchedule's task scheduler prints a table per round at INFO; the bar replaces it.
+        logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+        ctx.work_dir.mkdir(parents=True, exist_ok=True)
+        work_dir = tempfile.mkdtemp(prefix="metaschedule-", dir=ctx.work_dir)
+        evaluator = ms.runner.EvaluatorConfig(
+            number=cfg.runner_number, repeat=cfg.runner_repeat,
+            min_repeat_ms=cfg.runner_min_repeat_ms, enable_cpu_cache_flush=cfg.cpu_cache_flush)
+        runner_spec, export = self._device_components(ctx.device)
+        # The in-process runner reads compiled candidates from memory; any other runner needs
+        # them exported to disk (or linked for the board, as the device says).
+        if export is None:
+            export = not (isinstance(runner_spec, str) and runner_spec == "inprocess")
+        builder = make_builder(self.builder, cfg.builder_workers, export=export)
+        runner = progress = None
+        try:
+            runner = make_runner(runner_spec, evaluator, cfg.runner_timeout_s)
+            if cfg.include_defaults:
+                unseeded = [t for t in todo if store.default_us(t.dispatched[0]) is None]
+                seeds = seed_default_schedules(unseeded, store, builder, runner, target)
+                store.mark_seeded({t.task_name: t.dispatched[0] for t in unseeded}, seeds)
+            # MetaSchedule's schedulers start with one round per task in this order: the tasks
+            # where the time goes first (as measured so far), so a small budget lands there.
+            known = {t.task_name: _best(store, t.dispatched[0]) for t in todo}
+            todo = sorted(todo, key=lambda t: -(known[t.task_name] or math.inf) * t.weight)
+            strategy = ms.SearchStrategy.create(cfg.strategy, **dict(cfg.strategy_options))
+            contexts, weights = tune_contexts(todo, strategy, cfg.seed)
+            progress = TrialProgress(budget, weights, [known[t.task_name] for t in todo],
+                                     enabled=cfg.progress)
+            cost_model = ms.CostModel.create(cfg.cost_model, num_tuning_cores=os.cpu_count() or 1,
+                                             **dict(cfg.cost_model_options))
+            ms.tune_tasks(
+                tasks=contexts, task_weights=weights, work_dir=work_dir,
+                max_trials_global=budget, max_trials_per_task=per_task,
+                # At most the per-task share per round, so that the first round reaches
+                # every task before the budget runs out.
+                num_trials_per_iter=max(1, min(cfg.trials_per_iter, per_task, math.ceil(share))),
+                builder=builder, runner=runner, database=store.database, cost_model=cost_model,
+                measure_callbacks=[*ms.MeasureCallback.create("default"), progress],
+                task_scheduler=cfg.task_scheduler)
+        finally:
+            if progress is not None:
+                progress.close()
+            if hasattr(builder, "close"):
+                builder.close()
+            if runner is not None:
+                close_runner(runner)
+            shutil.rmtree(work_dir, ignore_errors=True)
+        return {t.task_name: n for t, n in zip(todo, progress.trials, strict=True)}
+
+    def _device_components(self, device: Any) -> tuple[str | ms.Runner, Any]:
+        """The runner to measure with and how to export candidates. A device that measures
+        elsewhere (an RPC board) brings its own runner, and a linker via its builder's
+        ``f_export``; only the export function is kept, because candidates are compiled here
+        in-process either way (MetaSchedule's LocalBuilder times out, see workers.py)."""
+        if not isinstance(self.runner, str) or device is None:
+            return self.runner, None
+        runner = getattr(device, "metaschedule_runner", lambda: None)()
+        if runner is None:
+            return self.runner, None
+        builder = getattr(device, "metaschedule_builder", lambda: None)()
+        export = getattr(builder, "f_export", None) if builder is not None else None
+        return runner, export if callable(export) else True
+
+    # --- reporting -------------------------------------------------------------------
+    @staticmethod
+    def _table(extracted: list[Any], store: RecordStore, new_trials: dict[str, int],
+               from_records: bool) -> list[dict[str, Any]]:
+        rows = []
+        for task in extracted:
+            records = store.records(task.dispatched[0])
+            best = best_seconds(records[0]) if records else None
+            if not records:
+                source = "default-schedule"
+            elif new_trials.get(task.task_name):
+                source = "tuned"
+            else:
+                source = "records" if from_records else "database"
+            default = store.default_us(task.dispatched[0])
+            rows.append({
+                "task": task.task_name, "weight": int(task.weight), "source": source,
+                "new_trials": new_trials.get(task.task_name, 0), "records": len(records),
+                "best_us": round(best * 1e6, 3) if best is not None else None,
+                "default_schedule_us": round(default, 3) if default is not None else None,
+            })
+        return rows
+
+    def _report(self, rows: list[dict[str, Any]], store: RecordStore,
+                mods: dict[str, tvm.IRModule], tune_seconds: float, target: Any,
+                ctx: TuneContext) -> None:
+        keys = sorted(store.workload_key(m) or name for name, m in mods.items())
+        folder = ctx.work_dir / "tuning-artifacts" / config_key(
+            {"store": str(store.path), "workloads": keys, "target": str(target)})
+        store.export(mods, folder, LOGGED_RECORDS_PER_TASK)
+        (folder / TABLE_FILE).write_text(json.dumps(rows, indent=1))
+        ctx.artifacts["tuning"] = folder
+        tuned = [r for r in rows if r["best_us"] is not None]
+        ctx.metrics.update({
+            "tune/seconds": tune_seconds,
+            "tune/trials": float(sum(r["records"] for r in rows)),
+            "tune/new_trials": float(sum(r["new_trials"] for r in rows)),
+            "tune/tasks": float(len(rows)),
+            "tune/tasks_with_records": float(len(tuned)),
+            "tune/tasks_default_schedule": float(len(rows) - len(tuned)),
+        })
+        if tuned:
+            # What the records promise for the tuned part of the model, weight x best.
+            ctx.metrics["tune/estimated_ms"] = sum(r["weight"] * r["best_us"] for r in tuned) / 1e3
+        log.info("MetaSchedule: %d/%d tasks scheduled from records, %d new trials, %.1f s",
+                 len(tuned), len(rows), ctx.metrics["tune/new_trials"], tune_seconds)
+

@@ -1,0 +1,69 @@
+"""``tuning=onnxruntime``: the model exported to ONNX and run by ONNX Runtime's CPU provider."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dlas.data import InputSpec
+from dlas.devices import Program
+from dlas.tuning.base import TuneContext
+from dlas.tuning.baselines import Baseline, device_threads
+from dlas.tuning.registry import TUNERS
+
+INSTALL_HINT = "pip install dlas[onnx]"
+_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
+           "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
+def require_onnxruntime() -> Any:
+    """The onnxruntime module, or an error that says how to get it (an optional extra)."""
+    try:
+        import onnx  # noqa: F401  (torch.onnx.export needs it)
+        import onnxruntime
+    except ImportError as err:
+        raise ImportError(
+            f"tuning=onnxruntime needs the optional ONNX dependencies ({err.name} is missing): "
+            f"{INSTALL_HINT}") from err
+    return onnxruntime
+
+
+def export_onnx(model: nn.Module, spec: InputSpec, path: Path, opset: int) -> None:
+    example = torch.zeros(spec.shape)
+    with torch.no_grad():
+        torch.onnx.export(model.eval(), (example,), str(path), input_names=["input"],
+                          output_names=["logits"], opset_version=opset, external_data=False)
+
+
+@TUNERS.register("onnxruntime")
+class OnnxRuntime(Baseline):
+    def wrap(self, model: nn.Module, spec: InputSpec, ctx: TuneContext) -> Program:
+        ort = require_onnxruntime()
+        ctx.work_dir.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix="onnx-", dir=ctx.work_dir))
+        try:
+            path = folder / "model.onnx"
+            export_onnx(model, spec, path, self.cfg.opset)
+            options = ort.SessionOptions()
+            options.graph_optimization_level = getattr(
+                ort.GraphOptimizationLevel, _LEVELS[self.cfg.graph_optimization])
+            if (threads := device_threads()) is not None:
+                options.intra_op_num_threads = threads
+            # The session keeps the model in memory; the file is not needed afterwards.
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        input_name = session.get_inputs()[0].name
+
+        def forward(x: np.ndarray) -> np.ndarray:
+            return session.run(None, {input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+        return Program(function=forward, description=(
+            f"ONNX Runtime {ort.__version__} (CPU, opset {self.cfg.opset}, "
+            f"{self.cfg.graph_optimization} graph optimizations); {self.note()}"))

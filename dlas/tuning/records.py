@@ -1,0 +1,168 @@
+"""Tuning records: one persistent MetaSchedule database per target, shared by every run.
+
+``<cache_dir>/tuning/<target-key>/database_{workload,tuning_record}.json`` holds every trial
+ever measured for that target. A workload is a fused PrimFunc (its shapes, dtype and the
+algorithm's compute are all part of it), so a conv seen in ResNet18 is reused by any model
+that has the same conv. Beside it, ``dlas_tuned.json`` says what budget each workload was
+already tuned with, so an identical (or smaller) request tunes nothing again even for
+workloads whose search space ran out before the budget did.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import tvm
+from tvm.s_tir import meta_schedule as ms
+
+from dlas.cache import config_key, write_atomic
+
+TUNED_FILE = "dlas_tuned.json"
+TABLE_FILE = "tasks.json"
+_WORKLOAD_FILE = "database_workload.json"
+_RECORD_FILE = "database_tuning_record.json"
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def target_key(target: tvm.target.Target) -> str:
+    """Records are only valid for the target (and the TVM that replays their traces)."""
+    return config_key({"target": str(target), "tvm": tvm.__version__})
+
+
+def best_seconds(record: Any) -> float | None:
+    """Mean measured latency of a record; None for failed or unmeasured trials."""
+    secs = [float(s) for s in (record.run_secs or [])]
+    # MetaSchedule stores failed runs as 1e10 s.
+    if not secs or max(secs) >= 1e9:
+        return None
+    return sum(secs) / len(secs)
+
+
+class RecordStore:
+    """A MetaSchedule JSON database plus what dlas knows about how each workload was tuned."""
+
+    def __init__(self, path: str | Path, module_equality: str = "structural",
+                 create: bool = True) -> None:
+        self.path = Path(path)
+        if create:
+            self.path.mkdir(parents=True, exist_ok=True)
+        elif not (self.path / _WORKLOAD_FILE).exists():
+            raise FileNotFoundError(
+                f"{self.path} holds no MetaSchedule records ({_WORKLOAD_FILE} missing)")
+        self.database = ms.database.JSONDatabase(work_dir=str(self.path), allow_missing=create,
+                                                 module_equality=module_equality)
+
+    @classmethod
+    def shared(cls, cache_root: str | Path, target: tvm.target.Target,
+               module_equality: str = "structural") -> RecordStore:
+        return cls(Path(cache_root) / "tuning" / target_key(target), module_equality)
+
+    # --- queries ---------------------------------------------------------------------
+    def workload_key(self, mod: tvm.IRModule) -> str | None:
+        """The database's structural hash of ``mod``, or None if it was never committed."""
+        if not self.database.has_workload(mod):
+            return None
+        return str(self.database.commit_workload(mod).as_json()[0])
+
+    def records(self, mod: tvm.IRModule, top_k: int = 1 << 30) -> list[Any]:
+        """Successful records of ``mod``'s workload, best first."""
+        if not self.database.has_workload(mod):
+            return []
+        workload = self.database.commit_workload(mod)
+        found = self.database.get_top_k(workload, top_k)
+        return [r for r in found if best_seconds(r) is not None]
+
+    def tuned_share(self, mod: tvm.IRModule) -> float:
+        """The largest per-task budget a dlas run has tuned this workload with (0: never)."""
+        key = self.workload_key(mod)
+        return float(self._tuned().get(key, {}).get("share", 0.0)) if key else 0.0
+
+    # --- updates ---------------------------------------------------------------------
+    def mark_tuned(self, tuned: dict[str, tvm.IRModule], share: float) -> None:
+        """Remember that these workloads (by task name) were tuned with ``share`` trials each.
+        Read-merge-write: a concurrent run that loses this race only tunes again."""
+        table = self._tuned()
+        for name, mod in tuned.items():
+            key = str(self.database.commit_workload(mod).as_json()[0])
+            entry = table.setdefault(key, {"share": 0.0, "task": name})
+            entry["share"] = max(float(entry["share"]), share)
+        write_atomic(self.path / TUNED_FILE, json.dumps(table, indent=1).encode())
+
+    def mark_seeded(self, mods: dict[str, tvm.IRModule], seconds: dict[str, float]) -> None:
+        """Remember the measured latency of each task's default-schedule record."""
+        table = self._tuned()
+        for name, secs in seconds.items():
+            key = str(self.database.commit_workload(mods[name]).as_json()[0])
+            table.setdefault(key, {"share": 0.0, "task": name})["default_us"] = secs * 1e6
+        write_atomic(self.path / TUNED_FILE, json.dumps(table, indent=1).encode())
+
+    def default_us(self, mod: tvm.IRModule) -> float | None:
+        """The default schedule's latency if a dlas run seeded this workload with it."""
+        key = self.workload_key(mod)
+        value = self._tuned().get(key, {}).get("default_us") if key else None
+        return float(value) if value is not None else None
+
+    def export(self, mods: dict[str, tvm.IRModule], dest: str | Path, top_k: int = 1) -> int:
+        """Copy the best ``top_k`` records of each workload into a fresh database at ``dest``
+        (what a run logs: enough to rebuild it with ``tuning.records``). Returns the count."""
+        dest = Path(dest)
+        for name in (_WORKLOAD_FILE, _RECORD_FILE):
+            (dest / name).unlink(missing_ok=True)
+        dest.mkdir(parents=True, exist_ok=True)
+        out = ms.database.JSONDatabase(work_dir=str(dest))
+        count = 0
+        for mod in mods.values():
+            best = self.records(mod, top_k)
+            if not best:
+                continue
+            workload = out.commit_workload(mod)
+            for rec in best:
+                out.commit_tuning_record(ms.database.TuningRecord(
+                    rec.trace, workload, rec.run_secs, rec.target, rec.args_info))
+                count += 1
+        return count
+
+    def _tuned(self) -> dict[str, dict[str, Any]]:
+        path = self.path / TUNED_FILE
+        return json.loads(path.read_text()) if path.exists() else {}
+
+
+def resolve_records(spec: str, download_dir: str | Path | None = None) -> Path:
+    """A records folder from ``tuning.records``: a folder holding the database (or a run's
+    ``tuning/`` artifacts inside it), an MLflow run id, or a ``runs:/<id>/tuning`` URI."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        for candidate in (path, path / "tuning"):
+            if (candidate / _WORKLOAD_FILE).exists():
+                return candidate.resolve()
+        raise FileNotFoundError(f"tuning.records={spec}: no {_WORKLOAD_FILE} in it or in tuning/")
+    if _RUN_ID.match(spec) or spec.startswith(("runs:/", "models:/", "mlflow-artifacts:")):
+        import mlflow
+
+        # Logged artifacts never change: one download per run (or URI) is enough.
+        dst = Path(download_dir or tempfile.gettempdir()) / "records" / config_key(spec)
+        if not dst.is_dir():
+            partial = Path(tempfile.mkdtemp(prefix=".download-", dir=_mkdir(dst.parent)))
+            if _RUN_ID.match(spec):
+                mlflow.artifacts.download_artifacts(run_id=spec, artifact_path="tuning",
+                                                    dst_path=str(partial))
+            else:
+                mlflow.artifacts.download_artifacts(artifact_uri=spec, dst_path=str(partial))
+            try:
+                partial.rename(dst)
+            except OSError:  # a concurrent run downloaded the same records first
+                shutil.rmtree(partial, ignore_errors=True)
+        return resolve_records(str(dst))
+    raise FileNotFoundError(
+        f"tuning.records={spec!r} is neither a folder of MetaSchedule records nor an MLflow run "
+        "id (32 hex digits) or runs:/<id>/tuning URI")
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path

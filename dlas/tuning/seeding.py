@@ -1,0 +1,80 @@
+"""Seed each task's records with dlas's default schedule, measured like any trial.
+
+The algorithm layer's default schedules are hand-written and often better than what a small
+MetaSchedule budget finds. Recording them (their schedule trace, timed by the tuning runner)
+lets ``MetaScheduleApplyDatabase`` pick, per task, whichever is faster, so a tuned build is
+never slower than the untuned one task by task, and the logged records reproduce the whole
+build on their own.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import tvm
+from tvm import s_tir
+from tvm.s_tir import meta_schedule as ms
+from tvm.s_tir.meta_schedule.utils import remove_build_dir
+
+from dlas.tuning.records import RecordStore, best_seconds
+
+log = logging.getLogger(__name__)
+
+
+def default_schedule(mod: tvm.IRModule) -> s_tir.Schedule | None:
+    """dlas's default schedule of one task as a traced Schedule (None if it does not apply).
+
+    Mirrors the main path of dlas.algorithms.schedules.schedule_func, which returns only the
+    scheduled function; the trace is what a record stores."""
+    # TODO(algorithms): call a public "schedule this Schedule" entry point once there is one.
+    from dlas.algorithms import ALGORITHMS
+    from dlas.algorithms.base import ALGORITHM_KEY
+    from dlas.algorithms.schedules import annotated_blocks, generic_schedule, inline_injective
+
+    sch = s_tir.Schedule(mod)
+    try:
+        mains = annotated_blocks(sch, ALGORITHM_KEY)
+        inline_injective(sch, keep=mains)
+        for block in mains:
+            name = str(sch.get(block).annotations[ALGORITHM_KEY])
+            ALGORITHMS.get(name)().schedule(sch, block)
+        generic_schedule(sch, skip=mains)
+    except Exception as err:  # noqa: BLE001 - no seed is fine, the search still runs
+        log.debug("no default-schedule seed: %s", err)
+        return None
+    return sch
+
+
+def seed_default_schedules(tasks: list[Any], store: RecordStore, builder: ms.Builder,
+                           runner: ms.Runner, target: tvm.target.Target) -> dict[str, float]:
+    """Build and time the default schedule of each task with the tuning builder and runner,
+    and commit it as a record. Returns the seconds measured per task name."""
+    if target.kind.name != "llvm":  # dlas's default schedules are CPU schedules
+        return {}
+    scheduled = [(task, default_schedule(task.dispatched[0])) for task in tasks]
+    scheduled = [(task, sch) for task, sch in scheduled if sch is not None]
+    if not scheduled:
+        return {}
+    built = builder.build([ms.builder.BuilderInput(sch.mod, target) for _, sch in scheduled])
+    device_type = tvm.runtime.Device._DEVICE_TYPE_TO_NAME[target.get_target_device_type()]
+    seconds: dict[str, float] = {}
+    for (task, sch), build in zip(scheduled, built, strict=True):
+        if build.error_msg:
+            log.warning("default schedule of %s does not build: %s", task.task_name,
+                        build.error_msg[:300])
+            continue
+        args_info = ms.arg_info.ArgInfo.from_prim_func(task.dispatched[0]["main"])
+        result = runner.run([ms.runner.RunnerInput(build.artifact_path, device_type,
+                                                   args_info)])[0].result()
+        remove_build_dir(build.artifact_path)
+        record = ms.database.TuningRecord(
+            sch.trace, store.database.commit_workload(task.dispatched[0]),
+            [float(s) for s in (result.run_secs or [])] or None, target, args_info)
+        if result.error_msg or best_seconds(record) is None:
+            log.warning("default schedule of %s does not run: %s", task.task_name,
+                        (result.error_msg or "")[:300])
+            continue
+        store.database.commit_tuning_record(record)
+        seconds[task.task_name] = best_seconds(record)
+    return seconds

@@ -1,0 +1,116 @@
+"""Whole study models lowered with each algorithm compute PyTorch's logits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+import tvm
+from tvm import relax
+
+from dlas.algorithms import ALGORITHMS, lower
+from dlas.compiler.build import build
+from dlas.compiler.export import export
+from dlas.data import InputSpec
+from dlas.models import create_model
+from tests.algorithms.util import RTOL, host_target, relative_error
+from tests.conftest import calibrate_batchnorm
+
+DENSE = [n for n in ALGORITHMS.names() if not ALGORITHMS.get(n).sparse]
+SPARSE = [n for n in ALGORITHMS.names() if ALGORITHMS.get(n).sparse]
+
+
+@dataclass
+class Prepared:
+    mod: tvm.IRModule
+    inputs: list[np.ndarray]
+    refs: list[np.ndarray]
+
+
+def prune_convs(model: torch.nn.Module, amount: float) -> None:
+    """Zero the smallest-magnitude ``amount`` of every conv's weights (per layer)."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                w = module.weight
+                cut = torch.quantile(w.abs().flatten(), amount)
+                w.mul_((w.abs() > cut).float())
+
+
+def prepare(name: str, variant: str, size: int, prune: float = 0.0) -> Prepared:
+    torch.manual_seed(0)
+    spec = InputSpec(3, size, 10)
+    model = create_model(name, 10, variant=variant, image_size=size)
+    if prune:
+        prune_convs(model, prune)
+    calibrate_batchnorm(model, spec.shape)
+    gen = torch.Generator().manual_seed(1)
+    inputs = [torch.randn(spec.shape, generator=gen) for _ in range(2)]
+    with torch.no_grad():
+        refs = [model(x).numpy() for x in inputs]
+    # The logits must depend on the input, or agreement would prove nothing.
+    assert np.abs(refs[0] - refs[1]).max() > 1e-2 * np.abs(refs[0]).max()
+    return Prepared(export(model, spec), [x.numpy() for x in inputs], refs)
+
+
+def check(prepared: Prepared, algorithm: str) -> list[dict]:
+    target = host_target()
+    lowered = lower(prepared.mod, algorithm, target)
+    vm = relax.VirtualMachine(build(lowered.mod, target), tvm.cpu())
+    for x, ref in zip(prepared.inputs, prepared.refs, strict=True):
+        out = vm["main"](tvm.runtime.tensor(x, tvm.cpu()))[0].numpy()
+        err = relative_error(out, ref)
+        assert err <= RTOL, f"{algorithm}: relative error {err:.2e}"
+    return lowered.layers
+
+
+@pytest.fixture(scope="module")
+def resnet18():
+    return prepare("resnet18", "cifar", 32)
+
+
+@pytest.fixture(scope="module")
+def pruned_resnet18():
+    return prepare("resnet18", "cifar", 32, prune=0.8)
+
+
+@pytest.mark.parametrize("algorithm", DENSE)
+def test_resnet18(resnet18, algorithm):
+    layers = check(resnet18, algorithm)
+    assert sum(row["op"] == "conv2d" for row in layers) == 20
+    assert [row["op"] for row in layers][-1] == "dense"
+    assert {row["algorithm"] for row in layers if row["op"] == "conv2d"} == {algorithm}
+
+
+@pytest.mark.parametrize("algorithm", SPARSE)
+def test_pruned_resnet18(pruned_resnet18, algorithm):
+    layers = check(pruned_resnet18, algorithm)
+    convs = [row for row in layers if row["op"] == "conv2d"]
+    assert {row["algorithm"] for row in convs} == {algorithm}
+    assert all(0.75 <= row["sparsity"] <= 0.85 for row in convs)
+
+
+SLOW_MODELS = [
+    ("mobilenet_v2", "cifar", 32),
+    ("vgg16", "cifar", 32),
+    ("resnet18", "imagenet", 64),
+    ("mobilenet_v2", "imagenet", 64),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "variant", "size"), SLOW_MODELS)
+def test_study_models_every_dense_algorithm(name, variant, size):
+    prepared = prepare(name, variant, size)
+    for algorithm in DENSE:
+        check(prepared, algorithm)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mobilenet_v2", "vgg16"])
+def test_pruned_study_models_every_sparse_algorithm(name):
+    prepared = prepare(name, "cifar", 32, prune=0.8)
+    for algorithm in SPARSE:
+        check(prepared, algorithm)
