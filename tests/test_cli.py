@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,9 @@ def dlas_run(tmp: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_help_and_cfg_job_behave_as_hydra(tmp_path):
     out = dlas_run(tmp_path, "--help")
-    assert out.returncode == 0 and "compression: dense" in out.stdout
+    assert out.returncode == 0
+    assert re.search(r"^compression: .*\bdense\b", out.stdout, re.M)  # the groups and options
+    assert re.search(r"^algorithm: .*\bdirect\b", out.stdout, re.M)
     out = dlas_run(tmp_path, "--cfg", "job", "model=mobilenet_v2", "device.timed_runs=50")
     assert out.returncode == 0
     assert "name: mobilenet_v2" in out.stdout and "timed_runs: 50" in out.stdout
