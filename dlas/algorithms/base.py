@@ -44,6 +44,11 @@ def main_attrs(algorithm: str, op: str) -> dict[str, Any]:
 
 STAGE_ATTRS = {STAGE_KEY: 1}
 
+# Columns of LoweredModule.layers (the sparse algorithms add "sparsity").
+ROW_COLUMNS = (
+    "op", "data_shape", "weight_shape", "strides", "padding", "groups", "algorithm", "fallback",
+)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class ConvSpec:
@@ -205,7 +210,7 @@ class Algorithm:
 
         spec = ConvSpec.from_call(call)
         if spec is None:
-            self._record({"op": "conv2d", "algorithm": "topi", "fallback": "not static NCHW/OIHW"})
+            self.record({"op": "conv2d", "algorithm": "topi", "fallback": "not static NCHW/OIHW"})
             return lowering.default_legalize(bb, call)
         weight = value_of(call.args[1])
         impl, reason = self.select(spec)
@@ -215,7 +220,7 @@ class Algorithm:
         out = impl.emit_conv2d(
             bb, call.args[0], call.args[1] if weight is None else weight, spec, row
         )
-        self._record(row)
+        self.record(row)
         return out
 
     def dense(self, bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
@@ -245,5 +250,6 @@ class Algorithm:
     def schedule(self, sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
         raise NotImplementedError
 
-    def _record(self, row: dict[str, Any]) -> None:
-        self.layers.append({"layer": len(self.layers), **row})
+    def record(self, row: dict[str, Any]) -> None:
+        """Append a layer-table row; every row has every column (None where unknown)."""
+        self.layers.append({"layer": len(self.layers), **dict.fromkeys(ROW_COLUMNS), **row})

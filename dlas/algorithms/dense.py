@@ -59,10 +59,10 @@ def legalize_matmul(algo: Algorithm, bb: relax.BlockBuilder, call: relax.Call) -
     row = dense_row(*shapes)
     weight = value_of(call.args[1])
     if weight is None:
-        algo._record({**row, "algorithm": "topi", "fallback": "weights are not constants"})
+        algo.record({**row, "algorithm": "topi", "fallback": "weights are not constants"})
         return default_legalize(bb, call)
     out = emit_dense(bb, call.args[0], weight, out_dtype(call))
-    algo._record({**row, "algorithm": "gemm", "fallback": ""})
+    algo.record({**row, "algorithm": "gemm", "fallback": ""})
     return out
 
 

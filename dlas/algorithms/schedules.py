@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 PARALLEL_MIN_ELEMENTS = 4096
 # Longest inner loop vectorized whole; LLVM splits odd widths into legal vector pieces.
 MAX_WHOLE_VECTOR = 256
+# An attached epilogue: the widest vector loop, and the most elements unrolled above it.
+MAX_EPILOGUE_VECTOR = 64
+MAX_UNROLLED_ELEMENTS = 512
 SCHEDULED_ATTR = "tirx.is_scheduled"
 
 ScheduleFn = Callable[[s_tir.Schedule, SBlockRV], None]
@@ -129,22 +132,25 @@ def attach_epilogue(sch: s_tir.Schedule, block: SBlockRV, loop: LoopRV) -> list[
 
 
 def vectorize_innermost(sch: s_tir.Schedule, loops: Sequence[LoopRV]) -> None:
-    """Vectorize the last loop (whole if short, else by a lane-count factor); unroll others."""
+    """Vectorize the last loop (by 16 lanes when long) and unroll a small nest above it.
+
+    The unrolled part is capped: an epilogue attached to a whole row of an NCHWc tile reads
+    it transposed, and unrolling all of that makes LLVM's SROA try to promote thousands of
+    accumulator elements (minutes of compile time) instead of reading them from L1.
+    """
     loops = [lp for lp in loops if extent(sch, lp) > 1]
     if not loops:
         return
     last = loops[-1]
-    n = extent(sch, last)
-    if n <= MAX_WHOLE_VECTOR:
-        sch.vectorize(last)
-    else:
-        for lanes in (LANES, 8, 4):
-            if n % lanes == 0:
-                sch.vectorize(sch.split(last, [None, lanes])[1])
-                break
-    for lp in loops[:-1]:
-        if extent(sch, lp) <= LANES:
-            sch.unroll(lp)
+    if extent(sch, last) > MAX_EPILOGUE_VECTOR:
+        last = sch.split(last, [None, LANES])[1]
+    sch.vectorize(last)
+    budget = MAX_UNROLLED_ELEMENTS // extent(sch, last)
+    for lp in reversed(loops[:-1]):
+        if extent(sch, lp) > budget:
+            break
+        budget //= extent(sch, lp)
+        sch.unroll(lp)
 
 
 def finish_reduction(

@@ -125,7 +125,7 @@ class SparseAlgorithm(Algorithm):
         types = (str(call.args[0].ty.dtype), str(weight.dtype), dtype)
         kernel = sparse_dense_kernel(m, k, n, arrays.nnz, types, self.name)
         gv = bb.add_func(kernel, "sparse_dense")
-        self._record(
+        self.record(
             {
                 **dense_row(m, k, n),
                 "algorithm": "sparse_dense",

@@ -55,7 +55,7 @@ class SweeperSettings:
     n_trials: int = 20
     n_jobs: int = 1
     seed: int | None = None
-    n_startup_trials: int = 8
+    n_startup_trials: int = 10
     study_name: str | None = None
     storage: str | None = None
     objective: str = "latency"

@@ -26,7 +26,7 @@ class DlasOptunaSweeperConf:
     n_jobs: int = 1
     seed: int | None = None
     # Random trials before TPE (or the NSGA-II population size) starts modelling.
-    n_startup_trials: int = 8
+    n_startup_trials: int = 10
     # null: derived from the command, so rerunning the same command resumes its study.
     study_name: str | None = None
     # null: sqlite:///<paths.mlruns_dir>/optuna.db; any Optuna RDB URL for several workers.

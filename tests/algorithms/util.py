@@ -63,7 +63,10 @@ def conv_module(
 ) -> tvm.IRModule:
     """One input per case; each output is relu(conv2d(x) + bias) (a fused epilogue)."""
     bb = relax.BlockBuilder()
-    xs = [relax.Var(f"x{i}", relax.TensorType((c.n, c.c, c.h, c.w), "float32")) for i, c in enumerate(cases)]
+    xs = [
+        relax.Var(f"x{i}", relax.TensorType((c.n, c.c, c.h, c.w), "float32"))
+        for i, c in enumerate(cases)
+    ]
     with bb.function("main", xs):
         with bb.dataflow():
             outs = []

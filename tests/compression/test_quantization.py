@@ -198,3 +198,16 @@ def _constants(mod) -> list:
         mod["main"].body, lambda e: found.append(e) if isinstance(e, tvm.ir.GenericConst) else None
     )
     return found
+
+
+def test_fp16_keeps_relu6_and_hardtanh_in_fp16():
+    """MobileNet's ReLU6 is ``clip`` with scalar bounds, which ToMixedPrecision rejects."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU6(), nn.Hardtanh(-1, 2)).eval()
+    mod = to_fp16(export(model, InputSpec(3, 8, 10)))
+    assert "R.clip" not in mod.script(show_meta=False)
+    x = torch.randn(1, 3, 8, 8) * 3
+    ref = model(x).detach().numpy()
+    got = run(build(mod), x.numpy())
+    assert np.abs(got - ref).max() < 1e-2 * np.abs(ref).max()
+    assert got.min() >= -1 and got.max() <= 2  # the bounds still apply

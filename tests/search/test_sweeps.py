@@ -165,6 +165,8 @@ def test_cli_study_interrupted_by_ctrl_c_resumes(tmp_path, shared_cache) -> None
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             time.sleep(2)
+            if not (tmp_path / "mlruns" / "optuna.db").exists():
+                continue
             try:
                 states = [t.state for t in load_study(tmp_path).trials]
             except KeyError:  # the study is not created yet
