@@ -45,19 +45,34 @@ def experiment_space(name: str, overrides: list[str]) -> tuple[list[str], list[A
 
     register_schemas()
     with initialize_config_module("dlas.conf", version_base="1.3"):
-        cfg = compose("config", overrides=[f"+experiment={name}", *overrides],
-                      return_hydra_config=True)
+        cfg = compose(
+            "config", overrides=[f"+experiment={name}", *overrides], return_hydra_config=True
+        )
         loader = GlobalHydra.instance().config_loader()
-        fixed, params = parse_space([f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()],
-                                    loader)
+        fixed, params = parse_space(
+            [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()], loader
+        )
     return fixed, params, cfg
 
 
-def replay(sampler: str, seed: int, records: list[Any], params: list[Any], target: float,
-           truth: dict[str, Any], n_startup: int, max_drop: float) -> int | None:
-    settings = SweeperSettings(sampler=sampler, seed=seed, n_trials=20 * len(records),
-                               n_startup_trials=n_startup, objective="latency",
-                               max_accuracy_drop=max_drop)
+def replay(
+    sampler: str,
+    seed: int,
+    records: list[Any],
+    params: list[Any],
+    target: float,
+    truth: dict[str, Any],
+    n_startup: int,
+    max_drop: float,
+) -> int | None:
+    settings = SweeperSettings(
+        sampler=sampler,
+        seed=seed,
+        n_trials=20 * len(records),
+        n_startup_trials=n_startup,
+        objective="latency",
+        max_accuracy_drop=max_drop,
+    )
     sweep = ReplaySweep(settings, records, target, truth)
     try:
         sweep.explore([], params, RecordedOracle(records), None, f"replay-{sampler}-{seed}")
@@ -69,14 +84,24 @@ def replay(sampler: str, seed: int, records: list[Any], params: list[Any], targe
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--experiment", default="digits_slice")
-    ap.add_argument("--study", default="digits_slice_grid",
-                    help="study name of the exhaustive sweep (hydra.sweeper.study_name)")
-    ap.add_argument("--tracking-uri", default=None,
-                    help="MLflow store (default: sqlite:///<paths.mlruns_dir>/mlflow.db)")
+    ap.add_argument(
+        "--study",
+        default="digits_slice_grid",
+        help="study name of the exhaustive sweep (hydra.sweeper.study_name)",
+    )
+    ap.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow store (default: sqlite:///<paths.mlruns_dir>/mlflow.db)",
+    )
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--tolerance", type=float, default=0.05)
-    ap.add_argument("--max-drop", type=float, default=None,
-                    help="accuracy-drop limit (default: the experiment's max_accuracy_drop)")
+    ap.add_argument(
+        "--max-drop",
+        type=float,
+        default=None,
+        help="accuracy-drop limit (default: the experiment's max_accuracy_drop)",
+    )
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for the experiment")
     args = ap.parse_args(argv)
@@ -84,8 +109,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("dlas").setLevel(logging.WARNING)
     _, params, cfg = experiment_space(args.experiment, args.overrides)
-    uri = args.tracking_uri or \
-        f"sqlite:///{Path(cfg.paths.mlruns_dir).expanduser().resolve() / 'mlflow.db'}"
+    uri = (
+        args.tracking_uri
+        or f"sqlite:///{Path(cfg.paths.mlruns_dir).expanduser().resolve() / 'mlflow.db'}"
+    )
     max_drop = args.max_drop if args.max_drop is not None else cfg.hydra.sweeper.max_accuracy_drop
     records = load_runs(uri, args.study, params)
     if not records:
@@ -97,30 +124,57 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     rows = []
     for seed in range(args.seeds):
-        rows.append({"seed": seed, **{s: replay(s, seed, records, params, target, truth,
-                                                 cfg.hydra.sweeper.n_startup_trials, max_drop)
-                                      for s in ("tpe", "random")}})
+        rows.append(
+            {
+                "seed": seed,
+                **{
+                    s: replay(
+                        s,
+                        seed,
+                        records,
+                        params,
+                        target,
+                        truth,
+                        cfg.hydra.sweeper.n_startup_trials,
+                        max_drop,
+                    )
+                    for s in ("tpe", "random")
+                },
+            }
+        )
 
     def med(key: str) -> float:
         return statistics.median(r[key] if r[key] is not None else n for r in rows)
 
     result = {
-        "experiment": args.experiment, "study": args.study, "exhaustive_runs": n,
-        "finished_runs": len(truth), "feasible": sum(ok for _, ok in truth.values()),
-        "best_feasible_latency_ms": best, "within_tolerance": good, "rows": rows,
-        "median_tpe": med("tpe"), "median_random": med("random"),
+        "experiment": args.experiment,
+        "study": args.study,
+        "exhaustive_runs": n,
+        "finished_runs": len(truth),
+        "feasible": sum(ok for _, ok in truth.values()),
+        "best_feasible_latency_ms": best,
+        "within_tolerance": good,
+        "rows": rows,
+        "median_tpe": med("tpe"),
+        "median_random": med("random"),
         "uniform_random_expectation": (n + 1) / (good + 1),
     }
-    print(f"exhaustive sweep {args.study!r}: {n} runs ({len(truth)} finished, "
-          f"{result['feasible']} within {max_drop:g} pt of dense accuracy); best feasible "
-          f"latency {best:.4g} ms; {good} configuration(s) within {args.tolerance:.0%} of it")
+    print(
+        f"exhaustive sweep {args.study!r}: {n} runs ({len(truth)} finished, "
+        f"{result['feasible']} within {max_drop:g} pt of dense accuracy); best feasible "
+        f"latency {best:.4g} ms; {good} configuration(s) within {args.tolerance:.0%} of it"
+    )
     print("| seed | TPE runs needed | random runs needed |\n|---:|---:|---:|")
     for r in rows:
         print(f"| {r['seed']} | {r['tpe']} | {r['random']} |")
-    print(f"| median | {result['median_tpe']:g} ({result['median_tpe'] / n:.0%} of {n}) | "
-          f"{result['median_random']:g} ({result['median_random'] / n:.0%}) |")
-    print(f"uniform random without replacement would need {result['uniform_random_expectation']:.1f}"
-          " runs on average")
+    print(
+        f"| median | {result['median_tpe']:g} ({result['median_tpe'] / n:.0%} of {n}) | "
+        f"{result['median_random']:g} ({result['median_random'] / n:.0%}) |"
+    )
+    print(
+        f"uniform random without replacement would need {result['uniform_random_expectation']:.1f}"
+        " runs on average"
+    )
     if args.out:
         args.out.write_text(json.dumps(result, indent=1))
     return result

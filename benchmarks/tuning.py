@@ -40,8 +40,11 @@ def drop_compiled(cache_dir: str, model: str, algorithm: str, tuning: dict) -> i
     removed = 0
     for spec_file in Path(cache_dir).expanduser().glob("compiled/*/spec.json"):
         spec = json.loads(spec_file.read_text())
-        if (spec.get("tuning") == tuning and spec.get("algorithm", {}).get("name") == algorithm
-                and spec.get("checkpoint", {}).get("model") == model):
+        if (
+            spec.get("tuning") == tuning
+            and spec.get("algorithm", {}).get("name") == algorithm
+            and spec.get("checkpoint", {}).get("model") == model
+        ):
             shutil.rmtree(spec_file.parent)
             removed += 1
     return removed
@@ -51,19 +54,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["resnet18", "mobilenet_v2"])
     parser.add_argument("--algorithms", nargs="+", default=["direct", "gemm", "spatial_pack"])
-    parser.add_argument("--tuned-algorithms", nargs="*", default=None,
-                        help="algorithms to tune (default: all of --algorithms; none if empty)")
+    parser.add_argument(
+        "--tuned-algorithms",
+        nargs="*",
+        default=None,
+        help="algorithms to tune (default: all of --algorithms; none if empty)",
+    )
     parser.add_argument("--trials", type=int, default=1024)
-    parser.add_argument("--tuning", nargs="*", default=[],
-                        help="extra tuning.* overrides, e.g. tuning.trials_per_iter=32")
-    parser.add_argument("--baselines", nargs="*",
-                        default=["pytorch", "torch_compile", "onnxruntime"])
+    parser.add_argument(
+        "--tuning",
+        nargs="*",
+        default=[],
+        help="extra tuning.* overrides, e.g. tuning.trials_per_iter=32",
+    )
+    parser.add_argument(
+        "--baselines", nargs="*", default=["pytorch", "torch_compile", "onnxruntime"]
+    )
     parser.add_argument("--dataset", default="synthetic")
     parser.add_argument("--timed-runs", type=int, default=50)
     parser.add_argument("--cache-dir", default=".cache/dlas-bench")
     parser.add_argument("--mlruns-dir", default="mlruns")
-    parser.add_argument("--override", nargs="*", default=[],
-                        help="extra overrides for every run, e.g. device.num_threads=1")
+    parser.add_argument(
+        "--override",
+        nargs="*",
+        default=[],
+        help="extra overrides for every run, e.g. device.num_threads=1",
+    )
     parser.add_argument("--reuse-check", action="store_true")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
@@ -75,23 +91,36 @@ def main() -> None:
     algorithms = [a for a in args.algorithms if a in ALGORITHMS]
     wanted = algorithms if args.tuned_algorithms is None else args.tuned_algorithms
     tuned_algorithms = [a for a in wanted if a in ALGORITHMS]
-    common = [f"dataset={args.dataset}", f"device.timed_runs={args.timed_runs}",
-              "tracking.log_library=false", f"paths.cache_dir={args.cache_dir}",
-              f"paths.mlruns_dir={args.mlruns_dir}", *args.override]
+    common = [
+        f"dataset={args.dataset}",
+        f"device.timed_runs={args.timed_runs}",
+        "tracking.log_library=false",
+        f"paths.cache_dir={args.cache_dir}",
+        f"paths.mlruns_dir={args.mlruns_dir}",
+        *args.override,
+    ]
     tune = ["tuning=metaschedule", f"tuning.trials={args.trials}", *args.tuning]
     rows: list[dict] = []
 
     def cell(model: str, label: str, overrides: list[str]) -> dict[str, float]:
         start = time.perf_counter()
         m = run_one([f"model={model}", *common, *overrides])
-        row = {"model": model, "config": label, "ms": m["latency/median_ms"],
-               "eager ms": m.get("latency/pytorch_eager_median_ms"),
-               "tune s": m.get("tune/seconds"), "trials": m.get("tune/trials"),
-               "new trials": m.get("tune/new_trials"), "run s": time.perf_counter() - start,
-               "load": os.getloadavg()[0]}
+        row = {
+            "model": model,
+            "config": label,
+            "ms": m["latency/median_ms"],
+            "eager ms": m.get("latency/pytorch_eager_median_ms"),
+            "tune s": m.get("tune/seconds"),
+            "trials": m.get("tune/trials"),
+            "new trials": m.get("tune/new_trials"),
+            "run s": time.perf_counter() - start,
+            "load": os.getloadavg()[0],
+        }
         rows.append(row)
-        print(f"# {model} {label}: {row['ms']:.2f} ms, {row['run s']:.0f} s, load "
-              f"{row['load']:.1f}", flush=True)
+        print(
+            f"# {model} {label}: {row['ms']:.2f} ms, {row['run s']:.0f} s, load {row['load']:.1f}",
+            flush=True,
+        )
         return m
 
     for model in args.models:
@@ -121,19 +150,43 @@ def run_cfg(overrides: list[str]):
 
 def print_table(rows: list[dict]) -> None:
     print(f"\nload average now: {os.getloadavg()}")
-    cols = ["model", "config", "ms", "x vs untuned direct", "x vs eager", "eager ms", "tune s",
-            "trials", "new trials", "run s", "load"]
+    cols = [
+        "model",
+        "config",
+        "ms",
+        "x vs untuned direct",
+        "x vs eager",
+        "eager ms",
+        "tune s",
+        "trials",
+        "new trials",
+        "run s",
+        "load",
+    ]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for row in rows:
-        base = next((r["ms"] for r in rows
-                     if r["model"] == row["model"] and r["config"] == "untuned direct"), None)
-        eager = next((r["ms"] for r in rows
-                      if r["model"] == row["model"] and r["config"] == "pytorch"), None)
+        base = next(
+            (
+                r["ms"]
+                for r in rows
+                if r["model"] == row["model"] and r["config"] == "untuned direct"
+            ),
+            None,
+        )
+        eager = next(
+            (r["ms"] for r in rows if r["model"] == row["model"] and r["config"] == "pytorch"), None
+        )
         row["x vs untuned direct"] = base / row["ms"] if base else None
         row["x vs eager"] = eager / row["ms"] if eager else None
-        cells = ["" if row.get(c) is None else f"{row[c]:.2f}" if isinstance(row[c], float)
-                 else str(row[c]) for c in cols]
+        cells = [
+            ""
+            if row.get(c) is None
+            else f"{row[c]:.2f}"
+            if isinstance(row[c], float)
+            else str(row[c])
+            for c in cols
+        ]
         print("| " + " | ".join(cells) + " |")
 
 

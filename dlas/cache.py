@@ -31,7 +31,10 @@ class Cache:
 
     def describe(self, path: Path, spec: Any, **facts: Any) -> None:
         """Record next to ``path`` the spec that made it and anything learned on the way."""
-        write_atomic(path.with_suffix(".json"), json.dumps({"spec": spec, **facts}, indent=2, default=str).encode())
+        write_atomic(
+            path.with_suffix(".json"),
+            json.dumps({"spec": spec, **facts}, indent=2, default=str).encode(),
+        )
 
     @staticmethod
     def description(path: Path) -> dict[str, Any]:

@@ -37,8 +37,9 @@ def compiled_accuracy(runner: Runner, data: DataBundle, limit: int | None) -> di
     return {"accuracy/top1": correct1 / total, "accuracy/top5": correct5 / total}
 
 
-def logit_agreement(runner: Runner, model: torch.nn.Module, data: DataBundle, samples: int
-                    ) -> dict[str, float]:
+def logit_agreement(
+    runner: Runner, model: torch.nn.Module, data: DataBundle, samples: int
+) -> dict[str, float]:
     """Largest |logit| difference between the compiled module and PyTorch, and how much the
     PyTorch logits themselves vary (a tiny spread would make any agreement meaningless)."""
     diffs, logits = [], []

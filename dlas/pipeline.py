@@ -25,7 +25,7 @@ from dlas.devices import Device, Program, create_device
 log = logging.getLogger(__name__)
 
 # Bump when lowering or building changes what a cached library contains.
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 
 
 @dataclass
@@ -113,8 +113,9 @@ def build_spec(cfg: Config, prepared: Prepared, target: Any) -> dict:
     }
 
 
-def compile_program(cfg: Config, prepared: Prepared, device: Device, cache: Cache,
-                    metrics: dict[str, float]) -> Program:
+def compile_program(
+    cfg: Config, prepared: Prepared, device: Device, cache: Cache, metrics: dict[str, float]
+) -> Program:
     import mlflow
 
     from dlas.tuning import TuneContext, create_tuner
@@ -125,8 +126,11 @@ def compile_program(cfg: Config, prepared: Prepared, device: Device, cache: Cach
     start = time.perf_counter()
     if not tuner.uses_tvm:
         mlflow.set_tag("dlas.algorithm.applies", "false")
-        log.warning("tuning=%s runs outside TVM: algorithm=%s does not apply to it",
-                    cfg.tuning.name, cfg.algorithm.name)
+        log.warning(
+            "tuning=%s runs outside TVM: algorithm=%s does not apply to it",
+            cfg.tuning.name,
+            cfg.algorithm.name,
+        )
         program = tuner.wrap(prepared.model, prepared.data.spec, ctx)
     else:
         program = _compile_tvm(cfg, prepared, device, tuner, ctx, cache)
@@ -137,8 +141,9 @@ def compile_program(cfg: Config, prepared: Prepared, device: Device, cache: Cach
     return program
 
 
-def _compile_tvm(cfg: Config, prepared: Prepared, device: Device, tuner: Any, ctx: Any,
-                 cache: Cache) -> Program:
+def _compile_tvm(
+    cfg: Config, prepared: Prepared, device: Device, tuner: Any, ctx: Any, cache: Cache
+) -> Program:
     import mlflow
 
     target = device.target
@@ -151,25 +156,39 @@ def _compile_tvm(cfg: Config, prepared: Prepared, device: Device, tuner: Any, ct
         program = device.load_library(library)
         if (entry / "compression.json").exists():
             prepared.compression.restore_relax_report(
-                json.loads((entry / "compression.json").read_text()))
+                json.loads((entry / "compression.json").read_text())
+            )
     else:
         mlflow.set_tag("compile.cache_hit", "false")
         from dlas.algorithms import lower
         from dlas.compiler.export import export
 
         mod = export(prepared.model, prepared.data.spec)
-        calibration = [x.numpy() for x in prepared.data.calibration_batches(
-            cfg.dataset.calibration_samples, batch_size=1)] if _needs_calibration(prepared) else []
+        calibration = (
+            [
+                x.numpy()
+                for x in prepared.data.calibration_batches(
+                    cfg.dataset.calibration_samples, batch_size=1
+                )
+            ]
+            if _needs_calibration(prepared)
+            else []
+        )
         mod = prepared.compression.apply_relax(mod, calibration)
         # The algorithm layer's default schedules are CPU ones; GPU targets get dlight's in
         # the build (dlas.compiler.build), which only schedules what is still unscheduled.
-        lowered = lower(mod, cfg.algorithm.name, target,
-                        schedule=tuner.default_schedules and target.kind.name == "llvm")
+        lowered = lower(
+            mod,
+            cfg.algorithm,
+            target,
+            schedule=tuner.default_schedules and target.kind.name == "llvm",
+        )
         program = tuner.compile(lowered, target, ctx)
         _store_build(entry, spec, mod, lowered, program, cfg, device)
         # What apply_relax found (quantized layers...): a cache hit skips apply_relax.
         (entry / "compression.json").write_text(
-            json.dumps(prepared.compression.relax_report(), default=str))
+            json.dumps(prepared.compression.relax_report(), default=str)
+        )
         program.library = str(library)
     _log_build(entry, cfg)
     return program
@@ -179,8 +198,9 @@ def _needs_calibration(prepared: Prepared) -> bool:
     return bool(getattr(prepared.compression, "needs_calibration", False))
 
 
-def _store_build(entry: Path, spec: dict, mod: Any, lowered: Any, program: Program,
-                 cfg: Config, device: Device) -> None:
+def _store_build(
+    entry: Path, spec: dict, mod: Any, lowered: Any, program: Program, cfg: Config, device: Device
+) -> None:
     """Write library, per-layer table and IR into a fresh folder, then move it into place."""
     tmp = entry.with_name(entry.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
@@ -203,8 +223,9 @@ def _log_build(entry: Path, cfg: Config) -> None:
 
     layers = json.loads((entry / "layers.json").read_text())
     if layers:
-        mlflow.log_table({k: [str(row.get(k, "")) for row in layers] for k in layers[0]},
-                         "algorithm/layers.json")
+        mlflow.log_table(
+            {k: [str(row.get(k, "")) for row in layers] for k in layers[0]}, "algorithm/layers.json"
+        )
         fallbacks = sum(1 for row in layers if row.get("fallback"))
         mlflow.log_metric("algorithm/fallback_layers", fallbacks)
     if cfg.tracking.log_library:
@@ -225,8 +246,10 @@ def _log_compression(cfg: Config, prepared: Prepared, metrics: dict[str, float])
     if prepared.reference is None:
         return
     if compression.baseline:
-        prepared.reference.record_dense(metrics, {
-            "algorithm": cfg.algorithm.name, "tuning": cfg.tuning.name, "device": cfg.device.name})
+        prepared.reference.record_dense(
+            metrics,
+            {"algorithm": cfg.algorithm.name, "tuning": cfg.tuning.name, "device": cfg.device.name},
+        )
         return
     drops, kind = prepared.reference.drops(metrics)
     metrics.update(drops)
@@ -235,8 +258,9 @@ def _log_compression(cfg: Config, prepared: Prepared, metrics: dict[str, float])
 
 
 # --- hardware: latency and accuracy on the device ------------------------------------------
-def measure(cfg: Config, prepared: Prepared, device: Device, program: Program,
-            metrics: dict[str, float]) -> None:
+def measure(
+    cfg: Config, prepared: Prepared, device: Device, program: Program, metrics: dict[str, float]
+) -> None:
     import mlflow
 
     from dlas.measure import compiled_accuracy, latency_stats, logit_agreement, measure_latency
@@ -249,14 +273,17 @@ def measure(cfg: Config, prepared: Prepared, device: Device, program: Program,
     with device.load(program) as runner:
         samples = measure_latency(runner, data, cfg.device.warmup_runs, cfg.device.timed_runs)
         metrics.update(latency_stats(samples))
-        mlflow.log_dict({"unit": "ms", "warmup_runs": cfg.device.warmup_runs,
-                         "samples": samples}, "latency/samples.json")
+        mlflow.log_dict(
+            {"unit": "ms", "warmup_runs": cfg.device.warmup_runs, "samples": samples},
+            "latency/samples.json",
+        )
         if data.labelled:
             metrics.update(compiled_accuracy(runner, data, cfg.dataset.test_limit))
         metrics.update(logit_agreement(runner, prepared.model, data, cfg.eval.compare_samples))
     if "latency/pytorch_eager_median_ms" in metrics:
         metrics["latency/speedup_vs_eager"] = (
-            metrics["latency/pytorch_eager_median_ms"] / metrics["latency/median_ms"])
+            metrics["latency/pytorch_eager_median_ms"] / metrics["latency/median_ms"]
+        )
 
 
 def _eager_latency(cfg: Config, prepared: Prepared) -> float:

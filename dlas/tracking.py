@@ -59,8 +59,16 @@ def run_name(cfg: DictConfig) -> str:
 def _git_commit() -> str:
     try:
         here = Path(__file__).resolve().parent
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, text=True,
-                              capture_output=True, timeout=5).stdout.strip() or "unknown"
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                cwd=here,
+                text=True,
+                capture_output=True,
+                timeout=5,
+            ).stdout.strip()
+            or "unknown"
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -93,13 +101,15 @@ def setup(cfg: DictConfig) -> str:
     exp = mlflow.get_experiment_by_name(cfg.tracking.experiment)
     if exp is not None:
         return exp.experiment_id
-    return mlflow.create_experiment(cfg.tracking.experiment,
-                                    artifact_location=_artifact_root(cfg, uri))
+    return mlflow.create_experiment(
+        cfg.tracking.experiment, artifact_location=_artifact_root(cfg, uri)
+    )
 
 
 @contextmanager
-def start_run(cfg: DictConfig, extra_tags: dict[str, str] | None = None,
-              parent_run_id: str | None = None) -> Iterator[Any]:
+def start_run(
+    cfg: DictConfig, extra_tags: dict[str, str] | None = None, parent_run_id: str | None = None
+) -> Iterator[Any]:
     """An MLflow run that ends FINISHED, or FAILED with the error's type, message and
     traceback recorded, so no failed run ever looks successful."""
     import mlflow
@@ -108,8 +118,13 @@ def start_run(cfg: DictConfig, extra_tags: dict[str, str] | None = None,
     tags = {f"dlas.{layer}": str(cfg[layer].name) for layer in LAYERS}
     tags.update(_version_tags())
     tags.update(extra_tags or {})
-    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name(cfg), tags=tags,
-                           parent_run_id=parent_run_id, nested=parent_run_id is not None)
+    run = mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name=run_name(cfg),
+        tags=tags,
+        parent_run_id=parent_run_id,
+        nested=parent_run_id is not None,
+    )
     try:
         mlflow.log_params(flatten(cfg))
         mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")

@@ -23,22 +23,50 @@ def rule(fn: Rule) -> Rule:
     return fn
 
 
+def algorithms_run(cfg: Config) -> list[str]:
+    """The algorithms whose kernels ``cfg.algorithm`` runs (per_layer: all it maps to);
+    empty when the option itself is invalid, which its own rule reports."""
+    from dlas.algorithms import ALGORITHMS, resolve
+
+    if cfg.algorithm.name not in ALGORITHMS:
+        return []
+    try:
+        return resolve(cfg.algorithm).algorithms()
+    except ValueError:
+        return []
+
+
+@rule
+def algorithm_options_are_valid(cfg: Config) -> str | None:
+    from dlas.algorithms import ALGORITHMS, resolve
+
+    if cfg.algorithm.name not in ALGORITHMS:
+        return None  # unknown names are reported by their own layer
+    try:
+        resolve(cfg.algorithm)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 @rule
 def sparse_algorithm_needs_zeros(cfg: Config) -> str | None:
     from dlas.algorithms import ALGORITHMS
     from dlas.compression import COMPRESSIONS
 
-    if cfg.algorithm.name not in ALGORITHMS or cfg.compression.name not in COMPRESSIONS:
-        return None  # unknown names are reported by their own layer
-    algorithm = ALGORITHMS.get(cfg.algorithm.name)
-    compression = COMPRESSIONS.get(cfg.compression.name)
-    if getattr(algorithm, "sparse", False) and not compression.sparse_weights:
-        return (
-            f"algorithm={cfg.algorithm.name} reads the weights in CSR form and needs a "
-            f"weight-pruned model (compression=weight_pruning); compression="
-            f"{cfg.compression.name} leaves no zeros to skip"
-        )
-    return None
+    if cfg.compression.name not in COMPRESSIONS:
+        return None
+    if COMPRESSIONS.get(cfg.compression.name).sparse_weights:
+        return None
+    sparse = [n for n in algorithms_run(cfg) if ALGORITHMS.get(n).sparse]
+    if not sparse:
+        return None
+    via = "" if sparse == [cfg.algorithm.name] else f" (mapped by algorithm={cfg.algorithm.name})"
+    return (
+        f"algorithm={', '.join(sparse)}{via} reads the weights in CSR form and needs a "
+        f"weight-pruned model (compression=weight_pruning); compression="
+        f"{cfg.compression.name} leaves no zeros to skip"
+    )
 
 
 @rule
@@ -79,7 +107,7 @@ def algorithm_supports_compute_dtypes(cfg: Config) -> str | None:
     from dlas.algorithms import ALGORITHMS
     from dlas.compression import COMPRESSIONS
 
-    if cfg.algorithm.name not in ALGORITHMS or cfg.compression.name not in COMPRESSIONS:
+    if cfg.compression.name not in COMPRESSIONS:
         return None
     needed = COMPRESSIONS.get(cfg.compression.name).compute_dtypes
 
@@ -88,11 +116,12 @@ def algorithm_supports_compute_dtypes(cfg: Config) -> str | None:
         dtypes = getattr(ALGORITHMS.get(name), "dtypes", None)
         return dtypes is None or all(d in dtypes for d in needed)
 
-    if supports(cfg.algorithm.name):
+    lacking = [n for n in algorithms_run(cfg) if not supports(n)]
+    if not lacking:
         return None
     working = [n for n in ALGORITHMS.names() if supports(n)]
     return (
-        f"algorithm={cfg.algorithm.name} does not compute in {'/'.join(needed)}, which "
+        f"algorithm={', '.join(lacking)} does not compute in {'/'.join(needed)}, which "
         f"compression={cfg.compression.name} needs; algorithms that do: {', '.join(working)}"
     )
 

@@ -16,8 +16,14 @@ from tests.conftest import tiny_overrides
 def dlas_run(tmp: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run([sys.executable, "-m", "dlas.run", *args], cwd=tmp, env=env,
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "dlas.run", *args],
+        cwd=tmp,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def test_help_and_cfg_job_behave_as_hydra(tmp_path):
@@ -38,8 +44,9 @@ def test_bad_value_fails_before_any_run_is_recorded(tmp_path):
 
 def test_sweep_records_each_job_and_survives_a_failing_one(tmp_path):
     args = tiny_overrides(tmp_path, "device.timed_runs=3")
-    out = dlas_run(tmp_path, "-m", *args, "dataset=digits,cifar10",
-                   f"dataset.root={tmp_path / 'no-cifar'}")
+    out = dlas_run(
+        tmp_path, "-m", *args, "dataset=digits,cifar10", f"dataset.root={tmp_path / 'no-cifar'}"
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("dlas")

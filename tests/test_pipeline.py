@@ -36,9 +36,18 @@ def test_one_run_records_params_metrics_and_artifacts(compose_cfg, tiny):
     tags = run.data.tags
     assert tags["dlas.algorithm"] == "direct" and tags["version.apache-tvm"].startswith("0.27")
     logged = run.data.metrics
-    for key in ("accuracy/top1", "accuracy/top5", "accuracy/pytorch_top1", "latency/median_ms",
-                "latency/p90_ms", "latency/std_ms", "compile/seconds", "model/macs",
-                "model/params", "compare/max_abs_logit_diff"):
+    for key in (
+        "accuracy/top1",
+        "accuracy/top5",
+        "accuracy/pytorch_top1",
+        "latency/median_ms",
+        "latency/p90_ms",
+        "latency/std_ms",
+        "compile/seconds",
+        "model/macs",
+        "model/params",
+        "compare/max_abs_logit_diff",
+    ):
         assert key in logged, key
     assert logged["latency/median_ms"] == pytest.approx(metrics["latency/median_ms"])
     assert 0 <= logged["accuracy/top1"] <= 1

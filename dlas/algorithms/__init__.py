@@ -11,13 +11,14 @@ from __future__ import annotations
 from . import (  # noqa: F401  (each module registers its algorithm)
     direct,
     gemm,
+    per_layer,
     sparse_direct,
     sparse_gemm,
     sparse_spatial_pack,
     spatial_pack,
 )
 from .base import Algorithm, ConvSpec
-from .lowering import LoweredModule, lower
+from .lowering import LoweredModule, lower, resolve
 from .registry import ALGORITHMS
 
-__all__ = ["ALGORITHMS", "Algorithm", "ConvSpec", "LoweredModule", "lower"]
+__all__ = ["ALGORITHMS", "Algorithm", "ConvSpec", "LoweredModule", "lower", "resolve"]

@@ -9,6 +9,7 @@ scheduler can find it again inside a fused PrimFunc.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -200,9 +201,21 @@ class Algorithm:
     sparse: ClassVar[bool] = False
     # Needs the weights' values at compile time (packing, CSR); else direct runs the layer.
     packs_weights: ClassVar[bool] = True
+    # Has no kernel of its own: picks one of the other algorithms for each layer.
+    composite: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.layers: list[dict[str, Any]] = []
+
+    def algorithms(self) -> list[str]:
+        """The algorithms whose kernels this option runs (before their own fallbacks)."""
+        return [self.name]
+
+    def fresh(self) -> Algorithm:
+        """The same options with an empty layer table."""
+        new = copy.copy(self)
+        new.layers = []
+        return new
 
     # --- legalization ------------------------------------------------------------------
     def conv2d(self, bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:

@@ -110,11 +110,18 @@ class Gemm(Algorithm):
             attrs=main_attrs(self.name, "conv2d"),
         )
         opg = spec.out_per_group
-        return te.compute(
-            (spec.batch, spec.out_channels, spec.out_h, ow),
-            lambda n, c, y, x: conv[n, c // opg, c % opg // vec, y, x, c % vec],
-            name="unpack",
-        )
+        if spec.groups == 1:
+            # Without `c % opg` the epilogue attached to one block of 16 channels is bounded
+            # to that block. With it, and OC not a multiple of 16, the bound spanned every
+            # channel: each thread read blocks that other threads had not written yet.
+            def value(n, c, y, x):
+                return conv[n, 0, c // vec, y, x, c % vec]
+        else:
+
+            def value(n, c, y, x):
+                return conv[n, c // opg, c % opg // vec, y, x, c % vec]
+
+        return te.compute((spec.batch, spec.out_channels, spec.out_h, ow), value, name="unpack")
 
     def schedule(self, sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
         if str(sch.get(block).annotations["dlas.op"]) == "dense":

@@ -29,18 +29,24 @@ def default_legalize(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
     return legalize(bb, call)
 
 
-def resolve(algorithm: str | Algorithm | type[Algorithm]) -> Algorithm:
-    """A fresh instance, so that ``layers`` only describes this lowering."""
+def resolve(algorithm: str | Any | Algorithm | type[Algorithm]) -> Algorithm:
+    """A fresh instance, so that ``layers`` only describes this lowering.
+
+    ``algorithm`` is a name, a class, an instance, or an ``algorithm`` config: its ``name``
+    picks the class and its other fields are the constructor's options."""
     if isinstance(algorithm, str):
         return ALGORITHMS.get(algorithm)()
     if isinstance(algorithm, Algorithm):
-        return type(algorithm)()
-    return algorithm()
+        return algorithm.fresh()
+    if isinstance(algorithm, type):
+        return algorithm()
+    options = {k: v for k, v in vars(algorithm).items() if k != "name"}
+    return ALGORITHMS.get(algorithm.name)(**options)
 
 
 def lower(
     mod: tvm.IRModule,
-    algorithm: str | Algorithm,
+    algorithm: str | Any | Algorithm,
     target: tvm.target.Target,
     *,
     schedule: bool = True,

@@ -16,8 +16,13 @@ def gpu_default_schedules() -> tvm.transform.Pass:
     layer's default schedules are CPU ones, and a GPU kernel without bindings does not build."""
     from tvm.s_tir import dlight as dl
 
-    return dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
-                                   dl.gpu.GeneralReduction(), dl.gpu.Fallback())
+    return dl.ApplyDefaultSchedule(
+        dl.gpu.Matmul(),
+        dl.gpu.GEMV(),
+        dl.gpu.Reduction(),
+        dl.gpu.GeneralReduction(),
+        dl.gpu.Fallback(),
+    )
 
 
 def finish_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:

@@ -40,8 +40,12 @@ class DataBundle:
             raise DataNotFoundError("this dataset has no training split")
         gen = torch.Generator().manual_seed(seed)
         return DataLoader(
-            self.train, batch_size=batch_size, shuffle=True, generator=gen,
-            num_workers=num_workers, drop_last=len(self.train) > batch_size,
+            self.train,
+            batch_size=batch_size,
+            shuffle=True,
+            generator=gen,
+            num_workers=num_workers,
+            drop_last=len(self.train) > batch_size,
         )
 
     def test_loader(self, batch_size: int = 256, limit: int | None = None) -> DataLoader:

@@ -33,8 +33,9 @@ def _read(folder: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 class CifarSplit(Dataset):
-    def __init__(self, images: np.ndarray, labels: np.ndarray, cfg: DatasetConfig,
-                 augment: bool) -> None:
+    def __init__(
+        self, images: np.ndarray, labels: np.ndarray, cfg: DatasetConfig, augment: bool
+    ) -> None:
         self.images = torch.from_numpy(images)
         self.labels = torch.from_numpy(labels)
         self.mean = torch.tensor(cfg.mean).view(3, 1, 1)

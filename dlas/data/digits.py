@@ -29,7 +29,9 @@ def load_digits(cfg: DatasetConfig) -> DataBundle:
     images = ((images - mean) / std).contiguous()
     labels = torch.from_numpy(digits.target.astype(np.int64))
     train_idx, test_idx = train_test_split(
-        np.arange(len(labels)), test_size=TEST_FRACTION, random_state=SPLIT_SEED,
+        np.arange(len(labels)),
+        test_size=TEST_FRACTION,
+        random_state=SPLIT_SEED,
         stratify=digits.target,
     )
     return DataBundle(

@@ -6,6 +6,11 @@ from dlas.models.stats import model_stats
 from dlas.models.train import evaluate, load_or_train, train
 
 __all__ = [
-    "MODELS", "available_models", "create_model", "evaluate", "load_or_train", "model_stats",
+    "MODELS",
+    "available_models",
+    "create_model",
+    "evaluate",
+    "load_or_train",
+    "model_stats",
     "train",
 ]

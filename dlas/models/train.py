@@ -20,7 +20,7 @@ from dlas.models.registry import create_model, resolve_variant
 log = logging.getLogger(__name__)
 
 # Bump when training code changes in a way that changes the trained weights.
-TRAINING_VERSION = 1
+TRAINING_VERSION = 2
 
 
 def checkpoint_spec(model_cfg: ModelConfig, data_cfg: DatasetConfig) -> dict:
@@ -66,8 +66,16 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
 
-def train(model: nn.Module, data: DataBundle, cfg: TrainConfig, *, epochs: int | None = None,
-          lr: float | None = None, desc: str = "train", hook=None) -> nn.Module:
+def train(
+    model: nn.Module,
+    data: DataBundle,
+    cfg: TrainConfig,
+    *,
+    epochs: int | None = None,
+    lr: float | None = None,
+    desc: str = "train",
+    hook=None,
+) -> nn.Module:
     """SGD with momentum and the configured LR schedule. ``hook`` runs after each step
     (compression uses it to keep pruning masks)."""
     epochs = cfg.epochs if epochs is None else epochs
@@ -75,8 +83,13 @@ def train(model: nn.Module, data: DataBundle, cfg: TrainConfig, *, epochs: int |
         return model
     torch.manual_seed(cfg.seed)
     loader = data.train_loader(cfg.batch_size, cfg.seed)
-    opt = torch.optim.SGD(model.parameters(), lr=lr or cfg.lr, momentum=cfg.momentum,
-                          weight_decay=cfg.weight_decay, nesterov=True)
+    opt = torch.optim.SGD(
+        model.parameters(),
+        lr=lr or cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        nesterov=True,
+    )
     sched = _scheduler(opt, cfg, epochs * len(loader))
     loss_fn = nn.CrossEntropyLoss()
     model.train()
@@ -91,7 +104,28 @@ def train(model: nn.Module, data: DataBundle, cfg: TrainConfig, *, epochs: int |
             if hook is not None:
                 hook(model)
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    recalibrate_batchnorm(model, loader)
     return model.eval()
+
+
+def recalibrate_batchnorm(model: nn.Module, loader) -> None:
+    """Set BatchNorm's running statistics to their exact average over one pass of the
+    training data ("precise BN"). In a short training the weights move faster than the
+    running averages follow: MobileNetV2 trained 3 epochs on digits scored 85% in eval mode
+    with them and 98% with the batch statistics."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # a cumulative average over the batches below
+    model.train()
+    with torch.no_grad():
+        for x, _ in loader:
+            model(x)
+    for bn, momentum in zip(norms, momenta, strict=True):
+        bn.momentum = momentum
 
 
 def _load_weights(model: nn.Module, model_cfg: ModelConfig) -> None:
@@ -115,12 +149,17 @@ def _load_weights(model: nn.Module, model_cfg: ModelConfig) -> None:
         ) from exc
 
 
-def load_or_train(model_cfg: ModelConfig, data_cfg: DatasetConfig, data: DataBundle,
-                  cache: Cache) -> tuple[nn.Module, dict]:
+def load_or_train(
+    model_cfg: ModelConfig, data_cfg: DatasetConfig, data: DataBundle, cache: Cache
+) -> tuple[nn.Module, dict]:
     """The trained model and a description of where it came from (cache hit or not)."""
     spec = checkpoint_spec(model_cfg, data_cfg)
-    model = create_model(model_cfg.name, data.spec.num_classes, variant=model_cfg.variant,
-                         image_size=data_cfg.image_size)
+    model = create_model(
+        model_cfg.name,
+        data.spec.num_classes,
+        variant=model_cfg.variant,
+        image_size=data_cfg.image_size,
+    )
     path = cache.entry("models", spec, ".pt")
     if path.exists():
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))

@@ -36,9 +36,12 @@ def _last_run_id() -> str | None:
 
 
 class SweepTracking(Callback):
-    def __init__(self, max_accuracy_drop: float | None = 1.0,
-                 latency_metric: str = "latency/median_ms",
-                 accuracy_metric: str = "accuracy/top1") -> None:
+    def __init__(
+        self,
+        max_accuracy_drop: float | None = 1.0,
+        latency_metric: str = "latency/median_ms",
+        accuracy_metric: str = "accuracy/top1",
+    ) -> None:
         self.max_accuracy_drop = max_accuracy_drop
         self.latency_metric = latency_metric
         self.accuracy_metric = accuracy_metric
@@ -53,21 +56,28 @@ class SweepTracking(Callback):
         sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).split(".")
         overrides = list(OmegaConf.select(config, "hydra.overrides.task", default=[]) or [])
         self.records = []
-        self.parent = SweepRun.open(config, name=f"sweep-{Path(config.hydra.sweep.dir).name}",
-                                    tags={"dlas.sweep.sweeper": sweeper[-1],
-                                          "dlas.sweep.dir": str(config.hydra.sweep.dir),
-                                          "dlas.sweep.command": " ".join(overrides)[:5000]})
+        self.parent = SweepRun.open(
+            config,
+            name=f"sweep-{Path(config.hydra.sweep.dir).name}",
+            tags={
+                "dlas.sweep.sweeper": sweeper[-1],
+                "dlas.sweep.dir": str(config.hydra.sweep.dir),
+                "dlas.sweep.command": " ".join(overrides)[:5000],
+            },
+        )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.parent is None or self.parent.closed:
             return
         records = self.records or self._records_from_files(Path(config.hydra.sweep.dir))
-        text, metrics = summarize(records, self.max_accuracy_drop, self.latency_metric,
-                                  self.accuracy_metric)
+        text, metrics = summarize(
+            records, self.max_accuracy_drop, self.latency_metric, self.accuracy_metric
+        )
         print(text, flush=True)  # the user's answer to "what did the sweep find?"
         self.parent.log_metrics(metrics)
-        self.parent.log_files({"summary.txt": text,
-                               "jobs.csv": records_csv(records, self.accuracy_metric)})
+        self.parent.log_files(
+            {"summary.txt": text, "jobs.csv": records_csv(records, self.accuracy_metric)}
+        )
         self.parent.close("FINISHED")
 
     def _records_from_files(self, sweep_dir: Path) -> list[JobRecord]:
@@ -100,10 +110,15 @@ class SweepTracking(Callback):
         run_id = after if after and after != self._run_before_job else None
         choices = OmegaConf.to_container(config.hydra.runtime.choices)
         record = JobRecord(
-            num=int(config.hydra.job.num), overrides=list(config.hydra.overrides.task),
-            status=status, reason=reason, run_id=run_id, parent_run_id=parent_id,
+            num=int(config.hydra.job.num),
+            overrides=list(config.hydra.overrides.task),
+            status=status,
+            reason=reason,
+            run_id=run_id,
+            parent_run_id=parent_id,
             choices={k: str(v) for k, v in choices.items() if k in LAYERS},
-            metrics=numeric_metrics(value))
+            metrics=numeric_metrics(value),
+        )
         if run_id:
             value["mlflow_run_id"] = run_id  # lets the sweeper find the child run
             self._tag_child(run_id, record)

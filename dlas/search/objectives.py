@@ -19,8 +19,12 @@ class Objective:
     # Whether trials are judged against an accuracy-drop limit (needs dense baselines).
     constrained = False
 
-    def __init__(self, latency: str = LATENCY, accuracy: str = ACCURACY,
-                 max_accuracy_drop: float | None = None) -> None:
+    def __init__(
+        self,
+        latency: str = LATENCY,
+        accuracy: str = ACCURACY,
+        max_accuracy_drop: float | None = None,
+    ) -> None:
         self.latency = latency
         self.accuracy = accuracy
         self.max_accuracy_drop = max_accuracy_drop
@@ -73,8 +77,9 @@ def create_objective(name: str, **kwargs: Any) -> Objective:
     try:
         return OBJECTIVES[name](**kwargs)
     except KeyError:
-        raise ValueError(f"hydra.sweeper.objective={name!r}: expected one of "
-                         f"{', '.join(OBJECTIVES)}") from None
+        raise ValueError(
+            f"hydra.sweeper.objective={name!r}: expected one of {', '.join(OBJECTIVES)}"
+        ) from None
 
 
 class Baselines:
@@ -91,8 +96,11 @@ class Baselines:
         for t in trials:
             if t.state.name == "COMPLETE":
                 attrs = t.user_attrs
-                self.add(attrs.get("dlas.model_key", ""), attrs.get("dlas.compression"),
-                         attrs.get("dlas.accuracy"))
+                self.add(
+                    attrs.get("dlas.model_key", ""),
+                    attrs.get("dlas.compression"),
+                    attrs.get("dlas.accuracy"),
+                )
 
     def drop(self, model_key: str, metrics: dict[str, float], accuracy: str) -> float | None:
         """Drop in points: the run's own ``accuracy/drop_vs_dense`` if logged, else from the

@@ -69,8 +69,9 @@ class ComposeOracle(Oracle):
     with Hydra's message as the reason.
     """
 
-    def __init__(self, compose: Callable[[list[str]], DictConfig], fixed: Sequence[str] = ()
-                 ) -> None:
+    def __init__(
+        self, compose: Callable[[list[str]], DictConfig], fixed: Sequence[str] = ()
+    ) -> None:
         self.compose = compose
         self.fixed = list(fixed)
 
@@ -88,12 +89,14 @@ class ComposeOracle(Oracle):
         return Inspection(config_problems(cfg), cfg, choices)
 
 
-def sweep_compose(config_loader: object, master_config: DictConfig
-                  ) -> Callable[[list[str]], DictConfig]:
+def sweep_compose(
+    config_loader: object, master_config: DictConfig
+) -> Callable[[list[str]], DictConfig]:
     """Compose a job config exactly as Hydra's launchers do."""
 
     def compose(overrides: list[str]) -> DictConfig:
         return config_loader.load_sweep_config(  # type: ignore[attr-defined]
-            master_config=master_config, sweep_overrides=list(overrides))
+            master_config=master_config, sweep_overrides=list(overrides)
+        )
 
     return compose

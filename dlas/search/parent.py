@@ -42,8 +42,7 @@ class SweepRun:
 
         experiment_id = tracking.setup(cfg)
         client = MlflowClient(tracking_uri=tracking.tracking_uri(cfg))
-        run = client.create_run(experiment_id, run_name=name,
-                                tags={PARENT_TAG: "true", **tags})
+        run = client.create_run(experiment_id, run_name=name, tags={PARENT_TAG: "true", **tags})
         sweep = cls(client, run.info.run_id, experiment_id)
         sweep.publish()
         atexit.register(sweep._abort)
@@ -80,7 +79,8 @@ class SweepRun:
 
     def children(self) -> list[Any]:
         return self.client.search_runs(
-            [self.experiment_id], f"tags.mlflow.parentRunId = '{self.run_id}'", max_results=50000)
+            [self.experiment_id], f"tags.mlflow.parentRunId = '{self.run_id}'", max_results=50000
+        )
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         for key, value in tags.items():

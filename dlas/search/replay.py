@@ -34,8 +34,9 @@ def load_runs(tracking_uri: str, study_name: str, params: Sequence[Param]) -> li
 
     client = MlflowClient(tracking_uri=tracking_uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(experiments, f"tags.`optuna.study_name` = '{study_name}'",
-                              max_results=50000)
+    runs = client.search_runs(
+        experiments, f"tags.`optuna.study_name` = '{study_name}'", max_results=50000
+    )
     paths = {p.path for p in params}
     out = []
     for run in runs:
@@ -53,19 +54,24 @@ def _key(assignment: dict[str, Any]) -> str:
 
 
 def _model_key(assignment: dict[str, Any]) -> str:
-    return json.dumps({k: str(v) for k, v in sorted(assignment.items())
-                       if k.split(".")[0] in MODEL_LAYERS})
+    return json.dumps(
+        {k: str(v) for k, v in sorted(assignment.items()) if k.split(".")[0] in MODEL_LAYERS}
+    )
 
 
-def ground_truth(records: Sequence[Recorded], max_drop: float, latency: str = LATENCY,
-                 accuracy: str = ACCURACY) -> tuple[float, dict[str, tuple[float, bool]]]:
+def ground_truth(
+    records: Sequence[Recorded], max_drop: float, latency: str = LATENCY, accuracy: str = ACCURACY
+) -> tuple[float, dict[str, tuple[float, bool]]]:
     """Best feasible latency of the exhaustive sweep, and per configuration its latency and
     whether it is feasible (accuracy drop vs the same model's dense run <= ``max_drop``
     points)."""
     best_dense: dict[str, float] = {}
     for r in records:
-        if r.status == "FINISHED" and r.assignment.get("compression", BASELINE_COMPRESSION) \
-                == BASELINE_COMPRESSION and accuracy in r.metrics:
+        if (
+            r.status == "FINISHED"
+            and r.assignment.get("compression", BASELINE_COMPRESSION) == BASELINE_COMPRESSION
+            and accuracy in r.metrics
+        ):
             key = _model_key(r.assignment)
             best_dense[key] = max(best_dense.get(key, -math.inf), r.metrics[accuracy])
     table: dict[str, tuple[float, bool]] = {}
@@ -97,8 +103,11 @@ class RecordedOracle(Oracle):
     def inspect(self, overrides: Sequence[str]) -> Inspection:
         given = _parse(overrides)
         ok = self._matching(overrides)
-        return Inspection([] if ok else ["not in the recorded sweep"], None,
-                          {k: v for k, v in given.items() if "." not in k})
+        return Inspection(
+            [] if ok else ["not in the recorded sweep"],
+            None,
+            {k: v for k, v in given.items() if "." not in k},
+        )
 
     def __call__(self, overrides: list[str], probes: Sequence[str] = ()) -> Verdict:
         ok = self._matching(overrides)
@@ -113,8 +122,13 @@ class TargetReached(Exception):
 class ReplaySweep(GuidedSweep):
     """:class:`GuidedSweep` whose jobs are answered from the records; counts the runs."""
 
-    def __init__(self, settings: SweeperSettings, records: Sequence[Recorded],
-                 target_latency: float, truth: dict[str, tuple[float, bool]]) -> None:
+    def __init__(
+        self,
+        settings: SweeperSettings,
+        records: Sequence[Recorded],
+        target_latency: float,
+        truth: dict[str, tuple[float, bool]],
+    ) -> None:
         super().__init__(settings, track=False)
         self.results = {_key(r.assignment): r for r in records}
         self.target = target_latency
@@ -128,7 +142,7 @@ class ReplaySweep(GuidedSweep):
             self.launched.append(key)
             rec = self.results[key]
             out.append({"status": rec.status, **rec.metrics})
-        for key in self.launched[-len(overrides):]:
+        for key in self.launched[-len(overrides) :]:
             latency, feasible = self.truth.get(key, (math.inf, False))
             if feasible and latency <= self.target:
                 raise TargetReached(len(self.launched))

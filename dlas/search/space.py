@@ -71,8 +71,9 @@ class Numeric(Param):
 
     def distribution(self) -> BaseDistribution:
         if self.integer:
-            return IntDistribution(int(self.low), int(self.high), log=self.log,
-                                   step=int(self.step or 1))
+            return IntDistribution(
+                int(self.low), int(self.high), log=self.log, step=int(self.step or 1)
+            )
         return FloatDistribution(self.low, self.high, log=self.log, step=self.step)
 
     def grid_values(self) -> list[Any]:
@@ -97,8 +98,9 @@ class Verdict:
 Oracle = Callable[[list[str], Sequence[str]], Verdict]
 
 
-def parse_space(overrides: Iterable[str], config_loader: Any = None
-                ) -> tuple[list[str], list[Param]]:
+def parse_space(
+    overrides: Iterable[str], config_loader: Any = None
+) -> tuple[list[str], list[Param]]:
     """Split Hydra overrides into fixed ones (kept as typed) and searched parameters."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import ChoiceSweep, Glob, IntervalSweep, RangeSweep
@@ -120,8 +122,9 @@ def parse_space(overrides: Iterable[str], config_loader: Any = None
             # range() excludes its stop, like Python's.
             # Rounded: float ranges accumulate error (0.5 + 0.2 = 0.7000000000000001).
             values = [round(float(v), 12) for v in ov.sweep_iterator()]
-            param = Numeric(key, values[0], values[-1], integer=ints, log="log" in tags,
-                            step=float(value.step))
+            param = Numeric(
+                key, values[0], values[-1], integer=ints, log="log" in tags, step=float(value.step)
+            )
         elif isinstance(value, IntervalSweep):
             ints = isinstance(value.start, int) and isinstance(value.end, int)
             param = Numeric(key, value.start, value.end, integer=ints, log="log" in tags)
@@ -165,8 +168,9 @@ class SpacePlan:
         groups = [p for p in params if isinstance(p, Categorical) and "." not in p.path]
         dotted = [p for p in params if isinstance(p, Categorical) and "." in p.path]
         numeric = [p.path for p in params if isinstance(p, Numeric) and not p.key.startswith("+")]
-        always = frozenset(p.path for p in params
-                           if isinstance(p, Numeric) and p.key.startswith("+"))
+        always = frozenset(
+            p.path for p in params if isinstance(p, Numeric) and p.key.startswith("+")
+        )
         probes = [p.path for p in dotted if not p.key.startswith("+")] + numeric
         valid, invalid = [], []
         for values in itertools.product(*(p.choices for p in groups)):
@@ -278,8 +282,11 @@ class SpacePlan:
         for combo, present in self.valid:
             nums = [p for p in self.numerics if p.path in present]
             for values in itertools.product(*(p.grid_values() for p in nums)):
-                out.append(self._ordered(
-                    {**combo, **dict(zip([p.path for p in nums], values, strict=True))}))
+                out.append(
+                    self._ordered(
+                        {**combo, **dict(zip([p.path for p in nums], values, strict=True))}
+                    )
+                )
         return out
 
 

@@ -33,23 +33,26 @@ def redact(url: str) -> str:
     return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
 
 
-def default_study_name(fixed: Sequence[str], space: Sequence[str], objective: str,
-                       max_accuracy_drop: float | None) -> str:
+def default_study_name(
+    fixed: Sequence[str], space: Sequence[str], objective: str, max_accuracy_drop: float | None
+) -> str:
     """Same command → same name, so rerunning it resumes the study."""
     key = json.dumps([sorted(fixed), sorted(space), objective, max_accuracy_drop])
     return "dlas-" + hashlib.sha1(key.encode()).hexdigest()[:10]
 
 
-def create_sampler(name: str, seed: int | None, n_startup_trials: int
-                   ) -> optuna.samplers.BaseSampler:
+def create_sampler(
+    name: str, seed: int | None, n_startup_trials: int
+) -> optuna.samplers.BaseSampler:
     if name == "tpe":
         # Independent TPE (Optuna's default): on the digits_slice replay it needed fewer runs
         # than multivariate+group, which splits the conditional space into small groups.
         # constant_liar keeps parallel workers from proposing the same point.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials,
-                                              constant_liar=True)
+            return optuna.samplers.TPESampler(
+                seed=seed, n_startup_trials=n_startup_trials, constant_liar=True
+            )
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, n_startup_trials))
     if name in ("random", "grid"):  # grid enqueues every point; the sampler never decides
@@ -57,14 +60,22 @@ def create_sampler(name: str, seed: int | None, n_startup_trials: int
     raise ValueError(f"hydra.sweeper.sampler={name!r}: expected one of {', '.join(SAMPLERS)}")
 
 
-def open_study(storage: str | None, name: str, directions: Sequence[str],
-               sampler: optuna.samplers.BaseSampler) -> optuna.Study:
-    study = optuna.create_study(storage=storage, study_name=name, load_if_exists=True,
-                                directions=list(directions), sampler=sampler)
+def open_study(
+    storage: str | None, name: str, directions: Sequence[str], sampler: optuna.samplers.BaseSampler
+) -> optuna.Study:
+    study = optuna.create_study(
+        storage=storage,
+        study_name=name,
+        load_if_exists=True,
+        directions=list(directions),
+        sampler=sampler,
+    )
     stored = [d.name.lower() for d in study.directions]
     if stored != list(directions):
-        raise ValueError(f"study {name!r} in {redact(storage or 'memory')} optimises {stored}, not "
-                         f"{list(directions)}: pick another hydra.sweeper.study_name")
+        raise ValueError(
+            f"study {name!r} in {redact(storage or 'memory')} optimises {stored}, not "
+            f"{list(directions)}: pick another hydra.sweeper.study_name"
+        )
     return study
 
 
@@ -90,8 +101,12 @@ def fail_interrupted(study: optuna.Study) -> list[int]:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = str(t.user_attrs.get("dlas.worker", ""))
         owner_host, _, pid = owner.rpartition(":")
-        if owner_host == host and pid.isdigit() and int(pid) != os.getpid() \
-                and not _alive(int(pid)):
+        if (
+            owner_host == host
+            and pid.isdigit()
+            and int(pid) != os.getpid()
+            and not _alive(int(pid))
+        ):
             study.tell(t.number, state=TrialState.FAIL)
             failed.append(t.number)
     if failed:
@@ -103,8 +118,9 @@ def finished_by_signature(study: optuna.Study) -> dict[str, Any]:
     """signature → the trial that ran (or was found invalid for) that configuration. Trials
     failed by :func:`fail_interrupted` never reported a status: they may run again."""
     out: dict[str, Any] = {}
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
-                                                     TrialState.FAIL)):
+    for t in study.get_trials(
+        deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    ):
         sig = t.user_attrs.get("dlas.signature")
         if not sig or sig in out or "dlas.duplicate_of" in t.user_attrs:
             continue

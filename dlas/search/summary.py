@@ -55,15 +55,17 @@ def model_key(choices: dict[str, str], overrides: Sequence[str]) -> str:
     return json.dumps(picked, sort_keys=True)
 
 
-def accuracy_drops(records: Sequence[JobRecord], accuracy: str = ACCURACY
-                   ) -> dict[int, float]:
+def accuracy_drops(records: Sequence[JobRecord], accuracy: str = ACCURACY) -> dict[int, float]:
     """Accuracy drop vs the dense model per job, in points: the run's own
     ``accuracy/drop_vs_dense`` when it logged one, else the best dense job of the same model in
     this sweep minus its accuracy."""
     baseline: dict[str, float] = {}
     for r in records:
-        if r.status == "FINISHED" and r.choices.get("compression") == BASELINE_COMPRESSION \
-                and accuracy in r.metrics:
+        if (
+            r.status == "FINISHED"
+            and r.choices.get("compression") == BASELINE_COMPRESSION
+            and accuracy in r.metrics
+        ):
             key = r.model_key()
             baseline[key] = max(baseline.get(key, -math.inf), r.metrics[accuracy])
     drops = {}
@@ -80,16 +82,21 @@ def accuracy_drops(records: Sequence[JobRecord], accuracy: str = ACCURACY
 def _varying(records: Sequence[JobRecord]) -> dict[int, str]:
     """Each job's overrides minus those every job shares (the fixed part of the command)."""
     common = set.intersection(*(set(r.overrides) for r in records)) if records else set()
-    return {r.num: " ".join(o for o in r.overrides if o not in common) or "(defaults)"
-            for r in records}
+    return {
+        r.num: " ".join(o for o in r.overrides if o not in common) or "(defaults)" for r in records
+    }
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}g}"
 
 
-def summarize(records: Sequence[JobRecord], max_accuracy_drop: float | None = 1.0,
-              latency: str = LATENCY, accuracy: str = ACCURACY) -> tuple[str, dict[str, float]]:
+def summarize(
+    records: Sequence[JobRecord],
+    max_accuracy_drop: float | None = 1.0,
+    latency: str = LATENCY,
+    accuracy: str = ACCURACY,
+) -> tuple[str, dict[str, float]]:
     """The summary table as text, and the sweep-level metrics for the parent run."""
     records = sorted(records, key=lambda r: r.num)
     names = _varying(records)
@@ -97,10 +104,16 @@ def summarize(records: Sequence[JobRecord], max_accuracy_drop: float | None = 1.
     done = [r for r in records if r.status == "FINISHED"]
     skipped = [r for r in records if r.status == "SKIPPED"]
     failed = [r for r in records if r.status == "FAILED"]
-    lines = [f"dlas sweep: {len(records)} jobs - {len(done)} finished, {len(skipped)} skipped "
-             f"(invalid combination), {len(failed)} failed"]
-    metrics = {"sweep/jobs": len(records), "sweep/finished": len(done),
-               "sweep/skipped": len(skipped), "sweep/failed": len(failed)}
+    lines = [
+        f"dlas sweep: {len(records)} jobs - {len(done)} finished, {len(skipped)} skipped "
+        f"(invalid combination), {len(failed)} failed"
+    ]
+    metrics = {
+        "sweep/jobs": len(records),
+        "sweep/finished": len(done),
+        "sweep/skipped": len(skipped),
+        "sweep/failed": len(failed),
+    }
 
     def best(pool: list[JobRecord], key: str, sign: float, label: str, metric: str) -> None:
         pool = [r for r in pool if key in r.metrics]
@@ -114,17 +127,24 @@ def summarize(records: Sequence[JobRecord], max_accuracy_drop: float | None = 1.
     best(done, latency, 1.0, f"lowest {latency}", "best/latency_ms")
     if max_accuracy_drop is not None:
         feasible = [r for r in done if r.num in drops and drops[r.num] <= max_accuracy_drop]
-        best(feasible, latency, 1.0,
-             f"lowest {latency} with accuracy drop <= {max_accuracy_drop:g} pt",
-             "best/feasible_latency_ms")
+        best(
+            feasible,
+            latency,
+            1.0,
+            f"lowest {latency} with accuracy drop <= {max_accuracy_drop:g} pt",
+            "best/feasible_latency_ms",
+        )
     best(done, accuracy, -1.0, f"highest {accuracy}", "best/accuracy")
 
-    lines.append(f"{'job':>4}  {'status':8}  {'latency_ms':>10}  {'top1':>6}  {'drop_pt':>7}  "
-                 "overrides")
+    lines.append(
+        f"{'job':>4}  {'status':8}  {'latency_ms':>10}  {'top1':>6}  {'drop_pt':>7}  overrides"
+    )
     for r in records:
-        lines.append(f"{r.num:>4}  {r.status:8}  {_fmt(r.metrics.get(latency)):>10}  "
-                     f"{_fmt(r.metrics.get(accuracy), digits=3):>6}  "
-                     f"{_fmt(drops.get(r.num), digits=3):>7}  {names[r.num]}")
+        lines.append(
+            f"{r.num:>4}  {r.status:8}  {_fmt(r.metrics.get(latency)):>10}  "
+            f"{_fmt(r.metrics.get(accuracy), digits=3):>6}  "
+            f"{_fmt(drops.get(r.num), digits=3):>7}  {names[r.num]}"
+        )
     for title, group in (("skipped (invalid combination)", skipped), ("failed", failed)):
         if group:
             lines.append(f"{title}:")
@@ -137,14 +157,27 @@ def records_csv(records: Sequence[JobRecord], accuracy: str = ACCURACY) -> str:
     keys = sorted({k for r in records for k in r.metrics})
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["job", "status", "reason", "mlflow_run_id", "overrides", "accuracy_drop_pt",
-                     *keys])
+    writer.writerow(
+        ["job", "status", "reason", "mlflow_run_id", "overrides", "accuracy_drop_pt", *keys]
+    )
     for r in sorted(records, key=lambda r: r.num):
-        writer.writerow([r.num, r.status, r.reason, r.run_id or "", " ".join(r.overrides),
-                         drops.get(r.num, ""), *(r.metrics.get(k, "") for k in keys)])
+        writer.writerow(
+            [
+                r.num,
+                r.status,
+                r.reason,
+                r.run_id or "",
+                " ".join(r.overrides),
+                drops.get(r.num, ""),
+                *(r.metrics.get(k, "") for k in keys),
+            ]
+        )
     return out.getvalue()
 
 
 def numeric_metrics(values: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in values.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {
+        k: float(v)
+        for k, v in values.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }

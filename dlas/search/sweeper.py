@@ -87,8 +87,11 @@ class GuidedSweep:
         self.s = settings
         self.track = track  # parent MLflow run, child tags, study artifacts
         self.objective = create_objective(
-            settings.objective, latency=settings.latency_metric,
-            accuracy=settings.accuracy_metric, max_accuracy_drop=settings.max_accuracy_drop)
+            settings.objective,
+            latency=settings.latency_metric,
+            accuracy=settings.accuracy_metric,
+            max_accuracy_drop=settings.max_accuracy_drop,
+        )
         self.baselines = Baselines()
         self.inflight: dict[str, Candidate] = {}  # launched or waiting for a baseline
         self.pending: list[Candidate] = []  # ran; waiting for their dense baseline
@@ -104,7 +107,8 @@ class GuidedSweep:
         self.hydra_context = hydra_context
         self.config = config
         self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config)
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
     # --- the sweep ---------------------------------------------------------------------------
     def sweep(self, arguments: list[str]) -> list[dict[str, Any]]:
@@ -114,19 +118,32 @@ class GuidedSweep:
         oracle = ComposeOracle(sweep_compose(loader, self.config), fixed)
         storage = self.s.storage or default_storage(self.config.paths.mlruns_dir)
         name = self.s.study_name or default_study_name(
-            fixed, [o for o in declared + list(arguments) if o not in fixed], self.s.objective,
-            self.s.max_accuracy_drop)
+            fixed,
+            [o for o in declared + list(arguments) if o not in fixed],
+            self.s.objective,
+            self.s.max_accuracy_drop,
+        )
         study = self.explore(fixed, params, oracle, storage, name)
-        return [{"number": t.number, "state": t.state.name, "values": t.values,
-                 "config": t.user_attrs.get("dlas.overrides")} for t in study.trials]
+        return [
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "values": t.values,
+                "config": t.user_attrs.get("dlas.overrides"),
+            }
+            for t in study.trials
+        ]
 
-    def explore(self, fixed: list[str], params: list[Any], oracle: Oracle,
-                storage: str | None, name: str) -> optuna.Study:
+    def explore(
+        self, fixed: list[str], params: list[Any], oracle: Oracle, storage: str | None, name: str
+    ) -> optuna.Study:
         """The search itself, given its space and an oracle (the replay benchmark reuses it
         with recorded results in place of the launcher, and ``track=False``)."""
         if not params:
-            raise ValueError("nothing to search: give sweep overrides (compression=a,b, "
-                             "compression.amount=interval(0.3,0.9), ...) or hydra.sweeper.params")
+            raise ValueError(
+                "nothing to search: give sweep overrides (compression=a,b, "
+                "compression.amount=interval(0.3,0.9), ...) or hydra.sweeper.params"
+            )
         self.fixed, self.oracle = fixed, oracle
         self.plan = SpacePlan.build(params, oracle)
         self._report_space()
@@ -156,14 +173,20 @@ class GuidedSweep:
 
     def _report_space(self) -> None:
         size = self.plan.size()
-        log.info("search space: %d valid categorical combinations (%s configurations), %d "
-                 "invalid ones never run", len(self.plan.valid),
-                 size if size is not None else "continuous", len(self.plan.invalid))
+        log.info(
+            "search space: %d valid categorical combinations (%s configurations), %d "
+            "invalid ones never run",
+            len(self.plan.valid),
+            size if size is not None else "continuous",
+            len(self.plan.invalid),
+        )
         for assignment, reasons in self.plan.invalid:
             log.info("  never run: %s: %s", _fmt(assignment), "; ".join(reasons))
         if not self.plan.valid:
-            raise ValueError("no valid configuration in the search space:\n" + "\n".join(
-                f"  {_fmt(a)}: {'; '.join(r)}" for a, r in self.plan.invalid))
+            raise ValueError(
+                "no valid configuration in the search space:\n"
+                + "\n".join(f"  {_fmt(a)}: {'; '.join(r)}" for a, r in self.plan.invalid)
+            )
 
     def _open_study(self, storage: str | None, name: str) -> None:
         sampler = create_sampler(self.s.sampler, self.s.seed, self.s.n_startup_trials)
@@ -171,8 +194,12 @@ class GuidedSweep:
         fail_interrupted(self.study)
         self.done = finished_by_signature(self.study)
         self.baselines.add_trials(self.study.get_trials(deepcopy=False))
-        log.info("Optuna study %r in %s: %d trials stored", name,
-                 redact(storage) if storage else "memory", len(self.study.trials))
+        log.info(
+            "Optuna study %r in %s: %d trials stored",
+            name,
+            redact(storage) if storage else "memory",
+            len(self.study.trials),
+        )
         if self.track:
             self._open_parent(storage or "memory", name)
 
@@ -184,14 +211,26 @@ class GuidedSweep:
         old = self.study.user_attrs.get("mlflow_parent_run_id")
         if not (old and self.parent.adopt(old)):
             self.study.set_user_attr("mlflow_parent_run_id", self.parent.run_id)
-        self.parent.set_tags({"mlflow.runName": f"study-{name}", "optuna.study_name": name,
-                              "optuna.storage": redact(storage),
-                              "dlas.search.objective": self.s.objective,
-                              "dlas.search.sampler": self.s.sampler})
-        self.parent.log_text(json.dumps({
-            "fixed": self.fixed, "params": [repr(p) for p in self.plan.params],
-            "invalid": [{"config": a, "reasons": r} for a, r in self.plan.invalid]},
-            indent=1), "optuna/space.json")
+        self.parent.set_tags(
+            {
+                "mlflow.runName": f"study-{name}",
+                "optuna.study_name": name,
+                "optuna.storage": redact(storage),
+                "dlas.search.objective": self.s.objective,
+                "dlas.search.sampler": self.s.sampler,
+            }
+        )
+        self.parent.log_text(
+            json.dumps(
+                {
+                    "fixed": self.fixed,
+                    "params": [repr(p) for p in self.plan.params],
+                    "invalid": [{"config": a, "reasons": r} for a, r in self.plan.invalid],
+                },
+                indent=1,
+            ),
+            "optuna/space.json",
+        )
 
     def _run_guided(self) -> None:
         total = self.plan.size()
@@ -209,11 +248,13 @@ class GuidedSweep:
 
     def _run_grid(self) -> None:
         # Dense first, so the other configurations find their baseline already measured.
-        todo = sorted((a for a in self.plan.grid() if signature(a) not in self.done),
-                      key=lambda a: a.get("compression") != BASELINE_COMPRESSION)
+        todo = sorted(
+            (a for a in self.plan.grid() if signature(a) not in self.done),
+            key=lambda a: a.get("compression") != BASELINE_COMPRESSION,
+        )
         for start in range(0, len(todo), self.s.n_jobs):
             batch: dict[str, Candidate] = {}
-            for assignment in todo[start:start + self.s.n_jobs]:
+            for assignment in todo[start : start + self.s.n_jobs]:
                 self.study.enqueue_trial(self.plan.encode(assignment)[0])
                 self._ask(batch)
             self._launch(batch)
@@ -227,10 +268,14 @@ class GuidedSweep:
         trial = self.study.ask()
         assignment = self.plan.sample(trial)
         sig = signature(assignment)
-        overrides = [p.override(assignment[p.path]) for p in self.plan.params
-                     if p.path in assignment]
-        for key, value in {"dlas.signature": sig, "dlas.overrides": overrides,
-                           "dlas.worker": worker_id()}.items():
+        overrides = [
+            p.override(assignment[p.path]) for p in self.plan.params if p.path in assignment
+        ]
+        for key, value in {
+            "dlas.signature": sig,
+            "dlas.overrides": overrides,
+            "dlas.worker": worker_id(),
+        }.items():
             trial.set_user_attr(key, value)
         if sig in self.done or sig in self.inflight:
             original = self.done.get(sig) or self.inflight[sig].trial
@@ -243,9 +288,13 @@ class GuidedSweep:
             trial.set_user_attr("dlas.reason", "; ".join(seen.problems))
             self._tell(trial, None, TrialState.PRUNED)
             return
-        cand = Candidate(trial, assignment, self.fixed + overrides,
-                         model_key(seen.choices, self.fixed + overrides),
-                         seen.choices.get("compression"))
+        cand = Candidate(
+            trial,
+            assignment,
+            self.fixed + overrides,
+            model_key(seen.choices, self.fixed + overrides),
+            seen.choices.get("compression"),
+        )
         trial.set_user_attr("dlas.model_key", cand.model_key)
         trial.set_user_attr("dlas.compression", cand.compression)
         batch[sig] = self.inflight[sig] = cand
@@ -260,10 +309,13 @@ class GuidedSweep:
         status = str(result.get("status", "FAILED"))
         cand.metrics = numeric_metrics(result)
         trial = cand.trial
-        attrs = {"dlas.status": status, "dlas.reason": str(result.get("reason", "")),
-                 "mlflow_run_id": result.get("mlflow_run_id"),
-                 "dlas.latency": cand.metrics.get(self.objective.latency),
-                 "dlas.accuracy": cand.metrics.get(self.objective.accuracy)}
+        attrs = {
+            "dlas.status": status,
+            "dlas.reason": str(result.get("reason", "")),
+            "mlflow_run_id": result.get("mlflow_run_id"),
+            "dlas.latency": cand.metrics.get(self.objective.latency),
+            "dlas.accuracy": cand.metrics.get(self.objective.accuracy),
+        }
         for key, value in attrs.items():
             if value not in (None, ""):
                 trial.set_user_attr(key, value)
@@ -295,15 +347,17 @@ class GuidedSweep:
         comp = next((p for p in self.plan.categoricals if p.path == "compression"), None)
         if not isinstance(comp, Categorical) or BASELINE_COMPRESSION not in comp.choices:
             return False
-        must = [p.path for p in self.plan.categoricals
-                if p.path.split(".")[0] in MODEL_LAYERS] + ["compression"]
+        must = [p.path for p in self.plan.categoricals if p.path.split(".")[0] in MODEL_LAYERS] + [
+            "compression"
+        ]
         target = self.plan.closest({**cand.assignment, "compression": BASELINE_COMPRESSION}, must)
         if target is None:
             return False
         self.requested.add(cand.model_key)
         if signature(target) not in self.inflight and signature(target) not in self.done:
-            self.study.enqueue_trial(self.plan.encode(target)[0],
-                                     user_attrs={"dlas.role": "dense baseline"})
+            self.study.enqueue_trial(
+                self.plan.encode(target)[0], user_attrs={"dlas.role": "dense baseline"}
+            )
         return True
 
     def _resolve_pending(self) -> None:
@@ -314,8 +368,10 @@ class GuidedSweep:
 
     def _flush_pending(self) -> None:
         for cand in self.pending:
-            log.warning("no dense baseline for %s: accuracy drop unknown, treated as feasible",
-                        cand.model_key)
+            log.warning(
+                "no dense baseline for %s: accuracy drop unknown, treated as feasible",
+                cand.model_key,
+            )
             self._conclude(cand, self.objective.values(cand.metrics), TrialState.COMPLETE)
         self.pending = []
 
@@ -324,8 +380,13 @@ class GuidedSweep:
         self._tell(cand.trial, values, state, drop)
         self.inflight.pop(signature(cand.assignment), None)
 
-    def _tell(self, trial: optuna.Trial, values: list[float] | None, state: TrialState,
-              drop: float | None = None) -> None:
+    def _tell(
+        self,
+        trial: optuna.Trial,
+        values: list[float] | None,
+        state: TrialState,
+        drop: float | None = None,
+    ) -> None:
         if drop is not None:
             trial.set_user_attr("dlas.accuracy_drop", drop)
             if self.objective.constrained:
@@ -345,11 +406,15 @@ class GuidedSweep:
         self.duplicate_streak = 0
         if not self.plan.is_finite():
             return
-        fresh = [a for a in self.plan.grid()
-                 if signature(a) not in self.done and signature(a) not in self.inflight]
+        fresh = [
+            a
+            for a in self.plan.grid()
+            if signature(a) not in self.done and signature(a) not in self.inflight
+        ]
         if fresh:
-            self.study.enqueue_trial(self.plan.encode(self.rng.choice(fresh))[0],
-                                     user_attrs={"dlas.role": "unexplored"})
+            self.study.enqueue_trial(
+                self.plan.encode(self.rng.choice(fresh))[0], user_attrs={"dlas.role": "unexplored"}
+            )
 
     def _tag_child(self, run_id: str, number: int) -> None:
         self.parent.client.set_tag(run_id, "optuna.study_name", self.study.study_name)
@@ -360,13 +425,18 @@ class GuidedSweep:
         text = report.best_text(self.study, self.objective)
         if self.plan.invalid:
             text += f"\nnever run, invalid ({len(self.plan.invalid)}):\n" + "\n".join(
-                f"  {_fmt(a)}: {'; '.join(r)}" for a, r in self.plan.invalid)
+                f"  {_fmt(a)}: {'; '.join(r)}" for a, r in self.plan.invalid
+            )
         print(text, flush=True)
         self.parent.log_text(text, "optuna/best.txt")
         self.parent.log_files(report.study_artifacts(self.study, self.objective), "optuna")
         states = [t.state for t in self.study.trials]
-        self.parent.log_metrics({f"study/{s.name.lower()}": states.count(s) for s in
-                                 (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)})
+        self.parent.log_metrics(
+            {
+                f"study/{s.name.lower()}": states.count(s)
+                for s in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+            }
+        )
         if self.own_parent:
             self.parent.close("FINISHED")
 

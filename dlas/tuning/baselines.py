@@ -27,8 +27,9 @@ def device_threads() -> int | None:
     return int(value) if value.isdigit() and int(value) > 0 else None
 
 
-def torch_function(module: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[np.ndarray],
-                                                                             np.ndarray]:
+def torch_function(
+    module: Callable[[torch.Tensor], torch.Tensor],
+) -> Callable[[np.ndarray], np.ndarray]:
     """numpy NCHW batch → numpy logits, without autograd bookkeeping."""
 
     def forward(x: np.ndarray) -> np.ndarray:
@@ -54,8 +55,10 @@ class PyTorchEager(Baseline):
         if (threads := device_threads()) is not None:
             torch.set_num_threads(threads)
         ctx.metrics["baseline/threads"] = float(torch.get_num_threads())
-        return Program(function=torch_function(model.eval()),
-                       description=f"PyTorch {torch.__version__} eager; {self.note()}")
+        return Program(
+            function=torch_function(model.eval()),
+            description=f"PyTorch {torch.__version__} eager; {self.note()}",
+        )
 
 
 @TUNERS.register("torch_compile")
@@ -67,8 +70,10 @@ class TorchCompile(Baseline):
 
         compiler = os.environ.get("CXX", "g++")
         if shutil.which(compiler) is None:
-            raise RuntimeError(f"tuning=torch_compile needs a C++ compiler for Inductor's CPU "
-                               f"kernels; {compiler!r} is not on PATH (set CXX)")
+            raise RuntimeError(
+                f"tuning=torch_compile needs a C++ compiler for Inductor's CPU "
+                f"kernels; {compiler!r} is not on PATH (set CXX)"
+            )
         if (threads := device_threads()) is not None:
             torch.set_num_threads(threads)
         model = model.eval()
@@ -79,6 +84,10 @@ class TorchCompile(Baseline):
         with inductor_config.patch(freezing=self.cfg.freezing):
             function(np.zeros(spec.shape, dtype=np.float32))
         ctx.metrics["baseline/threads"] = float(torch.get_num_threads())
-        return Program(function=function, description=(
-            f"torch.compile(inductor, mode={self.cfg.mode}, freezing={self.cfg.freezing}); "
-            f"{self.note()}"))
+        return Program(
+            function=function,
+            description=(
+                f"torch.compile(inductor, mode={self.cfg.mode}, freezing={self.cfg.freezing}); "
+                f"{self.note()}"
+            ),
+        )

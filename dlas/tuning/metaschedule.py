@@ -55,8 +55,9 @@ def make_builder(builder: str | ms.Builder, workers: int | None, export: bool) -
     raise ValueError(f"tuning.builder={builder!r}: expected inprocess or a Builder object")
 
 
-def make_runner(runner: str | ms.Runner, evaluator: ms.runner.EvaluatorConfig,
-                timeout_s: float) -> ms.Runner:
+def make_runner(
+    runner: str | ms.Runner, evaluator: ms.runner.EvaluatorConfig, timeout_s: float
+) -> ms.Runner:
     """A MetaSchedule runner from its name, or the given object unchanged."""
     if not isinstance(runner, str):
         return runner
@@ -81,18 +82,28 @@ def schedule_rest(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
     return schedule_module(mod, lambda name: ALGORITHMS.get(name)().schedule)
 
 
-def tune_contexts(tasks: list[Any], strategy: Any, seed: int | None,
-                  ) -> tuple[list[ms.TuneContext], list[float]]:
+def tune_contexts(
+    tasks: list[Any],
+    strategy: Any,
+    seed: int | None,
+) -> tuple[list[ms.TuneContext], list[float]]:
     """relax_integration.extracted_tasks_to_tune_contexts without its per-task file loggers.
     Those come from a logging.config.dictConfig call per tuning run, which reconfigures the
     whole process's logging, and it raised (AttributeError: 'NoneType' has no 'format', in
     _parameterize_config) on a later tuning run in the same process under pytest."""
     contexts, weights = [], []
     for task, rand_state in zip(tasks, ms.utils.fork_seed(seed, n=len(tasks)), strict=True):
-        contexts.append(ms.TuneContext(
-            mod=task.dispatched[0], target=task.target, space_generator="post-order-apply",
-            search_strategy=strategy, task_name=task.task_name, rand_state=rand_state,
-            num_threads="physical").clone())
+        contexts.append(
+            ms.TuneContext(
+                mod=task.dispatched[0],
+                target=task.target,
+                space_generator="post-order-apply",
+                search_strategy=strategy,
+                task_name=task.task_name,
+                rand_state=rand_state,
+                num_threads="physical",
+            ).clone()
+        )
         weights.append(float(task.weight))
     return contexts, weights
 
@@ -108,8 +119,12 @@ class MetaSchedule(Tuner):
 
     default_schedules = False
 
-    def __init__(self, cfg: Any, builder: str | ms.Builder | None = None,
-                 runner: str | ms.Runner | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Any,
+        builder: str | ms.Builder | None = None,
+        runner: str | ms.Runner | None = None,
+    ) -> None:
         super().__init__(cfg)
         # Programmatic callers may hand in MetaSchedule objects instead of the config names.
         self.builder = builder if builder is not None else cfg.builder
@@ -119,8 +134,11 @@ class MetaSchedule(Tuner):
         cfg = self.cfg
         started = time.perf_counter()
         import_tensor_intrinsics()
-        extracted = [t for t in ms.relax_integration.extract_tasks(lowered.mod, target)
-                     if not t.mod.attrs.get("tirx.is_scheduled", False)]
+        extracted = [
+            t
+            for t in ms.relax_integration.extract_tasks(lowered.mod, target)
+            if not t.mod.attrs.get("tirx.is_scheduled", False)
+        ]
         mods = {t.task_name: t.dispatched[0] for t in extracted}
         if cfg.records:
             store = RecordStore(resolve_records(cfg.records, ctx.work_dir), create=False)
@@ -131,14 +149,20 @@ class MetaSchedule(Tuner):
             todo = [t for t in extracted if store.tuned_share(t.dispatched[0]) < share]
         new_trials: dict[str, int] = {}
         if todo and cfg.trials > 0:
-            log.info("MetaSchedule: %d of %d tasks need tuning (%.1f trials each), %d reuse "
-                     "%s", len(todo), len(extracted), share, len(extracted) - len(todo),
-                     store.path)
+            log.info(
+                "MetaSchedule: %d of %d tasks need tuning (%.1f trials each), %d reuse %s",
+                len(todo),
+                len(extracted),
+                share,
+                len(extracted) - len(todo),
+                store.path,
+            )
             new_trials = self._tune(todo, target, store, share, ctx)
             store.mark_tuned({t.task_name: t.dispatched[0] for t in todo}, share)
         else:
-            log.info("MetaSchedule: no new trials for %d tasks (records: %s)", len(extracted),
-                     store.path)
+            log.info(
+                "MetaSchedule: no new trials for %d tasks (records: %s)", len(extracted), store.path
+            )
         tune_seconds = time.perf_counter() - started
 
         with target, store.database, tvm.transform.PassContext(opt_level=3):
@@ -148,8 +172,12 @@ class MetaSchedule(Tuner):
 
         rows = self._table(extracted, store, new_trials, bool(cfg.records))
         self._report(rows, store, mods, tune_seconds, target, ctx)
-        return Program(executable=executable, description=(
-            f"tvm-metaschedule ({sum(new_trials.values())} new trials, records {store.path})"))
+        return Program(
+            executable=executable,
+            description=(
+                f"tvm-metaschedule ({sum(new_trials.values())} new trials, records {store.path})"
+            ),
+        )
 
     def share(self, num_tasks: int) -> float:
         """Trials each task is entitled to: the global budget spread evenly, capped per task.
@@ -160,8 +188,9 @@ class MetaSchedule(Tuner):
         return share
 
     # --- tuning ----------------------------------------------------------------------
-    def _tune(self, todo: list[Any], target: Any, store: RecordStore, share: float,
-              ctx: TuneContext) -> dict[str, int]:
+    def _tune(
+        self, todo: list[Any], target: Any, store: RecordStore, share: float, ctx: TuneContext
+    ) -> dict[str, int]:
         cfg = self.cfg
         budget = max(1, math.ceil(share * len(todo)))
         per_task = cfg.trials_per_task if cfg.trials_per_task is not None else budget
@@ -170,8 +199,11 @@ class MetaSchedule(Tuner):
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
         work_dir = tempfile.mkdtemp(prefix="metaschedule-", dir=ctx.work_dir)
         evaluator = ms.runner.EvaluatorConfig(
-            number=cfg.runner_number, repeat=cfg.runner_repeat,
-            min_repeat_ms=cfg.runner_min_repeat_ms, enable_cpu_cache_flush=cfg.cpu_cache_flush)
+            number=cfg.runner_number,
+            repeat=cfg.runner_repeat,
+            min_repeat_ms=cfg.runner_min_repeat_ms,
+            enable_cpu_cache_flush=cfg.cpu_cache_flush,
+        )
         runner_spec, export = self._device_components(ctx.device)
         # The in-process runner reads compiled candidates from memory; any other runner needs
         # them exported to disk (or linked for the board, as the device says).
@@ -191,19 +223,28 @@ class MetaSchedule(Tuner):
             todo = sorted(todo, key=lambda t: -(known[t.task_name] or math.inf) * t.weight)
             strategy = ms.SearchStrategy.create(cfg.strategy, **dict(cfg.strategy_options))
             contexts, weights = tune_contexts(todo, strategy, cfg.seed)
-            progress = TrialProgress(budget, weights, [known[t.task_name] for t in todo],
-                                     enabled=cfg.progress)
-            cost_model = ms.CostModel.create(cfg.cost_model, num_tuning_cores=os.cpu_count() or 1,
-                                             **dict(cfg.cost_model_options))
+            progress = TrialProgress(
+                budget, weights, [known[t.task_name] for t in todo], enabled=cfg.progress
+            )
+            cost_model = ms.CostModel.create(
+                cfg.cost_model, num_tuning_cores=os.cpu_count() or 1, **dict(cfg.cost_model_options)
+            )
             ms.tune_tasks(
-                tasks=contexts, task_weights=weights, work_dir=work_dir,
-                max_trials_global=budget, max_trials_per_task=per_task,
+                tasks=contexts,
+                task_weights=weights,
+                work_dir=work_dir,
+                max_trials_global=budget,
+                max_trials_per_task=per_task,
                 # At most the per-task share per round, so that the first round reaches
                 # every task before the budget runs out.
                 num_trials_per_iter=max(1, min(cfg.trials_per_iter, per_task, math.ceil(share))),
-                builder=builder, runner=runner, database=store.database, cost_model=cost_model,
+                builder=builder,
+                runner=runner,
+                database=store.database,
+                cost_model=cost_model,
                 measure_callbacks=[*ms.MeasureCallback.create("default"), progress],
-                task_scheduler=cfg.task_scheduler)
+                task_scheduler=cfg.task_scheduler,
+            )
         finally:
             if progress is not None:
                 progress.close()
@@ -230,8 +271,9 @@ class MetaSchedule(Tuner):
 
     # --- reporting -------------------------------------------------------------------
     @staticmethod
-    def _table(extracted: list[Any], store: RecordStore, new_trials: dict[str, int],
-               from_records: bool) -> list[dict[str, Any]]:
+    def _table(
+        extracted: list[Any], store: RecordStore, new_trials: dict[str, int], from_records: bool
+    ) -> list[dict[str, Any]]:
         rows = []
         for task in extracted:
             records = store.records(task.dispatched[0])
@@ -243,35 +285,55 @@ class MetaSchedule(Tuner):
             else:
                 source = "records" if from_records else "database"
             default = store.default_us(task.dispatched[0])
-            rows.append({
-                "task": task.task_name, "weight": int(task.weight), "source": source,
-                "new_trials": new_trials.get(task.task_name, 0), "records": len(records),
-                "best_us": round(best * 1e6, 3) if best is not None else None,
-                "default_schedule_us": round(default, 3) if default is not None else None,
-            })
+            rows.append(
+                {
+                    "task": task.task_name,
+                    "weight": int(task.weight),
+                    "source": source,
+                    "new_trials": new_trials.get(task.task_name, 0),
+                    "records": len(records),
+                    "best_us": round(best * 1e6, 3) if best is not None else None,
+                    "default_schedule_us": round(default, 3) if default is not None else None,
+                }
+            )
         return rows
 
-    def _report(self, rows: list[dict[str, Any]], store: RecordStore,
-                mods: dict[str, tvm.IRModule], tune_seconds: float, target: Any,
-                ctx: TuneContext) -> None:
+    def _report(
+        self,
+        rows: list[dict[str, Any]],
+        store: RecordStore,
+        mods: dict[str, tvm.IRModule],
+        tune_seconds: float,
+        target: Any,
+        ctx: TuneContext,
+    ) -> None:
         keys = sorted(store.workload_key(m) or name for name, m in mods.items())
-        folder = ctx.work_dir / "tuning-artifacts" / config_key(
-            {"store": str(store.path), "workloads": keys, "target": str(target)})
+        folder = (
+            ctx.work_dir
+            / "tuning-artifacts"
+            / config_key({"store": str(store.path), "workloads": keys, "target": str(target)})
+        )
         store.export(mods, folder, LOGGED_RECORDS_PER_TASK)
         (folder / TABLE_FILE).write_text(json.dumps(rows, indent=1))
         ctx.artifacts["tuning"] = folder
         tuned = [r for r in rows if r["best_us"] is not None]
-        ctx.metrics.update({
-            "tune/seconds": tune_seconds,
-            "tune/trials": float(sum(r["records"] for r in rows)),
-            "tune/new_trials": float(sum(r["new_trials"] for r in rows)),
-            "tune/tasks": float(len(rows)),
-            "tune/tasks_with_records": float(len(tuned)),
-            "tune/tasks_default_schedule": float(len(rows) - len(tuned)),
-        })
+        ctx.metrics.update(
+            {
+                "tune/seconds": tune_seconds,
+                "tune/trials": float(sum(r["records"] for r in rows)),
+                "tune/new_trials": float(sum(r["new_trials"] for r in rows)),
+                "tune/tasks": float(len(rows)),
+                "tune/tasks_with_records": float(len(tuned)),
+                "tune/tasks_default_schedule": float(len(rows) - len(tuned)),
+            }
+        )
         if tuned:
             # What the records promise for the tuned part of the model, weight x best.
             ctx.metrics["tune/estimated_ms"] = sum(r["weight"] * r["best_us"] for r in tuned) / 1e3
-        log.info("MetaSchedule: %d/%d tasks scheduled from records, %d new trials, %.1f s",
-                 len(tuned), len(rows), ctx.metrics["tune/new_trials"], tune_seconds)
-
+        log.info(
+            "MetaSchedule: %d/%d tasks scheduled from records, %d new trials, %.1f s",
+            len(tuned),
+            len(rows),
+            ctx.metrics["tune/new_trials"],
+            tune_seconds,
+        )

@@ -18,8 +18,12 @@ from dlas.tuning.baselines import Baseline, device_threads
 from dlas.tuning.registry import TUNERS
 
 INSTALL_HINT = "pip install dlas[onnx]"
-_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
-           "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
 
 
 def require_onnxruntime() -> Any:
@@ -30,15 +34,23 @@ def require_onnxruntime() -> Any:
     except ImportError as err:
         raise ImportError(
             f"tuning=onnxruntime needs the optional ONNX dependencies ({err.name} is missing): "
-            f"{INSTALL_HINT}") from err
+            f"{INSTALL_HINT}"
+        ) from err
     return onnxruntime
 
 
 def export_onnx(model: nn.Module, spec: InputSpec, path: Path, opset: int) -> None:
     example = torch.zeros(spec.shape)
     with torch.no_grad():
-        torch.onnx.export(model.eval(), (example,), str(path), input_names=["input"],
-                          output_names=["logits"], opset_version=opset, external_data=False)
+        torch.onnx.export(
+            model.eval(),
+            (example,),
+            str(path),
+            input_names=["input"],
+            output_names=["logits"],
+            opset_version=opset,
+            external_data=False,
+        )
 
 
 @TUNERS.register("onnxruntime")
@@ -52,7 +64,8 @@ class OnnxRuntime(Baseline):
             export_onnx(model, spec, path, self.cfg.opset)
             options = ort.SessionOptions()
             options.graph_optimization_level = getattr(
-                ort.GraphOptimizationLevel, _LEVELS[self.cfg.graph_optimization])
+                ort.GraphOptimizationLevel, _LEVELS[self.cfg.graph_optimization]
+            )
             if (threads := device_threads()) is not None:
                 options.intra_op_num_threads = threads
             # The session keeps the model in memory; the file is not needed afterwards.
@@ -64,6 +77,10 @@ class OnnxRuntime(Baseline):
         def forward(x: np.ndarray) -> np.ndarray:
             return session.run(None, {input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
-        return Program(function=forward, description=(
-            f"ONNX Runtime {ort.__version__} (CPU, opset {self.cfg.opset}, "
-            f"{self.cfg.graph_optimization} graph optimizations); {self.note()}"))
+        return Program(
+            function=forward,
+            description=(
+                f"ONNX Runtime {ort.__version__} (CPU, opset {self.cfg.opset}, "
+                f"{self.cfg.graph_optimization} graph optimizations); {self.note()}"
+            ),
+        )

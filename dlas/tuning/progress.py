@@ -16,18 +16,32 @@ class TrialProgress(PyMeasureCallback):
     estimated latency: sum over tasks of weight x best (tasks with no measurement yet count
     with ``known_best``, what the database already had for them)."""
 
-    def __init__(self, total: int, weights: list[float], known_best: list[float | None],
-                 enabled: bool = True) -> None:
+    def __init__(
+        self, total: int, weights: list[float], known_best: list[float | None], enabled: bool = True
+    ) -> None:
         super().__init__()
         self.weights = list(weights)
         self.best: list[float | None] = list(known_best)
         self.trials = [0] * len(weights)
         self.failures = [0] * len(weights)
-        self.bar = tqdm(total=total, unit="trial", desc="MetaSchedule", file=sys.stderr,
-                        disable=not enabled, mininterval=1.0, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=total,
+            unit="trial",
+            desc="MetaSchedule",
+            file=sys.stderr,
+            disable=not enabled,
+            mininterval=1.0,
+            dynamic_ncols=True,
+        )
 
-    def apply(self, task_scheduler: Any, task_id: int, measure_candidates: list[Any],
-              builder_results: list[Any], runner_results: list[Any]) -> None:
+    def apply(
+        self,
+        task_scheduler: Any,
+        task_id: int,
+        measure_candidates: list[Any],
+        builder_results: list[Any],
+        runner_results: list[Any],
+    ) -> None:
         task_id = int(task_id)
         for build, run in zip(builder_results, runner_results, strict=True):
             self.trials[task_id] += 1
@@ -41,7 +55,8 @@ class TrialProgress(PyMeasureCallback):
         self.bar.update(len(measure_candidates))
         estimate = self.estimate_ms()
         self.bar.set_postfix_str(
-            f"best≈{estimate:.4g} ms" if estimate is not None else "no valid trial yet")
+            f"best≈{estimate:.4g} ms" if estimate is not None else "no valid trial yet"
+        )
 
     def estimate_ms(self) -> float | None:
         known = [(w, b) for w, b in zip(self.weights, self.best, strict=True) if b is not None]

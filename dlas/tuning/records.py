@@ -46,20 +46,24 @@ def best_seconds(record: Any) -> float | None:
 class RecordStore:
     """A MetaSchedule JSON database plus what dlas knows about how each workload was tuned."""
 
-    def __init__(self, path: str | Path, module_equality: str = "structural",
-                 create: bool = True) -> None:
+    def __init__(
+        self, path: str | Path, module_equality: str = "structural", create: bool = True
+    ) -> None:
         self.path = Path(path)
         if create:
             self.path.mkdir(parents=True, exist_ok=True)
         elif not (self.path / _WORKLOAD_FILE).exists():
             raise FileNotFoundError(
-                f"{self.path} holds no MetaSchedule records ({_WORKLOAD_FILE} missing)")
-        self.database = ms.database.JSONDatabase(work_dir=str(self.path), allow_missing=create,
-                                                 module_equality=module_equality)
+                f"{self.path} holds no MetaSchedule records ({_WORKLOAD_FILE} missing)"
+            )
+        self.database = ms.database.JSONDatabase(
+            work_dir=str(self.path), allow_missing=create, module_equality=module_equality
+        )
 
     @classmethod
-    def shared(cls, cache_root: str | Path, target: tvm.target.Target,
-               module_equality: str = "structural") -> RecordStore:
+    def shared(
+        cls, cache_root: str | Path, target: tvm.target.Target, module_equality: str = "structural"
+    ) -> RecordStore:
         return cls(Path(cache_root) / "tuning" / target_key(target), module_equality)
 
     # --- queries ---------------------------------------------------------------------
@@ -122,8 +126,11 @@ class RecordStore:
                 continue
             workload = out.commit_workload(mod)
             for rec in best:
-                out.commit_tuning_record(ms.database.TuningRecord(
-                    rec.trace, workload, rec.run_secs, rec.target, rec.args_info))
+                out.commit_tuning_record(
+                    ms.database.TuningRecord(
+                        rec.trace, workload, rec.run_secs, rec.target, rec.args_info
+                    )
+                )
                 count += 1
         return count
 
@@ -149,8 +156,9 @@ def resolve_records(spec: str, download_dir: str | Path | None = None) -> Path:
         if not dst.is_dir():
             partial = Path(tempfile.mkdtemp(prefix=".download-", dir=_mkdir(dst.parent)))
             if _RUN_ID.match(spec):
-                mlflow.artifacts.download_artifacts(run_id=spec, artifact_path="tuning",
-                                                    dst_path=str(partial))
+                mlflow.artifacts.download_artifacts(
+                    run_id=spec, artifact_path="tuning", dst_path=str(partial)
+                )
             else:
                 mlflow.artifacts.download_artifacts(artifact_uri=spec, dst_path=str(partial))
             try:
@@ -160,7 +168,8 @@ def resolve_records(spec: str, download_dir: str | Path | None = None) -> Path:
         return resolve_records(str(dst))
     raise FileNotFoundError(
         f"tuning.records={spec!r} is neither a folder of MetaSchedule records nor an MLflow run "
-        "id (32 hex digits) or runs:/<id>/tuning URI")
+        "id (32 hex digits) or runs:/<id>/tuning URI"
+    )
 
 
 def _mkdir(path: Path) -> Path:

@@ -46,8 +46,13 @@ def default_schedule(mod: tvm.IRModule) -> s_tir.Schedule | None:
     return sch
 
 
-def seed_default_schedules(tasks: list[Any], store: RecordStore, builder: ms.Builder,
-                           runner: ms.Runner, target: tvm.target.Target) -> dict[str, float]:
+def seed_default_schedules(
+    tasks: list[Any],
+    store: RecordStore,
+    builder: ms.Builder,
+    runner: ms.Runner,
+    target: tvm.target.Target,
+) -> dict[str, float]:
     """Build and time the default schedule of each task with the tuning builder and runner,
     and commit it as a record. Returns the seconds measured per task name."""
     if target.kind.name != "llvm":  # dlas's default schedules are CPU schedules
@@ -61,19 +66,28 @@ def seed_default_schedules(tasks: list[Any], store: RecordStore, builder: ms.Bui
     seconds: dict[str, float] = {}
     for (task, sch), build in zip(scheduled, built, strict=True):
         if build.error_msg:
-            log.warning("default schedule of %s does not build: %s", task.task_name,
-                        build.error_msg[:300])
+            log.warning(
+                "default schedule of %s does not build: %s", task.task_name, build.error_msg[:300]
+            )
             continue
         args_info = ms.arg_info.ArgInfo.from_prim_func(task.dispatched[0]["main"])
-        result = runner.run([ms.runner.RunnerInput(build.artifact_path, device_type,
-                                                   args_info)])[0].result()
+        result = runner.run([ms.runner.RunnerInput(build.artifact_path, device_type, args_info)])[
+            0
+        ].result()
         remove_build_dir(build.artifact_path)
         record = ms.database.TuningRecord(
-            sch.trace, store.database.commit_workload(task.dispatched[0]),
-            [float(s) for s in (result.run_secs or [])] or None, target, args_info)
+            sch.trace,
+            store.database.commit_workload(task.dispatched[0]),
+            [float(s) for s in (result.run_secs or [])] or None,
+            target,
+            args_info,
+        )
         if result.error_msg or best_seconds(record) is None:
-            log.warning("default schedule of %s does not run: %s", task.task_name,
-                        (result.error_msg or "")[:300])
+            log.warning(
+                "default schedule of %s does not run: %s",
+                task.task_name,
+                (result.error_msg or "")[:300],
+            )
             continue
         store.database.commit_tuning_record(record)
         seconds[task.task_name] = best_seconds(record)

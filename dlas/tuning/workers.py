@@ -116,8 +116,9 @@ class InProcessBuilder(PyBuilder):
         futures = [self._pool.submit(self._build_one, i.mod, i.target) for i in build_inputs]
         return [BuilderResult(*future.result()) for future in futures]
 
-    def _build_one(self, mod: tvm.IRModule, target: tvm.target.Target) -> tuple[str | None,
-                                                                                 str | None]:
+    def _build_one(
+        self, mod: tvm.IRModule, target: tvm.target.Target
+    ) -> tuple[str | None, str | None]:
         try:
             runtime_mod = _build_candidate(mod, target)
             if callable(self.export):  # a device's own export (e.g. a cross linker)
@@ -190,7 +191,8 @@ class InProcessRunner(PyRunner):
             return LocalRunnerFuture(res=costs)
         except Exception:  # noqa: BLE001 - a failing candidate is a result, not a crash
             return LocalRunnerFuture(
-                error_message="InProcessRunner: run failed\n" + traceback.format_exc(limit=8))
+                error_message="InProcessRunner: run failed\n" + traceback.format_exc(limit=8)
+            )
 
 
 # Runs first thing in a worker, before it spends seconds importing TVM: from then on the
@@ -217,18 +219,26 @@ class DyingPopenWorker(PopenWorker):
             return
         main_read, worker_write = os.pipe()
         worker_read, main_write = os.pipe()
-        cmd = [sys.executable, "-c", _WORKER_LAUNCHER, str(os.getpid()), str(worker_read),
-               str(worker_write)]
-        self._proc = subprocess.Popen(cmd, pass_fds=(worker_read, worker_write),
-                                      stdout=self._stdout, stderr=self._stderr)
+        cmd = [
+            sys.executable,
+            "-c",
+            _WORKER_LAUNCHER,
+            str(os.getpid()),
+            str(worker_read),
+            str(worker_write),
+        ]
+        self._proc = subprocess.Popen(
+            cmd, pass_fds=(worker_read, worker_write), stdout=self._stdout, stderr=self._stderr
+        )
         os.close(worker_read)
         os.close(worker_write)
         self._reader = os.fdopen(main_read, "rb")
         self._writer = os.fdopen(main_write, "wb")
 
 
-def reaped_local_runner(evaluator_config: EvaluatorConfig | None = None,
-                        timeout_sec: float = 60.0) -> LocalRunner:
+def reaped_local_runner(
+    evaluator_config: EvaluatorConfig | None = None, timeout_sec: float = 60.0
+) -> LocalRunner:
     """MetaSchedule's LocalRunner (one persistent worker process) whose worker dies with this
     process; call :func:`close_runner` when tuning ends. LocalRunner creates its worker in its
     constructor and restarts that same object after a timeout, so swapping the class only

@@ -42,8 +42,9 @@ class DlasOptunaSweeperConf:
     params: dict[str, str] | None = None
 
 
-ConfigStore.instance().store(group="hydra/sweeper", name="dlas_optuna",
-                             node=DlasOptunaSweeperConf, provider="dlas")
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="dlas_optuna", node=DlasOptunaSweeperConf, provider="dlas"
+)
 
 
 class DlasOptunaSweeper(Sweeper):
@@ -52,8 +53,9 @@ class DlasOptunaSweeper(Sweeper):
 
         self.impl = GuidedSweep(settings_from_config(settings))
 
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
-              config: DictConfig) -> None:
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
         self.impl.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> Any:

@@ -22,8 +22,11 @@ SCHEME = "dlas-experiments"
 
 
 def experiments_dir() -> Path | None:
-    candidates = [os.environ.get("DLAS_EXPERIMENTS_DIR"), "experiments",
-                  Path(__file__).resolve().parents[2] / "experiments"]
+    candidates = [
+        os.environ.get("DLAS_EXPERIMENTS_DIR"),
+        "experiments",
+        Path(__file__).resolve().parents[2] / "experiments",
+    ]
     for candidate in candidates:
         if candidate and Path(candidate).is_dir():
             return Path(candidate).resolve()
@@ -46,8 +49,12 @@ class ExperimentsConfigSource(ConfigSource):
         if path is None or not path.is_file():
             raise ConfigLoadError(f"Config not found: {config_path}")
         text = path.read_text(encoding="utf-8")
-        return ConfigResult(config=OmegaConf.create(text), path=f"{SCHEME}://{self.path}",
-                            provider=self.provider, header=self._get_header_dict(text[:512]))
+        return ConfigResult(
+            config=OmegaConf.create(text),
+            path=f"{SCHEME}://{self.path}",
+            provider=self.provider,
+            header=self._get_header_dict(text[:512]),
+        )
 
     def available(self) -> bool:
         return Path(self.path).is_dir()

@@ -16,7 +16,7 @@ from dlas.algorithms import ALGORITHMS, Algorithm, LoweredModule, lower
 from dlas.compiler.export import export
 from dlas.data import InputSpec
 from dlas.models import create_model
-from tests.algorithms.util import host_target, relative_error
+from tests.algorithms.util import KERNELS, host_target, relative_error
 from tests.conftest import calibrate_batchnorm
 
 CONF = Path(dlas.__file__).parent / "conf" / "algorithm"
@@ -42,12 +42,21 @@ def tiny_mod():
 def test_registry_and_configs():
     names = ALGORITHMS.names()
     assert names == sorted(
-        ["direct", "gemm", "spatial_pack", "sparse_direct", "sparse_gemm", "sparse_spatial_pack"]
+        [
+            "direct",
+            "gemm",
+            "per_layer",
+            "spatial_pack",
+            "sparse_direct",
+            "sparse_gemm",
+            "sparse_spatial_pack",
+        ]
     )
     for name in names:
         cls = ALGORITHMS.get(name)
         assert issubclass(cls, Algorithm) and cls.name == name
         assert cls.sparse == name.startswith("sparse_")
+        assert cls.composite == (name == "per_layer")
         conf = yaml.safe_load((CONF / f"{name}.yaml").read_text())
         assert conf["name"] == name and conf["defaults"][-1] == "_self_"
     with pytest.raises(KeyError, match="spatial_pack"):
@@ -99,7 +108,7 @@ def _param_types(mod: tvm.IRModule) -> dict[str, list[tuple[tuple[int, ...], str
     return found
 
 
-@pytest.mark.parametrize("algorithm", ALGORITHMS.names())
+@pytest.mark.parametrize("algorithm", KERNELS)
 def test_schedules_preserve_every_function(tiny_mod, target, algorithm):
     """Each scheduled PrimFunc computes what its unscheduled version computes, and the
     conv/dense ones really got parallel and vectorized loops."""

@@ -15,11 +15,11 @@ from dlas.compiler.build import build
 from dlas.compiler.export import export
 from dlas.data import InputSpec
 from dlas.models import create_model
-from tests.algorithms.util import RTOL, host_target, relative_error
+from tests.algorithms.util import KERNELS, RTOL, host_target, relative_error
 from tests.conftest import calibrate_batchnorm
 
-DENSE = [n for n in ALGORITHMS.names() if not ALGORITHMS.get(n).sparse]
-SPARSE = [n for n in ALGORITHMS.names() if ALGORITHMS.get(n).sparse]
+DENSE = [n for n in KERNELS if not ALGORITHMS.get(n).sparse]
+SPARSE = [n for n in KERNELS if ALGORITHMS.get(n).sparse]
 
 
 @dataclass
@@ -92,16 +92,22 @@ def test_pruned_resnet18(pruned_resnet18, algorithm):
     assert all(0.75 <= row["sparsity"] <= 0.85 for row in convs)
 
 
+# With ResNet18-CIFAR above: every dense algorithm on each of the study's seven models.
 SLOW_MODELS = [
     ("mobilenet_v2", "cifar", 32),
     ("vgg16", "cifar", 32),
-    ("resnet18", "imagenet", 64),
+    ("efficientnet_b0", "imagenet", 64),
+    ("densenet161", "imagenet", 64),
+    ("resnet50", "imagenet", 64),
     ("mobilenet_v2", "imagenet", 64),
+    ("resnet18", "imagenet", 64),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "variant", "size"), SLOW_MODELS)
+@pytest.mark.parametrize(
+    ("name", "variant", "size"), SLOW_MODELS, ids=[f"{n}-{v}" for n, v, _ in SLOW_MODELS]
+)
 def test_study_models_every_dense_algorithm(name, variant, size):
     prepared = prepare(name, variant, size)
     for algorithm in DENSE:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import tvm
 from tvm import relax
 
-from dlas.algorithms import LoweredModule, lower
+from dlas.algorithms import ALGORITHMS, LoweredModule, lower
 from dlas.compiler.build import build
 from dlas.devices.local_cpu import resolve_target_dict
 
 RTOL = 1e-4
+# Algorithms with a kernel of their own (per_layer only chooses among these).
+KERNELS = [n for n in ALGORITHMS.names() if not ALGORITHMS.get(n).composite]
 
 
 def host_target() -> tvm.target.Target:
@@ -102,7 +105,7 @@ def torch_reference(case: Case, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> 
 
 
 def run(
-    mod: tvm.IRModule, algorithm: str, inputs: list[np.ndarray], target: tvm.target.Target
+    mod: tvm.IRModule, algorithm: str | Any, inputs: list[np.ndarray], target: tvm.target.Target
 ) -> tuple[list[np.ndarray], LoweredModule]:
     lowered = lower(mod, algorithm, target)
     vm = relax.VirtualMachine(build(lowered.mod, target), tvm.cpu())

@@ -28,8 +28,9 @@ STUDY_MODELS = [
 ]
 
 
-@pytest.mark.parametrize(("name", "variant", "size"), STUDY_MODELS,
-                         ids=[f"{n}-{v}" for n, v, _ in STUDY_MODELS])
+@pytest.mark.parametrize(
+    ("name", "variant", "size"), STUDY_MODELS, ids=[f"{n}-{v}" for n, v, _ in STUDY_MODELS]
+)
 def test_compiled_model_matches_pytorch(name, variant, size):
     torch.manual_seed(0)
     spec = InputSpec(3, size, 10)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dlas import pipeline, validity
-from dlas.algorithms import ALGORITHMS
+from dlas.algorithms import ALGORITHMS, Algorithm
 from dlas.compiler.export import export
 from dlas.compression import COMPRESSIONS, create_compression
 from dlas.config import validate
@@ -89,7 +89,8 @@ def test_relax_side_compression_is_refused_outside_tvm(compose_cfg, tmp_path):
 
 
 def test_algorithm_without_the_compute_dtype_is_refused(compose_cfg, tmp_path, monkeypatch):
-    class FloatOnly:
+    class FloatOnly(Algorithm):
+        name = "float_only"
         dtypes = ("float32",)
 
     monkeypatch.setitem(ALGORITHMS._entries, "float_only", FloatOnly)

@@ -19,15 +19,16 @@ def test_default_config_is_the_embedded_quick_start(compose_cfg):
     cfg = compose_cfg()
     assert cfg.dataset.name == "digits"
     assert (cfg.model.name, cfg.compression.name, cfg.algorithm.name) == (
-        "resnet18", "dense", "direct")
+        "resnet18",
+        "dense",
+        "direct",
+    )
     assert (cfg.tuning.name, cfg.device.name) == ("untuned", "local_cpu")
     assert (cfg.device.warmup_runs, cfg.device.timed_runs) == (1, 150)
     validate(cfg)
 
 
-@pytest.mark.parametrize(
-    ("group", "option"), [(g, o) for g in GROUPS for o in options(g)]
-)
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_of_every_group_composes(compose_cfg, group, option):
     cfg = compose_cfg(f"{group}={option}")
     assert cfg[group].name  # every option names itself

@@ -32,8 +32,10 @@ def _write_fake_cifar(root: Path, per_batch: int = 6) -> None:
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-                 "labels": rng.integers(0, 10, per_batch).tolist()}
+        batch = {
+            "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            "labels": rng.integers(0, 10, per_batch).tolist(),
+        }
         with open(folder / name, "wb") as f:
             pickle.dump(batch, f)
 
@@ -59,9 +61,16 @@ def test_imagenet_reads_imagefolder_validation_layout(tmp_path):
     for wnid in ("n01440764", "n01443537"):
         (tmp_path / "val" / wnid).mkdir(parents=True)
         Image.new("RGB", (300, 260), color=(120, 30, 200)).save(tmp_path / "val" / wnid / "a.JPEG")
-    data = load_dataset(DatasetConfig(name="imagenet", root=str(tmp_path), image_size=224,
-                                      num_classes=1000, mean=[0.485, 0.456, 0.406],
-                                      std=[0.229, 0.224, 0.225]))
+    data = load_dataset(
+        DatasetConfig(
+            name="imagenet",
+            root=str(tmp_path),
+            image_size=224,
+            num_classes=1000,
+            mean=[0.485, 0.456, 0.406],
+            std=[0.229, 0.224, 0.225],
+        )
+    )
     assert data.train is None and len(data.test) == 2
     assert data.test[0][0].shape == (3, 224, 224)
 

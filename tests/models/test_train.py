@@ -1,7 +1,11 @@
+import torch
+from torch import nn
+
 from dlas.cache import Cache
 from dlas.config.schema import DatasetConfig, ModelConfig, TrainConfig
 from dlas.data import load_dataset
 from dlas.models import create_model, evaluate, load_or_train, train
+from dlas.models.train import recalibrate_batchnorm
 
 
 def test_training_learns_the_embedded_dataset():
@@ -26,3 +30,16 @@ def test_checkpoint_is_cached_by_the_config_that_determines_it(tmp_path):
         assert (a == b).all()
     other = DatasetConfig(name="digits", train=TrainConfig(epochs=1, seed=1))
     assert load_or_train(model_cfg, other, data, cache)[1]["checkpoint"] != origin["checkpoint"]
+
+
+def test_batchnorm_statistics_are_the_exact_average_over_the_training_data():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    batches = [(torch.randn(8, 3, 6, 6) * (i + 1) + i, None) for i in range(3)]
+    model[1].running_mean.fill_(5.0)  # stale statistics, as after a short training
+    recalibrate_batchnorm(model, batches)
+    with torch.no_grad():
+        features = torch.cat([model[0](x) for x, _ in batches])
+    expected_mean = features.mean(dim=(0, 2, 3))
+    assert torch.allclose(model[1].running_mean, expected_mean, atol=1e-5)
+    assert model[1].momentum == 0.1  # restored

@@ -17,11 +17,21 @@ TEST_RULE = "test rule: device.warmup_runs=2 is not allowed"
 
 def base_args(root: Path, cache: Path) -> list[str]:
     """One cheap run: tiny model, one epoch on digits, 16 test images, 3 timed runs."""
-    return ["model=tiny_cnn", "dataset=digits", "dataset.train.epochs=1",
-            "dataset.test_limit=16", "device.timed_runs=3", "eval.eager_baseline=false",
-            "eval.compare_samples=2", "tracking.log_library=false", "tracking.log_ir=false",
-            f"paths.mlruns_dir={root / 'mlruns'}", f"paths.cache_dir={cache}",
-            f"hydra.sweep.dir={root / 'multirun'}", f"hydra.run.dir={root / 'outputs'}"]
+    return [
+        "model=tiny_cnn",
+        "dataset=digits",
+        "dataset.train.epochs=1",
+        "dataset.test_limit=16",
+        "device.timed_runs=3",
+        "eval.eager_baseline=false",
+        "eval.compare_samples=2",
+        "tracking.log_library=false",
+        "tracking.log_ir=false",
+        f"paths.mlruns_dir={root / 'mlruns'}",
+        f"paths.cache_dir={cache}",
+        f"hydra.sweep.dir={root / 'multirun'}",
+        f"hydra.run.dir={root / 'outputs'}",
+    ]
 
 
 def run_dlas(argv: list[str]) -> None:

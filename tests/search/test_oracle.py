@@ -36,13 +36,20 @@ def test_oracle_reports_rules_schema_errors_and_choices(warmup_rule) -> None:
 
 def test_plan_on_the_real_config_groups(warmup_rule) -> None:
     """Knobs of one option apply to that option only; invalid ones are listed with reasons."""
-    pruning = [c for c in options("compression")
-               if "amount" in compose_job([f"compression={c}"]).compression]
+    pruning = [
+        c
+        for c in options("compression")
+        if "amount" in compose_job([f"compression={c}"]).compression
+    ]
     if not pruning:
         pytest.skip("no compression option with an `amount` yet")
-    fixed, params = parse_space(["compression=dense," + pruning[0],
-                                 "compression.amount=range(0.25,1.0,0.25)",
-                                 "device.warmup_runs=1,2"])
+    fixed, params = parse_space(
+        [
+            "compression=dense," + pruning[0],
+            "compression.amount=range(0.25,1.0,0.25)",
+            "device.warmup_runs=1,2",
+        ]
+    )
     plan = SpacePlan.build(params, ComposeOracle(compose_job, fixed))
     assert len(plan.invalid) == 2 and all(r == [TEST_RULE] for _, r in plan.invalid)
     grid = plan.grid()
@@ -54,10 +61,16 @@ def test_sparse_algorithms_need_a_pruned_model() -> None:
     from dlas.algorithms import ALGORITHMS
     from dlas.compression import COMPRESSIONS
 
-    sparse = [a for a in options("algorithm")
-              if a in ALGORITHMS and getattr(ALGORITHMS.get(a), "sparse", False)]
-    dense = [c for c in options("compression")
-             if c in COMPRESSIONS and not COMPRESSIONS.get(c).sparse_weights]
+    sparse = [
+        a
+        for a in options("algorithm")
+        if a in ALGORITHMS and getattr(ALGORITHMS.get(a), "sparse", False)
+    ]
+    dense = [
+        c
+        for c in options("compression")
+        if c in COMPRESSIONS and not COMPRESSIONS.get(c).sparse_weights
+    ]
     if not sparse or not dense:
         pytest.skip("no sparse algorithm option yet")
     oracle = ComposeOracle(compose_job, ["model=tiny_cnn"])
@@ -72,7 +85,8 @@ def test_experiment_files_select_the_sweeper_and_parse(name: str) -> None:
         cfg = compose("config", overrides=[f"+experiment={name}"], return_hydra_config=True)
         loader = GlobalHydra.instance().config_loader()  # glob(*) lists a group's options
         fixed, params = parse_space(
-            [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()], loader)
+            [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()], loader
+        )
     assert cfg.hydra.sweeper._target_.endswith("DlasOptunaSweeper")
     assert params and not fixed
     for p in params:

@@ -7,8 +7,13 @@ import pytest
 
 from dlas.search.space import Categorical, Numeric, SpacePlan, Verdict, parse_space, signature
 
-SPACE = ["model=a,b", "compression=dense,pruned,int8", "compression.amount=range(0.5,0.9,0.2)",
-         "algorithm=direct,sparse,gemm", "dataset.root=/x"]
+SPACE = [
+    "model=a,b",
+    "compression=dense,pruned,int8",
+    "compression.amount=range(0.5,0.9,0.2)",
+    "algorithm=direct,sparse,gemm",
+    "dataset.root=/x",
+]
 
 
 def oracle(overrides: list[str], probes: list[str]) -> Verdict:
@@ -24,8 +29,9 @@ def oracle(overrides: list[str], probes: list[str]) -> Verdict:
 
 
 def is_valid(a: dict) -> bool:
-    return oracle([f"{k}={v}" for k, v in a.items() if "." not in k], []).problems == [] \
-        and (("compression.amount" in a) == (a["compression"] == "pruned"))
+    return oracle([f"{k}={v}" for k, v in a.items() if "." not in k], []).problems == [] and (
+        ("compression.amount" in a) == (a["compression"] == "pruned")
+    )
 
 
 @pytest.fixture
@@ -36,8 +42,15 @@ def plan() -> SpacePlan:
 
 
 def test_parse_kinds() -> None:
-    _, params = parse_space(["a=x,y", "b=choice(1,2)", "c=interval(0.1,0.9)",
-                             "d=tag(log,int(interval(8,64)))", "e=range(1,4)"])
+    _, params = parse_space(
+        [
+            "a=x,y",
+            "b=choice(1,2)",
+            "c=interval(0.1,0.9)",
+            "d=tag(log,int(interval(8,64)))",
+            "e=range(1,4)",
+        ]
+    )
     kinds = {p.path: p for p in params}
     assert isinstance(kinds["a"], Categorical) and kinds["a"].choices == ("x", "y")
     assert kinds["b"].choices == ("1", "2")
@@ -63,8 +76,10 @@ def test_allowed_follows_earlier_choices(plan: SpacePlan) -> None:
     assert plan.allowed("algorithm", {"compression": "pruned"}) == ["direct", "sparse", "gemm"]
 
 
-@pytest.mark.parametrize("sampler", [optuna.samplers.RandomSampler(seed=1),
-                                     optuna.samplers.TPESampler(seed=1, n_startup_trials=5)])
+@pytest.mark.parametrize(
+    "sampler",
+    [optuna.samplers.RandomSampler(seed=1), optuna.samplers.TPESampler(seed=1, n_startup_trials=5)],
+)
 def test_sampling_never_proposes_invalid(plan: SpacePlan, sampler) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=sampler)
@@ -123,8 +138,9 @@ def test_dotted_choice_applies_only_where_its_key_exists() -> None:
     pruned = [a for a in grid if a["compression"] == "pruned"]
     assert sorted(a["compression.epochs"] for a in pruned) == ["1", "2"]
     assert len(grid) == 4
-    assert plan.invalid == [({"compression": "pruned", "compression.epochs": "0"},
-                             ["epochs=0 is not allowed"])]
+    assert plan.invalid == [
+        ({"compression": "pruned", "compression.epochs": "0"}, ["epochs=0 is not allowed"])
+    ]
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(20):
         trial = study.ask()

@@ -10,22 +10,36 @@ from dlas.search.summary import JobRecord, accuracy_drops, records_csv, summariz
 
 
 def rec(num, status, comp="dense", model="resnet18", lat=None, acc=None, reason="", **extra):
-    metrics = {k: v for k, v in {"latency/median_ms": lat, "accuracy/top1": acc}.items()
-               if v is not None}
+    metrics = {
+        k: v for k, v in {"latency/median_ms": lat, "accuracy/top1": acc}.items() if v is not None
+    }
     metrics.update(extra)
-    return JobRecord(num=num, overrides=[f"model={model}", f"compression={comp}", "x=1"],
-                     status=status, reason=reason,
-                     choices={"model": model, "compression": comp, "dataset": "digits"},
-                     metrics=metrics)
+    return JobRecord(
+        num=num,
+        overrides=[f"model={model}", f"compression={comp}", "x=1"],
+        status=status,
+        reason=reason,
+        choices={"model": model, "compression": comp, "dataset": "digits"},
+        metrics=metrics,
+    )
 
 
 def test_drop_from_dense_jobs_of_the_same_model() -> None:
-    records = [rec(0, "FINISHED", "dense", lat=5.0, acc=0.90),
-               rec(1, "FINISHED", "int8", lat=2.0, acc=0.85),
-               rec(2, "FINISHED", "fp16", lat=3.0, acc=0.895),
-               rec(3, "FINISHED", "int8", "mobilenet_v2", lat=1.0, acc=0.5),
-               rec(4, "FINISHED", "fp16", "mobilenet_v2", lat=1.5, acc=0.4,
-                   **{"accuracy/drop_vs_dense": 0.2})]
+    records = [
+        rec(0, "FINISHED", "dense", lat=5.0, acc=0.90),
+        rec(1, "FINISHED", "int8", lat=2.0, acc=0.85),
+        rec(2, "FINISHED", "fp16", lat=3.0, acc=0.895),
+        rec(3, "FINISHED", "int8", "mobilenet_v2", lat=1.0, acc=0.5),
+        rec(
+            4,
+            "FINISHED",
+            "fp16",
+            "mobilenet_v2",
+            lat=1.5,
+            acc=0.4,
+            **{"accuracy/drop_vs_dense": 0.2},
+        ),
+    ]
     drops = accuracy_drops(records)
     assert math.isclose(drops[1], 5.0) and math.isclose(drops[2], 0.5)  # points
     assert drops[0] == 0 and 3 not in drops  # no dense mobilenet_v2 in the sweep
@@ -33,11 +47,13 @@ def test_drop_from_dense_jobs_of_the_same_model() -> None:
 
 
 def test_summary_lists_best_skipped_and_failed() -> None:
-    records = [rec(0, "FINISHED", "dense", lat=5.0, acc=0.90),
-               rec(1, "FINISHED", "int8", lat=2.0, acc=0.85),
-               rec(2, "FINISHED", "fp16", lat=3.0, acc=0.895),
-               rec(3, "SKIPPED", "fp16", reason="sparse needs zeros"),
-               rec(4, "FAILED", "int8", reason="boom")]
+    records = [
+        rec(0, "FINISHED", "dense", lat=5.0, acc=0.90),
+        rec(1, "FINISHED", "int8", lat=2.0, acc=0.85),
+        rec(2, "FINISHED", "fp16", lat=3.0, acc=0.895),
+        rec(3, "SKIPPED", "fp16", reason="sparse needs zeros"),
+        rec(4, "FAILED", "int8", reason="boom"),
+    ]
     text, metrics = summarize(records, max_accuracy_drop=1.0)
     assert metrics["sweep/skipped"] == 1 and metrics["sweep/failed"] == 1
     assert metrics["best/latency_ms"] == 2.0

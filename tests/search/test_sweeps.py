@@ -32,8 +32,7 @@ from tests.search.conftest import (
 SPACE = ["dataset=digits,cifar10", "dataset.root=/nonexistent", "device.warmup_runs=0,1,2"]
 
 
-def test_grid_sweep_nests_skips_and_survives_failures(tmp_path, shared_cache, warmup_rule
-                                                     ) -> None:
+def test_grid_sweep_nests_skips_and_survives_failures(tmp_path, shared_cache, warmup_rule) -> None:
     cold = not any(shared_cache.iterdir())
     run_dlas(["-m", *base_args(tmp_path, shared_cache), *SPACE])
 
@@ -65,14 +64,21 @@ def test_grid_sweep_nests_skips_and_survives_failures(tmp_path, shared_cache, wa
 
 
 def optuna_args(tmp_path, cache, *extra: str) -> list[str]:
-    return ["-m", "hydra/sweeper=dlas_optuna", "hydra.sweeper.seed=1",
-            "hydra.sweeper.n_startup_trials=3", "hydra.sweeper.study_name=e2e",
-            *base_args(tmp_path, cache), *extra]
+    return [
+        "-m",
+        "hydra/sweeper=dlas_optuna",
+        "hydra.sweeper.seed=1",
+        "hydra.sweeper.n_startup_trials=3",
+        "hydra.sweeper.study_name=e2e",
+        *base_args(tmp_path, cache),
+        *extra,
+    ]
 
 
 def load_study(tmp_path, name: str = "e2e") -> optuna.Study:
-    return optuna.load_study(study_name=name,
-                             storage=f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}")
+    return optuna.load_study(
+        study_name=name, storage=f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}"
+    )
 
 
 def test_optuna_sweep(tmp_path, shared_cache, warmup_rule) -> None:
@@ -95,7 +101,8 @@ def test_optuna_sweep(tmp_path, shared_cache, warmup_rule) -> None:
     # Feasibility: drop (points, vs the dense model) minus the 1-point limit.
     for t in complete:
         assert t.constraints["accuracy_drop"] == pytest.approx(
-            t.user_attrs["dlas.accuracy_drop"] - 1.0)
+            t.user_attrs["dlas.accuracy_drop"] - 1.0
+        )
 
     runs = mlflow_runs(tmp_path)
     (parent,) = parents(runs)
@@ -144,8 +151,9 @@ def test_optuna_resume_does_not_repeat_finished_trials(tmp_path, shared_cache) -
     (parent,) = parents(runs)  # the resumed session continued the study's parent run
     kids = children_of(runs, parent.info.run_id)
     assert len(kids) == len(runs) - 1
-    configs = [(r.data.params["device.warmup_runs"], r.data.params["eval.compare_samples"])
-               for r in kids]
+    configs = [
+        (r.data.params["device.warmup_runs"], r.data.params["eval.compare_samples"]) for r in kids
+    ]
     assert len(configs) == len(set(configs)) == 4  # each configuration ran exactly once
     ran = {t.user_attrs["mlflow_run_id"] for t in trials if "mlflow_run_id" in t.user_attrs}
     assert ran == {r.info.run_id for r in kids}
@@ -155,8 +163,12 @@ def test_optuna_resume_does_not_repeat_finished_trials(tmp_path, shared_cache) -
 def test_cli_study_interrupted_by_ctrl_c_resumes(tmp_path, shared_cache) -> None:
     """The real command line: Ctrl-C in the middle of a study, then the same command again."""
     space = ["device.warmup_runs=0,1", "eval.compare_samples=1,2"]
-    cmd = [sys.executable, "-m", "dlas.run",
-           *optuna_args(tmp_path, shared_cache, "hydra.sweeper.n_trials=4", *space)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dlas.run",
+        *optuna_args(tmp_path, shared_cache, "hydra.sweeper.n_trials=4", *space),
+    ]
     env = {**os.environ, "TQDM_DISABLE": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     log = (tmp_path / "first.log").open("w")
@@ -189,6 +201,7 @@ def test_cli_study_interrupted_by_ctrl_c_resumes(tmp_path, shared_cache) -> None
     (parent,) = parents(runs)
     assert parent.info.status == "FINISHED"
     done = [r for r in children_of(runs, parent.info.run_id) if r.info.status == "FINISHED"]
-    configs = [(r.data.params["device.warmup_runs"], r.data.params["eval.compare_samples"])
-               for r in done]
+    configs = [
+        (r.data.params["device.warmup_runs"], r.data.params["eval.compare_samples"]) for r in done
+    ]
     assert len(configs) == len(set(configs))

@@ -9,8 +9,11 @@ import tvm
 from tvm import relax, topi
 
 
-def mlp_module(rows: int = 1, sizes: tuple[int, ...] = (64, 32, 16), seed: int = 0,
-               ) -> tvm.IRModule:
+def mlp_module(
+    rows: int = 1,
+    sizes: tuple[int, ...] = (64, 32, 16),
+    seed: int = 0,
+) -> tvm.IRModule:
     """dense → relu → dense with constant weights: one task per layer after fusion."""
     rng = np.random.default_rng(seed)
     bb = relax.BlockBuilder()

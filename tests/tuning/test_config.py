@@ -24,32 +24,58 @@ def test_every_option_composes_and_is_registered(compose_cfg, name):
 
 
 def test_metaschedule_options_reach_the_schema(compose_cfg):
-    typed = validate(compose_cfg(
-        "tuning=metaschedule", "tuning.trials=64", "tuning.trials_per_task=16",
-        "tuning.trials_per_iter=8", "tuning.strategy=replay-trace", "tuning.runner=local",
-        "tuning.task_scheduler=round-robin", "tuning.cost_model=random",
-        "tuning.builder_workers=2", "++tuning.cost_model_options={num_warmup_samples:10}"))
+    typed = validate(
+        compose_cfg(
+            "tuning=metaschedule",
+            "tuning.trials=64",
+            "tuning.trials_per_task=16",
+            "tuning.trials_per_iter=8",
+            "tuning.strategy=replay-trace",
+            "tuning.runner=local",
+            "tuning.task_scheduler=round-robin",
+            "tuning.cost_model=random",
+            "tuning.builder_workers=2",
+            "++tuning.cost_model_options={num_warmup_samples:10}",
+        )
+    )
     t = typed.tuning
     assert (t.trials, t.trials_per_task, t.trials_per_iter) == (64, 16, 8)
     assert (t.strategy, t.runner, t.task_scheduler, t.cost_model) == (
-        "replay-trace", "local", "round-robin", "random")
+        "replay-trace",
+        "local",
+        "round-robin",
+        "random",
+    )
     assert t.cost_model_options == {"num_warmup_samples": 10}
 
 
-@pytest.mark.parametrize("override", [
-    "tuning.trials=-1", "tuning.trials_per_iter=0", "tuning.trials_per_task=0",
-    "tuning.strategy=annealing", "tuning.runner=rpc", "tuning.builder=local",
-    "tuning.cost_model=gbdt", "tuning.task_scheduler=fifo", "tuning.builder_workers=0",
-])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "tuning.trials=-1",
+        "tuning.trials_per_iter=0",
+        "tuning.trials_per_task=0",
+        "tuning.strategy=annealing",
+        "tuning.runner=rpc",
+        "tuning.builder=local",
+        "tuning.cost_model=gbdt",
+        "tuning.task_scheduler=fifo",
+        "tuning.builder_workers=0",
+    ],
+)
 def test_bad_metaschedule_values_are_refused(compose_cfg, override):
     with pytest.raises(ConfigError, match=override.split("=")[0]):
         validate(compose_cfg("tuning=metaschedule", override))
 
 
-@pytest.mark.parametrize("option,override", [
-    ("torch_compile", "tuning.mode=fast"), ("onnxruntime", "tuning.graph_optimization=max"),
-    ("onnxruntime", "tuning.opset=7"),
-])
+@pytest.mark.parametrize(
+    "option,override",
+    [
+        ("torch_compile", "tuning.mode=fast"),
+        ("onnxruntime", "tuning.graph_optimization=max"),
+        ("onnxruntime", "tuning.opset=7"),
+    ],
+)
 def test_bad_baseline_values_are_refused(compose_cfg, option, override):
     with pytest.raises(ConfigError):
         validate(compose_cfg(f"tuning={option}", override))

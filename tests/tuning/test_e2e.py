@@ -16,9 +16,13 @@ from tests.conftest import tiny_overrides
 
 # Small enough for the default suite: a handful of trials on small candidate populations,
 # no cost-model training (what is under test is the plumbing, not the search).
-TUNE = ("tuning=metaschedule", "tuning.trials=8", "tuning.trials_per_iter=4",
-        "tuning.cost_model=random",
-        "++tuning.strategy_options={population_size:32,init_min_unmeasured:8}")
+TUNE = (
+    "tuning=metaschedule",
+    "tuning.trials=8",
+    "tuning.trials_per_iter=4",
+    "tuning.cost_model=random",
+    "++tuning.strategy_options={population_size:32,init_min_unmeasured:8}",
+)
 
 
 def run(compose_cfg, tmp: Path, *extra: str) -> tuple[dict[str, float], str]:
@@ -33,8 +37,9 @@ def library_logits(cache: Path, tuning: dict, x: np.ndarray) -> np.ndarray:
 
     for spec_file in (cache / "compiled").glob("*/spec.json"):
         if json.loads(spec_file.read_text())["tuning"] == tuning:
-            vm = relax.VirtualMachine(tvm.runtime.load_module(str(spec_file.parent / "model.so")),
-                                      tvm.cpu())
+            vm = relax.VirtualMachine(
+                tvm.runtime.load_module(str(spec_file.parent / "model.so")), tvm.cpu()
+            )
             vm.set_input("main", tvm.runtime.tensor(x, tvm.cpu()))
             vm.invoke_stateful("main")
             out = vm.get_outputs("main")
@@ -72,10 +77,18 @@ def test_tuned_build_tunes_logs_and_matches_pytorch(tuned):
     assert metrics["compare/max_abs_logit_diff"] < 1e-3
     client = mlflow.tracking.MlflowClient()
     files = {f.path for f in client.list_artifacts(run_id, "tuning")}
-    assert {"tuning/database_workload.json", "tuning/database_tuning_record.json",
-            "tuning/tasks.json"} <= files
-    rows = json.loads(Path(mlflow.artifacts.download_artifacts(
-        run_id=run_id, artifact_path="tuning/tasks.json", dst_path=str(tmp / "dl"))).read_text())
+    assert {
+        "tuning/database_workload.json",
+        "tuning/database_tuning_record.json",
+        "tuning/tasks.json",
+    } <= files
+    rows = json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path="tuning/tasks.json", dst_path=str(tmp / "dl")
+            )
+        ).read_text()
+    )
     assert sum(r["new_trials"] for r in rows) == metrics["tune/new_trials"]
     assert any(r["source"] == "tuned" and r["best_us"] > 0 for r in rows)
     # The shared database lives under the cache, per target.
@@ -104,11 +117,12 @@ def test_reapplying_logged_records_needs_no_trials(tuned):
     assert metrics["tune/new_trials"] == 0
     assert metrics["tune/tasks_with_records"] == first["tune/tasks_with_records"]
     cfg = compose_cfg(*tiny_overrides(tmp, *TUNE))
-    applied = compose_cfg(*tiny_overrides(tmp, "tuning=metaschedule",
-                                          f"tuning.records={run_id}"))
+    applied = compose_cfg(*tiny_overrides(tmp, "tuning=metaschedule", f"tuning.records={run_id}"))
     x = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
-    np.testing.assert_array_equal(library_logits(tmp / "cache", _tuning_spec(applied), x),
-                                  library_logits(tmp / "cache", _tuning_spec(cfg), x))
+    np.testing.assert_array_equal(
+        library_logits(tmp / "cache", _tuning_spec(applied), x),
+        library_logits(tmp / "cache", _tuning_spec(cfg), x),
+    )
 
 
 def test_second_run_reuses_the_shared_database(tuned):

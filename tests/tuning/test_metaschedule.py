@@ -69,8 +69,9 @@ def test_without_records_every_function_gets_default_schedules(tmp_path):
     assert ctx.metrics["tune/new_trials"] == 0
     assert ctx.metrics["tune/tasks_default_schedule"] == ctx.metrics["tune/tasks"] == 2
     x = np.random.default_rng(0).standard_normal((1, 64)).astype("float32")
-    np.testing.assert_allclose(run_module(program.executable, x), reference(mod, x),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        run_module(program.executable, x), reference(mod, x), rtol=1e-5, atol=1e-5
+    )
     assert (ctx.artifacts["tuning"] / "tasks.json").exists()
 
 
@@ -94,15 +95,21 @@ def test_real_search_records_and_matches(tmp_path, runner):
     """A few real trials through both runners: records land in the shared database, the
     artifact holds the applied ones, and the tuned build computes the same numbers."""
     mod, target = mlp_module(sizes=(256, 128, 64)), host_target()
-    tuner, ctx = make(tmp_path, trials=8, trials_per_iter=4, cost_model="random",
-                      runner=runner, strategy_options={"population_size": 16,
-                                                       "init_min_unmeasured": 4})
+    tuner, ctx = make(
+        tmp_path,
+        trials=8,
+        trials_per_iter=4,
+        cost_model="random",
+        runner=runner,
+        strategy_options={"population_size": 16, "init_min_unmeasured": 4},
+    )
     program = tuner.compile(lowered(mod), target, ctx)
     assert ctx.metrics["tune/new_trials"] > 0
     assert ctx.metrics["tune/tasks_with_records"] >= 1
     x = np.random.default_rng(0).standard_normal((1, 256)).astype("float32")
-    np.testing.assert_allclose(run_module(program.executable, x), reference(mod, x),
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        run_module(program.executable, x), reference(mod, x), rtol=1e-4, atol=1e-4
+    )
     exported = ms.database.JSONDatabase(work_dir=str(ctx.artifacts["tuning"]))
     assert len(exported.get_all_tuning_records()) == ctx.metrics["tune/tasks_with_records"]
     # Every tuned task was seeded with its default schedule, and the build keeps the faster.

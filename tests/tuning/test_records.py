@@ -16,8 +16,9 @@ def task_mods(mod: tvm.IRModule) -> dict[str, tvm.IRModule]:
 
     from tests.tuning.helpers import host_target
 
-    return {t.task_name: t.dispatched[0]
-            for t in ms.relax_integration.extract_tasks(mod, host_target())}
+    return {
+        t.task_name: t.dispatched[0] for t in ms.relax_integration.extract_tasks(mod, host_target())
+    }
 
 
 def test_target_key_separates_targets():

@@ -18,13 +18,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def python(code: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO,
-                            start_new_session=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, start_new_session=True, **kwargs
+    )
 
 
 def test_tensor_intrinsics_import_in_seconds():
     """The plain import takes 45-175 s here (inspect.stack per intrinsic); ours must not."""
-    proc = python("""
+    proc = python(
+        """
         import time, tvm
         from dlas.tuning.workers import import_tensor_intrinsics
         start = time.perf_counter()
@@ -32,7 +34,10 @@ def test_tensor_intrinsics_import_in_seconds():
         from tvm.s_tir import TensorIntrin
         TensorIntrin.get("dot_16x4_vnni")  # registered, and by the real module
         print(time.perf_counter() - start)
-    """, stdout=subprocess.PIPE, text=True)
+    """,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         out, _ = proc.communicate(timeout=120)
     finally:
@@ -45,7 +50,8 @@ def test_killed_tuning_run_leaves_no_worker(tmp_path):
     """SIGKILL the tuning process while its runner worker is busy timing a candidate: the
     worker (and anything it started) must be gone within a few seconds, not finish the
     measurement (each one here takes >= 20 s) or spin on."""
-    proc = python(f"""
+    proc = python(
+        f"""
         from pathlib import Path
         from dlas.cache import Cache
         from dlas.config.schema import MetaScheduleTuningConfig
@@ -59,7 +65,10 @@ def test_killed_tuning_run_leaves_no_worker(tmp_path):
             strategy_options={{"population_size": 8, "init_min_unmeasured": 2}})
         ctx = TuneContext(cache=Cache(root), work_dir=root / "work")
         create_tuner(cfg).compile(lowered(mlp_module()), host_target(), ctx)
-    """, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     parent = psutil.Process(proc.pid)
     try:
         worker = _busy_descendant(parent, "popen_worker", deadline=time.monotonic() + 240)
