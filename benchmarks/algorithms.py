@@ -144,7 +144,8 @@ def format_row(r: Row) -> str:
 
 
 def main() -> None:
-    dense = [n for n in ALGORITHMS.names() if not ALGORITHMS.get(n).sparse]
+    kernels = [n for n in ALGORITHMS.names() if not ALGORITHMS.get(n).composite]
+    dense = [n for n in kernels if not ALGORITHMS.get(n).sparse]
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="resnet18,mobilenet_v2,vgg16")
     parser.add_argument("--sizes", default="32,224")
@@ -167,7 +168,7 @@ def main() -> None:
         for size in map(int, split(args.sparse_sizes)):
             for level in map(float, split(args.sparsity)):
                 pairs = []
-                for sparse in (n for n in ALGORITHMS.names() if ALGORITHMS.get(n).sparse):
+                for sparse in (n for n in kernels if ALGORITHMS.get(n).sparse):
                     pairs += [ALGORITHMS.get(sparse).dense_counterpart, sparse]
                 rows += measure(name, size, level, pairs, args.repeat, target)
     print(f"\n{HEADER}")
