@@ -16,6 +16,7 @@ from . import (  # noqa: F401  (each module registers its algorithm)
     sparse_gemm,
     sparse_spatial_pack,
     spatial_pack,
+    winograd,
 )
 from .base import Algorithm, ConvSpec
 from .lowering import LoweredModule, lower, resolve

@@ -5,7 +5,7 @@ convolutions are plain matrix products, depthwise ones have nothing to pack. The
 goes from selectors to algorithm names, and unmatched layers run ``default``:
 
     python -m dlas.run algorithm=per_layer algorithm.default=spatial_pack \\
-        '+algorithm.layers={k1: gemm, depthwise: direct, "0": gemm}'
+        '+algorithm.layers={k3s1: winograd, depthwise: direct, 0: gemm}'
 
 Selectors, tried in this order:
 - a layer index: the ``layer`` column of a run's ``algorithm/layers.json`` table;

@@ -162,6 +162,7 @@ def finish_reduction(
     first_reduction: LoopRV,
     vector: LoopRV,
     unroll: Sequence[LoopRV],
+    attach: bool = True,
 ) -> None:
     """The common tail of a register-tiled reduction schedule.
 
@@ -172,7 +173,8 @@ def finish_reduction(
     fused = sch.fuse(*parallel) if len(parallel) > 1 else parallel[0]
     if extent(sch, fused) > 1:
         sch.parallel(fused)
-    attach_epilogue(sch, block, fused if tile_is_parallel else tile_loop)
+    if attach:
+        attach_epilogue(sch, block, fused if tile_is_parallel else tile_loop)
     sch.vectorize(vector)
     for lp in unroll:
         if extent(sch, lp) > 1:

@@ -47,10 +47,14 @@ def pixel_tile(out_h: int, out_w: int, vectors: int) -> tuple[int, int]:
     return rows, cols
 
 
-def pack_data(data: te.Tensor, spec: ConvSpec, block: int) -> te.Tensor:
-    """NCHW -> N[C/block]HW[block], zero padding included (one pass over the input)."""
+def pack_data(
+    data: te.Tensor, spec: ConvSpec, block: int, height: int = 0, width: int = 0
+) -> te.Tensor:
+    """NCHW -> N[C/block]HW[block], zero padding included (one pass over the input); at
+    least ``height`` x ``width`` when given (whole tiles)."""
     top, left, bottom, right = spec.padding
     h, w = spec.height, spec.width
+    bottom, right = max(bottom, height - h - top), max(right, width - w - left)
     zero = tirx.const(0, data.dtype)
 
     def value(n, cb, y, x, ci):

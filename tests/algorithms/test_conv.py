@@ -69,3 +69,16 @@ def _exhaustive_grid(seed: int, count: int) -> list[Case]:
 @pytest.mark.parametrize("algorithm", KERNELS)
 def test_conv_exhaustive_sample(algorithm, target):
     check_cases(algorithm, _exhaustive_grid(seed=1, count=96), target, seed=1)
+
+
+def test_winograd_runs_eligible_layers_and_falls_back_on_the_rest(target):
+    cases = [
+        Case(2, 16, 13, 11, 24, 3, pad=1),  # partial 4x4 tiles on both axes, batch 2
+        Case(1, 32, 9, 9, 16, 3, pad=2),  # more padding than the kernel needs
+        Case(1, 16, 12, 12, 32, 3, stride=2, pad=1),
+        Case(1, 16, 8, 8, 32, 1),
+        Case(1, 3, 10, 10, 16, 3, pad=1),
+    ]
+    layers = check_cases("winograd", cases, target).layers
+    assert [row["algorithm"] for row in layers] == ["winograd"] * 2 + ["direct"] * 3
+    assert [bool(row["fallback"]) for row in layers] == [False] * 2 + [True] * 3

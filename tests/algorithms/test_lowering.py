@@ -50,6 +50,7 @@ def test_registry_and_configs():
             "sparse_direct",
             "sparse_gemm",
             "sparse_spatial_pack",
+            "winograd",
         ]
     )
     for name in names:
@@ -60,7 +61,7 @@ def test_registry_and_configs():
         conf = yaml.safe_load((CONF / f"{name}.yaml").read_text())
         assert conf["name"] == name and conf["defaults"][-1] == "_self_"
     with pytest.raises(KeyError, match="spatial_pack"):
-        ALGORITHMS.get("winograd")
+        ALGORITHMS.get("fft")
 
 
 def test_layer_table(tiny_mod, target):

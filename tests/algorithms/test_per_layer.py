@@ -56,7 +56,7 @@ def test_depthwise_selector_and_the_instance_is_reusable():
     ("layers", "message"),
     [
         ({"k3x": "gemm"}, "is not a selector"),
-        ({"k1": "winograd"}, "cannot map a layer to 'winograd'; available: direct, gemm"),
+        ({"k1": "fft"}, "cannot map a layer to 'fft'; available: direct, gemm"),
         ({"k1": "per_layer"}, "cannot map a layer to 'per_layer'"),
     ],
 )

@@ -1,0 +1,178 @@
+"""Winograd F(4x4, 3x3): 3x3 stride-1 convolutions with 4x fewer multiplications.
+
+The output is computed in 4x4 tiles from 6x6 input tiles: V = B^T d B per tile and input
+channel (the data is first packed to N[C/16]HW[16], so this transform is vectorized over 16
+channels), then for each of the 36 tile positions a matrix product over the input channels,
+M = U V, with U = G g G^T the filters transformed and packed once at compile time, and
+finally Y = A^T M A per tile, vectorized over 16 output channels. The product has the same
+register-tiled schedule as ``gemm``; the transforms unroll their 6x6 (4x4) tile positions so
+that every position is a short sum with constant coefficients.
+
+Layers that are not 3x3, stride 1, undilated and ungrouped with at least 16 input channels
+run ``direct``; so do non-float32 ones (the transforms are not exact in integers, and float16
+loses too many digits in them).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import numpy as np
+from tvm import relax, s_tir, te, tirx
+
+from .base import LANES, STAGE_ATTRS, Algorithm, ConvSpec, call_te, main_attrs, round_up
+from .registry import ALGORITHMS
+from .schedules import extent, finish_reduction
+from .spatial_pack import pack_data, pixel_tile
+
+TILE = 4  # output pixels per tile side
+ALPHA = TILE + 2  # input pixels per tile side (3x3 kernel)
+C_CHUNK = 64  # input channels reduced per pass over a row of tiles
+
+
+@cache
+def matrices() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(A [6x4], B [6x6], G [6x3]) for F(4x4, 3x3), with TVM's interpolation points."""
+    # TOPI's private helpers: the same points its own Winograd uses (0, ±1, ±1/2, ∞).
+    from tvm.topi.nn.winograd_util import _cook_toom_convolution, _interpolation_points
+
+    a, b, g = _cook_toom_convolution(_interpolation_points(ALPHA), TILE, 3)
+    return a.astype("float64"), b.astype("float64"), g.astype("float64")
+
+
+def tiles(spec: ConvSpec) -> tuple[int, int]:
+    return -(-spec.out_h // TILE), -(-spec.out_w // TILE)
+
+
+def transform_sum(read, coefficients: np.ndarray, rows: int, cols: int, dtype: str):
+    """A select over the (rows x cols) tile positions of explicit constant-coefficient sums:
+    ``coefficients[i, j]`` is a matrix over the inputs of position (i, j). Unrolled position
+    loops fold the select away, leaving each position its own short sum."""
+
+    def value(i, j):
+        expr = None
+        for p in range(rows):
+            for q in range(cols):
+                terms = [
+                    read(r, s) * tirx.const(float(c), dtype)
+                    for (r, s), c in np.ndenumerate(coefficients[p, q])
+                    if c != 0
+                ]
+                total = terms[0]
+                for term in terms[1:]:
+                    total = total + term
+                expr = total if expr is None else tirx.Select(tirx.all(i == p, j == q), total, expr)
+        return expr
+
+    return value
+
+
+class Winograd(Algorithm):
+    name = "winograd"
+    dtypes = ("float32",)
+
+    def select(self, spec: ConvSpec) -> tuple[Algorithm, str]:
+        shape = (spec.kernel_h, spec.kernel_w, *spec.strides, *spec.dilation, spec.groups)
+        if shape != (3, 3, 1, 1, 1, 1, 1):
+            return ALGORITHMS.get("direct")(), "not a 3x3 stride-1 ungrouped conv: direct"
+        if spec.in_channels < LANES:
+            return ALGORITHMS.get("direct")(), "fewer than 16 input channels: direct"
+        if spec.dtype != "float32" or spec.out_dtype != "float32":
+            return ALGORITHMS.get("direct")(), f"{spec.dtype} is not exact in Winograd: direct"
+        return self, ""
+
+    def emit_conv2d(
+        self,
+        bb: relax.BlockBuilder,
+        data: relax.Expr,
+        weight: np.ndarray,
+        spec: ConvSpec,
+        row: dict[str, Any],
+    ) -> relax.Expr:
+        packed = relax.const(self.pack_weight(weight, spec))
+        return call_te(bb, self._conv, data, packed, spec=spec, name="conv2d")
+
+    @staticmethod
+    def pack_weight(weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        """OIHW -> U = G g G^T as [36, OC/16, IC, 16], zero channels past OC and IC."""
+        _, _, g = matrices()
+        oc, ic = round_up(spec.out_channels, LANES), round_up(spec.in_channels, LANES)
+        w = np.zeros((oc, ic, 3, 3))
+        w[: spec.out_channels, : spec.in_channels] = weight
+        u = np.einsum("xr,kcrs,ys->xykc", g, w, g).reshape(ALPHA * ALPHA, oc // LANES, LANES, ic)
+        return np.ascontiguousarray(u.transpose(0, 1, 3, 2)).astype(weight.dtype)
+
+    def _conv(self, data: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:
+        a, b, _ = matrices()
+        th, tw = tiles(spec)
+        dtype = spec.out_dtype
+        d = pack_data(data, spec, LANES, th * TILE + 2, tw * TILE + 2)
+        # V[.., i, j, ci] = sum_rs B[r, i] B[s, j] d[r, s]
+        input_coef = np.einsum("ri,sj->ijrs", b, b)
+
+        def v_value(n, cb, y, x, i, j, ci):
+            read = lambda r, s: d[n, cb, y * TILE + r, x * TILE + s, ci].astype(dtype)  # noqa: E731
+            return transform_sum(read, input_coef, ALPHA, ALPHA, dtype)(i, j)
+
+        v_shape = (spec.batch, d.shape[1], th, tw, ALPHA, ALPHA, LANES)
+        v = te.compute(v_shape, v_value, name="winograd_input", attrs=STAGE_ATTRS)
+
+        c = te.reduce_axis((0, round_up(spec.in_channels, LANES)), "c")
+        m_shape = (spec.batch, ALPHA * ALPHA, packed.shape[1], th, tw, LANES)
+        m = te.compute(
+            m_shape,
+            lambda n, e, ob, y, x, oi: te.sum(
+                v[n, c // LANES, y, x, e // ALPHA, e % ALPHA, c % LANES] * packed[e, ob, c, oi],
+                axis=c,
+            ),
+            name="conv",
+            attrs=main_attrs(self.name, "conv2d"),
+        )
+        # Y[.., p, q, oi] = sum_rs A[r, p] A[s, q] M[r * 6 + s]
+        output_coef = np.einsum("rp,sq->pqrs", a, a)
+
+        def y_value(n, ob, y, x, p, q, oi):
+            read = lambda r, s: m[n, r * ALPHA + s, ob, y, x, oi]  # noqa: E731
+            return transform_sum(read, output_coef, TILE, TILE, dtype)(p, q)
+
+        y_shape = (spec.batch, packed.shape[1], th, tw, TILE, TILE, LANES)
+        out = te.compute(y_shape, y_value, name="winograd_output", attrs=STAGE_ATTRS)
+        return te.compute(
+            (spec.batch, spec.out_channels, spec.out_h, spec.out_w),
+            lambda n, k, h, w: out[
+                n, k // LANES, h // TILE, w // TILE, h % TILE, w % TILE, k % LANES
+            ],
+            name="unpack",
+        )
+
+    def schedule(self, sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
+        (transform_in,) = sch.get_producers(block)
+        (transform_out,) = sch.get_consumers(block)
+        n, e, ob, y, x, oi, c = sch.get_loops(block)
+        vectors = 2 if extent(sch, ob) % 2 == 0 else 1
+        rows, cols = pixel_tile(extent(sch, y), extent(sch, x), vectors)
+        ob_o, ob_i = sch.split(ob, [None, vectors])
+        y_o, y_i = sch.split(y, [None, rows])
+        x_o, x_i = sch.split(x, [None, cols])
+        c_o, c = sch.split(c, [None, min(extent(sch, c), C_CHUNK)])
+        sch.reorder(n, e, ob_o, y_o, c_o, x_o, c, y_i, x_i, ob_i, oi)
+        finish_reduction(
+            sch,
+            block,
+            parallel=[n, e, ob_o, y_o],
+            tile_loop=y_o,
+            first_reduction=c_o,
+            vector=oi,
+            unroll=[y_i, x_i, ob_i],
+            attach=False,
+        )
+        for stage in (transform_in, transform_out):
+            n, blocks, y, x, i, j, lanes = sch.get_loops(stage)
+            sch.parallel(sch.fuse(n, blocks, y))
+            sch.unroll(i)
+            sch.unroll(j)
+            sch.vectorize(lanes)
+
+
+ALGORITHMS.register(Winograd.name)(Winograd)
