@@ -266,3 +266,25 @@ class Algorithm:
     def record(self, row: dict[str, Any]) -> None:
         """Append a layer-table row; every row has every column (None where unknown)."""
         self.layers.append({"layer": len(self.layers), **dict.fromkeys(ROW_COLUMNS), **row})
+
+
+class PackedAlgorithm(Algorithm):
+    """A conv that is one TE compute over the data and the weights repacked at compile time
+    (numpy): subclasses give ``pack_weight`` and ``compute``."""
+
+    def emit_conv2d(
+        self,
+        bb: relax.BlockBuilder,
+        data: relax.Expr,
+        weight: np.ndarray,
+        spec: ConvSpec,
+        row: dict[str, Any],
+    ) -> relax.Expr:
+        packed = relax.const(self.pack_weight(weight, spec))
+        return call_te(bb, self.compute, data, packed, spec=spec, name="conv2d")
+
+    def pack_weight(self, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        raise NotImplementedError
+
+    def compute(self, data: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:
+        raise NotImplementedError

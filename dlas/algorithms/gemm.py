@@ -10,10 +10,8 @@ Depthwise convs have no useful GEMM form (K = KH*KW, one channel per group): dir
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
-from tvm import relax, s_tir, te, tirx
+from tvm import s_tir, te, tirx
 
 from .base import (
     LANES,
@@ -21,7 +19,7 @@ from .base import (
     STAGE_ATTRS,
     Algorithm,
     ConvSpec,
-    call_te,
+    PackedAlgorithm,
     largest_divisor,
     main_attrs,
     round_up,
@@ -64,7 +62,7 @@ def im2col(data: te.Tensor, spec: ConvSpec) -> te.Tensor:
     return te.compute(shape, value, name="im2col", attrs=attrs)
 
 
-class Gemm(Algorithm):
+class Gemm(PackedAlgorithm):
     name = "gemm"
 
     def select(self, spec: ConvSpec) -> tuple[Algorithm, str]:
@@ -72,17 +70,6 @@ class Gemm(Algorithm):
             direct = ALGORITHMS.get("direct")()
             return direct, "depthwise/one-channel groups: K=KH*KW is too short for GEMM; direct"
         return self, ""
-
-    def emit_conv2d(
-        self,
-        bb: relax.BlockBuilder,
-        data: relax.Expr,
-        weight: np.ndarray,
-        spec: ConvSpec,
-        row: dict[str, Any],
-    ) -> relax.Expr:
-        packed = relax.const(self.pack_weight(weight, spec))
-        return call_te(bb, self._conv, data, packed, spec=spec, name="conv2d")
 
     @staticmethod
     def pack_weight(weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
@@ -93,7 +80,7 @@ class Gemm(Algorithm):
         w = w.reshape(spec.groups, per_group // vec, vec, spec.reduction)
         return np.ascontiguousarray(w.transpose(0, 1, 3, 2))
 
-    def _conv(self, data: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:
+    def compute(self, data: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:
         vec, per_group = output_blocks(spec)
         col = im2col(data, spec)
         ow = spec.out_w

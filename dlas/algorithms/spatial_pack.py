@@ -22,6 +22,7 @@ from .base import (
     STAGE_ATTRS,
     Algorithm,
     ConvSpec,
+    PackedAlgorithm,
     call_te,
     largest_divisor,
     main_attrs,
@@ -73,7 +74,7 @@ def unpack(packed: te.Tensor, spec: ConvSpec, block: int) -> te.Tensor:
     )
 
 
-class SpatialPack(Algorithm):
+class SpatialPack(PackedAlgorithm):
     name = "spatial_pack"
 
     def select(self, spec: ConvSpec) -> tuple[Algorithm, str]:
@@ -93,8 +94,7 @@ class SpatialPack(Algorithm):
         if spec.depthwise:
             packed = relax.const(self.pack_depthwise(weight, spec))
             return call_te(bb, self._depthwise, data, packed, spec=spec, name="conv2d")
-        packed = relax.const(self.pack_weight(weight, spec))
-        return call_te(bb, self._conv, data, packed, spec=spec, name="conv2d")
+        return super().emit_conv2d(bb, data, weight, spec, row)
 
     # --- computes ----------------------------------------------------------------------
     @staticmethod
@@ -114,7 +114,7 @@ class SpatialPack(Algorithm):
         w = w.reshape(c_pad // LANES, LANES, spec.kernel_h, spec.kernel_w)
         return np.ascontiguousarray(w.transpose(0, 2, 3, 1))
 
-    def _conv(self, data: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:
+    def compute(self, data: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:
         cbi, cbo, oc_pad = channel_blocks(spec)
         d = pack_data(data, spec, cbi)
         (sh, sw), (dh, dw) = spec.strides, spec.dilation

@@ -16,12 +16,11 @@ loses too many digits in them).
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
 
 import numpy as np
-from tvm import relax, s_tir, te, tirx
+from tvm import s_tir, te, tirx
 
-from .base import LANES, STAGE_ATTRS, Algorithm, ConvSpec, call_te, main_attrs, round_up
+from .base import LANES, STAGE_ATTRS, Algorithm, ConvSpec, PackedAlgorithm, main_attrs, round_up
 from .registry import ALGORITHMS
 from .schedules import extent, finish_reduction
 from .spatial_pack import pack_data, pixel_tile
@@ -68,7 +67,7 @@ def transform_sum(read, coefficients: np.ndarray, rows: int, cols: int, dtype: s
     return value
 
 
-class Winograd(Algorithm):
+class Winograd(PackedAlgorithm):
     name = "winograd"
     dtypes = ("float32",)
 
@@ -82,17 +81,6 @@ class Winograd(Algorithm):
             return ALGORITHMS.get("direct")(), f"{spec.dtype} is not exact in Winograd: direct"
         return self, ""
 
-    def emit_conv2d(
-        self,
-        bb: relax.BlockBuilder,
-        data: relax.Expr,
-        weight: np.ndarray,
-        spec: ConvSpec,
-        row: dict[str, Any],
-    ) -> relax.Expr:
-        packed = relax.const(self.pack_weight(weight, spec))
-        return call_te(bb, self._conv, data, packed, spec=spec, name="conv2d")
-
     @staticmethod
     def pack_weight(weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
         """OIHW -> U = G g G^T as [36, OC/16, IC, 16], zero channels past OC and IC."""
@@ -103,7 +91,7 @@ class Winograd(Algorithm):
         u = np.einsum("xr,kcrs,ys->xykc", g, w, g).reshape(ALPHA * ALPHA, oc // LANES, LANES, ic)
         return np.ascontiguousarray(u.transpose(0, 1, 3, 2)).astype(weight.dtype)
 
-    def _conv(self, data: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:
+    def compute(self, data: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:
         a, b, _ = matrices()
         th, tw = tiles(spec)
         dtype = spec.out_dtype
