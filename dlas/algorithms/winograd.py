@@ -15,7 +15,8 @@ loses too many digits in them).
 
 from __future__ import annotations
 
-from functools import cache
+import functools
+import operator
 
 import numpy as np
 from tvm import s_tir, te, tirx
@@ -30,7 +31,7 @@ ALPHA = TILE + 2  # input pixels per tile side (3x3 kernel)
 C_CHUNK = 64  # input channels reduced per pass over a row of tiles
 
 
-@cache
+@functools.cache
 def matrices() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(A [6x4], B [6x6], G [6x3]) for F(4x4, 3x3), with TVM's interpolation points."""
     # TOPI's private helpers: the same points its own Winograd uses (0, ±1, ±1/2, ∞).
@@ -44,27 +45,20 @@ def tiles(spec: ConvSpec) -> tuple[int, int]:
     return -(-spec.out_h // TILE), -(-spec.out_w // TILE)
 
 
-def transform_sum(read, coefficients: np.ndarray, rows: int, cols: int, dtype: str):
-    """A select over the (rows x cols) tile positions of explicit constant-coefficient sums:
-    ``coefficients[i, j]`` is a matrix over the inputs of position (i, j). Unrolled position
-    loops fold the select away, leaving each position its own short sum."""
-
-    def value(i, j):
-        expr = None
-        for p in range(rows):
-            for q in range(cols):
-                terms = [
-                    read(r, s) * tirx.const(float(c), dtype)
-                    for (r, s), c in np.ndenumerate(coefficients[p, q])
-                    if c != 0
-                ]
-                total = terms[0]
-                for term in terms[1:]:
-                    total = total + term
-                expr = total if expr is None else tirx.Select(tirx.all(i == p, j == q), total, expr)
-        return expr
-
-    return value
+def tile_transform(read, coefficients: np.ndarray, i, j, dtype: str):
+    """``sum_rs coefficients[i, j, r, s] * read(r, s)`` at tile position (i, j): a select over
+    all positions of explicit sums with constant coefficients, zeros skipped. Unrolled
+    position loops fold the select away, so each position computes only its own short sum."""
+    expr = None
+    for p, q in np.ndindex(coefficients.shape[:2]):
+        terms = [
+            read(r, s) * tirx.const(float(c), dtype)
+            for (r, s), c in np.ndenumerate(coefficients[p, q])
+            if c != 0
+        ]
+        total = functools.reduce(operator.add, terms)
+        expr = total if expr is None else tirx.Select(tirx.all(i == p, j == q), total, expr)
+    return expr
 
 
 class Winograd(PackedAlgorithm):
@@ -101,7 +95,7 @@ class Winograd(PackedAlgorithm):
 
         def v_value(n, cb, y, x, i, j, ci):
             read = lambda r, s: d[n, cb, y * TILE + r, x * TILE + s, ci].astype(dtype)  # noqa: E731
-            return transform_sum(read, input_coef, ALPHA, ALPHA, dtype)(i, j)
+            return tile_transform(read, input_coef, i, j, dtype)
 
         v_shape = (spec.batch, d.shape[1], th, tw, ALPHA, ALPHA, LANES)
         v = te.compute(v_shape, v_value, name="winograd_input", attrs=STAGE_ATTRS)
@@ -122,7 +116,7 @@ class Winograd(PackedAlgorithm):
 
         def y_value(n, ob, y, x, p, q, oi):
             read = lambda r, s: m[n, r * ALPHA + s, ob, y, x, oi]  # noqa: E731
-            return transform_sum(read, output_coef, TILE, TILE, dtype)(p, q)
+            return tile_transform(read, output_coef, p, q, dtype)
 
         y_shape = (spec.batch, packed.shape[1], th, tw, TILE, TILE, LANES)
         out = te.compute(y_shape, y_value, name="winograd_output", attrs=STAGE_ATTRS)
