@@ -31,8 +31,8 @@ from .base import (
     vector_width,
 )
 from .registry import ALGORITHMS
-from .schedules import extent, finish_reduction
-from .spatial_pack import channel_blocks, pixel_tile, unpack
+from .schedules import extent, finish_reduction, schedule_channel_tile
+from .spatial_pack import channel_blocks, unpack
 
 MAX_WIDTH_VECTORS = 4
 
@@ -139,22 +139,17 @@ class Direct(Algorithm):
     @staticmethod
     def _schedule_channels(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
         n, ob, y, x, oi, rc, kh, kw = sch.get_loops(block)
-        blocks = extent(sch, ob)
-        vectors = 2 if blocks % 2 == 0 else 1
-        rows, cols = pixel_tile(extent(sch, y), extent(sch, x), vectors)
-        ob_o, ob_i = sch.split(ob, [None, vectors])
-        y_o, y_i = sch.split(y, [None, rows])
-        x_o, x_i = sch.split(x, [None, cols])
-        rc_o, rc = sch.split(rc, [None, largest_divisor(extent(sch, rc), CHANNEL_CHUNK)])
-        sch.reorder(n, ob_o, y_o, rc_o, x_o, rc, kh, kw, y_i, x_i, ob_i, oi)
-        finish_reduction(
+        schedule_channel_tile(
             sch,
             block,
-            parallel=[n, ob_o, y_o],
-            tile_loop=y_o,
-            first_reduction=rc_o,
-            vector=oi,
-            unroll=[y_i, x_i, ob_i],
+            outer=[n],
+            channels=ob,
+            y=y,
+            x=x,
+            lanes=oi,
+            reduction=rc,
+            chunk=largest_divisor(extent(sch, rc), CHANNEL_CHUNK),
+            inner=[kh, kw],
         )
 
 

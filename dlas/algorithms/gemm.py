@@ -26,8 +26,7 @@ from .base import (
 )
 from .dense import schedule_dense
 from .registry import ALGORITHMS
-from .schedules import extent, finish_reduction
-from .spatial_pack import pixel_tile
+from .schedules import extent, schedule_channel_tile
 
 VIEW_KEY = "dlas.view"
 K_CHUNK = 144  # 16 input channels of a 3x3 kernel  # an im2col that is a plain view of the input: inline it
@@ -117,23 +116,9 @@ class Gemm(PackedAlgorithm):
         (col,) = sch.get_producers(block)
         inline = int(sch.get(col).annotations.get(VIEW_KEY, 0))
         n, g, ob, y, x, oi, k = sch.get_loops(block)
-        blocks = extent(sch, ob)
-        vectors = 2 if blocks % 2 == 0 else 1
-        rows, cols = pixel_tile(extent(sch, y), extent(sch, x), vectors)
-        ob_o, ob_i = sch.split(ob, [None, vectors])
-        y_o, y_i = sch.split(y, [None, rows])
-        x_o, x_i = sch.split(x, [None, cols])
-        # The K loop is chunked over a row of tiles so a chunk of weight panels stays in L1.
-        k_o, k = sch.split(k, [None, largest_divisor(extent(sch, k), K_CHUNK)])
-        sch.reorder(n, g, ob_o, y_o, k_o, x_o, k, y_i, x_i, ob_i, oi)
-        finish_reduction(
-            sch,
-            block,
-            parallel=[n, g, ob_o, y_o],
-            tile_loop=y_o,
-            first_reduction=k_o,
-            vector=oi,
-            unroll=[y_i, x_i, ob_i],
+        chunk = largest_divisor(extent(sch, k), K_CHUNK)
+        schedule_channel_tile(
+            sch, block, outer=[n, g], channels=ob, y=y, x=x, lanes=oi, reduction=k, chunk=chunk
         )
         if inline:
             sch.compute_inline(col)

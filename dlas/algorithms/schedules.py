@@ -19,7 +19,7 @@ import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir.schedule import LoopRV, SBlockRV, ScheduleError
 
-from .base import ALGORITHM_KEY, LANES, ROW_KEY, STAGE_KEY
+from .base import ALGORITHM_KEY, LANES, MAX_ACCUMULATORS, ROW_KEY, STAGE_KEY, largest_divisor
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +180,51 @@ def finish_reduction(
         if extent(sch, lp) > 1:
             sch.unroll(lp)
     sch.decompose_reduction(block, first_reduction)
+
+
+def pixel_tile(out_h: int, out_w: int, vectors: int) -> tuple[int, int]:
+    """(rows, columns) of output pixels whose ``vectors`` accumulators fit in registers."""
+    budget = max(1, MAX_ACCUMULATORS // vectors)
+    cols = largest_divisor(out_w, min(budget, 12))
+    rows = largest_divisor(out_h, max(1, budget // cols))
+    return rows, cols
+
+
+def schedule_channel_tile(
+    sch: s_tir.Schedule,
+    block: SBlockRV,
+    *,
+    outer: Sequence[LoopRV],
+    channels: LoopRV,
+    y: LoopRV,
+    x: LoopRV,
+    lanes: LoopRV,
+    reduction: LoopRV,
+    chunk: int,
+    inner: Sequence[LoopRV] = (),
+    attach: bool = True,
+) -> None:
+    """The register tile of the convs vectorized over 16 output channels: rows x cols pixels
+    times one or two channel vectors (two when the channel blocks pair up). ``reduction`` is
+    reduced ``chunk`` iterations at a time over a whole row of tiles, so a chunk's weights
+    stay in L1 across the row; ``inner`` are the reduction loops below it."""
+    vectors = 2 if extent(sch, channels) % 2 == 0 else 1
+    rows, cols = pixel_tile(extent(sch, y), extent(sch, x), vectors)
+    ob_o, ob_i = sch.split(channels, [None, vectors])
+    y_o, y_i = sch.split(y, [None, rows])
+    x_o, x_i = sch.split(x, [None, cols])
+    r_o, r_i = sch.split(reduction, [None, chunk])
+    sch.reorder(*outer, ob_o, y_o, r_o, x_o, r_i, *inner, y_i, x_i, ob_i, lanes)
+    finish_reduction(
+        sch,
+        block,
+        parallel=[*outer, ob_o, y_o],
+        tile_loop=y_o,
+        first_reduction=r_o,
+        vector=lanes,
+        unroll=[y_i, x_i, ob_i],
+        attach=attach,
+    )
 
 
 # --- generic schedules -------------------------------------------------------------------

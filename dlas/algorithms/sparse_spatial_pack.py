@@ -18,8 +18,8 @@ from tvm.script import tirx as T
 
 from .base import LANES, Algorithm, ConvSpec, largest_divisor
 from .registry import ALGORITHMS
+from .schedules import pixel_tile
 from .sparse import CSR, SparseAlgorithm, i64, to_block_csr
-from .spatial_pack import pixel_tile
 
 
 def blocks(spec: ConvSpec) -> tuple[int, int]:

@@ -18,7 +18,6 @@ from tvm import relax, s_tir, te, tirx
 from .base import (
     CHANNEL_CHUNK,
     LANES,
-    MAX_ACCUMULATORS,
     STAGE_ATTRS,
     Algorithm,
     ConvSpec,
@@ -29,7 +28,7 @@ from .base import (
     round_up,
 )
 from .registry import ALGORITHMS
-from .schedules import extent, finish_reduction
+from .schedules import extent, finish_reduction, pixel_tile, schedule_channel_tile
 
 
 def channel_blocks(spec: ConvSpec) -> tuple[int, int, int]:
@@ -38,14 +37,6 @@ def channel_blocks(spec: ConvSpec) -> tuple[int, int, int]:
     if spec.groups == 1:
         return cbi, LANES, round_up(spec.out_channels, LANES)
     return cbi, largest_divisor(spec.out_per_group, LANES), spec.out_channels
-
-
-def pixel_tile(out_h: int, out_w: int, vectors: int) -> tuple[int, int]:
-    """(rows, columns) of output pixels whose ``vectors`` accumulators fit in registers."""
-    budget = max(1, MAX_ACCUMULATORS // vectors)
-    cols = largest_divisor(out_w, min(budget, 12))
-    rows = largest_divisor(out_h, max(1, budget // cols))
-    return rows, cols
 
 
 def pack_data(
@@ -158,25 +149,19 @@ class SpatialPack(PackedAlgorithm):
             self._schedule_depthwise(sch, block)
             return
         n, ob, y, x, oi, ib, kh, kw, ii = sch.get_loops(block)
-        blocks = extent(sch, ob)
-        vectors = 2 if blocks % 2 == 0 else 1
-        rows, cols = pixel_tile(extent(sch, y), extent(sch, x), vectors)
-        ob_o, ob_i = sch.split(ob, [None, vectors])
-        y_o, y_i = sch.split(y, [None, rows])
-        x_o, x_i = sch.split(x, [None, cols])
-        # Input-channel blocks are reduced one chunk at a time over a whole row of tiles:
-        # the chunk's weights stay in L1 across the row (see base.CHANNEL_CHUNK).
+        # Input-channel blocks are reduced CHANNEL_CHUNK channels at a time (see base).
         chunk = largest_divisor(extent(sch, ib), max(1, CHANNEL_CHUNK // extent(sch, ii)))
-        ib_o, ib = sch.split(ib, [None, chunk])
-        sch.reorder(n, ob_o, y_o, ib_o, x_o, ib, kh, kw, ii, y_i, x_i, ob_i, oi)
-        finish_reduction(
+        schedule_channel_tile(
             sch,
             block,
-            parallel=[n, ob_o, y_o],
-            tile_loop=y_o,
-            first_reduction=ib_o,
-            vector=oi,
-            unroll=[y_i, x_i, ob_i],
+            outer=[n],
+            channels=ob,
+            y=y,
+            x=x,
+            lanes=oi,
+            reduction=ib,
+            chunk=chunk,
+            inner=[kh, kw, ii],
         )
 
     @staticmethod

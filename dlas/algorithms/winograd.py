@@ -23,8 +23,8 @@ from tvm import s_tir, te, tirx
 
 from .base import LANES, STAGE_ATTRS, Algorithm, ConvSpec, PackedAlgorithm, main_attrs, round_up
 from .registry import ALGORITHMS
-from .schedules import extent, finish_reduction
-from .spatial_pack import pack_data, pixel_tile
+from .schedules import extent, schedule_channel_tile
+from .spatial_pack import pack_data
 
 TILE = 4  # output pixels per tile side
 ALPHA = TILE + 2  # input pixels per tile side (3x3 kernel)
@@ -132,21 +132,17 @@ class Winograd(PackedAlgorithm):
         (transform_in,) = sch.get_producers(block)
         (transform_out,) = sch.get_consumers(block)
         n, e, ob, y, x, oi, c = sch.get_loops(block)
-        vectors = 2 if extent(sch, ob) % 2 == 0 else 1
-        rows, cols = pixel_tile(extent(sch, y), extent(sch, x), vectors)
-        ob_o, ob_i = sch.split(ob, [None, vectors])
-        y_o, y_i = sch.split(y, [None, rows])
-        x_o, x_i = sch.split(x, [None, cols])
-        c_o, c = sch.split(c, [None, min(extent(sch, c), C_CHUNK)])
-        sch.reorder(n, e, ob_o, y_o, c_o, x_o, c, y_i, x_i, ob_i, oi)
-        finish_reduction(
+        # Each output tile needs all 36 products: the output transform cannot sit in a tile.
+        schedule_channel_tile(
             sch,
             block,
-            parallel=[n, e, ob_o, y_o],
-            tile_loop=y_o,
-            first_reduction=c_o,
-            vector=oi,
-            unroll=[y_i, x_i, ob_i],
+            outer=[n, e],
+            channels=ob,
+            y=y,
+            x=x,
+            lanes=oi,
+            reduction=c,
+            chunk=min(extent(sch, c), C_CHUNK),
             attach=False,
         )
         for stage in (transform_in, transform_out):
