@@ -16,6 +16,19 @@ register_schemas()
 torch.set_num_threads(2)
 
 
+# (name, variant, input size): the CIFAR variants at 32x32, the ImageNet ones at 64x64.
+STUDY_MODELS = [
+    ("resnet18", "cifar", 32),
+    ("mobilenet_v2", "cifar", 32),
+    ("vgg16", "cifar", 32),
+    ("efficientnet_b0", "imagenet", 64),
+    ("densenet161", "imagenet", 64),
+    ("resnet50", "imagenet", 64),
+    ("mobilenet_v2", "imagenet", 64),
+    ("resnet18", "imagenet", 64),
+]
+
+
 @pytest.fixture
 def compose_cfg() -> Callable[..., DictConfig]:
     """compose_cfg(*overrides) → the composed DictConfig, as `python -m dlas.run` would see it."""

@@ -16,7 +16,7 @@ from dlas.compiler.export import export
 from dlas.data import InputSpec
 from dlas.models import create_model
 from tests.algorithms.util import KERNELS, RTOL, host_target, relative_error
-from tests.conftest import calibrate_batchnorm
+from tests.conftest import STUDY_MODELS, calibrate_batchnorm
 
 DENSE = [n for n in KERNELS if not ALGORITHMS.get(n).sparse]
 SPARSE = [n for n in KERNELS if ALGORITHMS.get(n).sparse]
@@ -96,15 +96,7 @@ def test_pruned_resnet18(pruned_resnet18, algorithm):
 
 
 # With ResNet18-CIFAR above: every dense algorithm on each of the study's seven models.
-SLOW_MODELS = [
-    ("mobilenet_v2", "cifar", 32),
-    ("vgg16", "cifar", 32),
-    ("efficientnet_b0", "imagenet", 64),
-    ("densenet161", "imagenet", 64),
-    ("resnet50", "imagenet", 64),
-    ("mobilenet_v2", "imagenet", 64),
-    ("resnet18", "imagenet", 64),
-]
+SLOW_MODELS = [m for m in STUDY_MODELS if m != ("resnet18", "cifar", 32)]
 
 
 @pytest.mark.slow

@@ -13,19 +13,7 @@ from dlas.compiler.export import export
 from dlas.data import InputSpec
 from dlas.devices.local_cpu import TVMRunner, resolve_target_dict
 from dlas.models import create_model
-from tests.conftest import calibrate_batchnorm
-
-# (name, variant, input size): the CIFAR variants at 32x32, the ImageNet ones at 64x64.
-STUDY_MODELS = [
-    ("resnet18", "cifar", 32),
-    ("mobilenet_v2", "cifar", 32),
-    ("vgg16", "cifar", 32),
-    ("efficientnet_b0", "imagenet", 64),
-    ("densenet161", "imagenet", 64),
-    ("resnet50", "imagenet", 64),
-    ("mobilenet_v2", "imagenet", 64),
-    ("resnet18", "imagenet", 64),
-]
+from tests.conftest import STUDY_MODELS, calibrate_batchnorm
 
 
 @pytest.mark.parametrize(
