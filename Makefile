@@ -6,8 +6,8 @@ ARGS   ?=
 
 .PHONY: setup run test lint ui clean cross-toolchain
 
-# The install stamp is refreshed whenever pyproject.toml changes.
-$(VENV)/.installed: pyproject.toml
+# The install stamp is refreshed whenever pyproject.toml or setup.py changes.
+$(VENV)/.installed: pyproject.toml setup.py
 	command -v aarch64-linux-gnu-g++ >/dev/null || $(MAKE) cross-toolchain
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip

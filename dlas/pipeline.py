@@ -1,6 +1,10 @@
 """One DLAS run: a walk down the stack, each stage a function of its own config group.
 
-dataset → model → compression → (export → algorithm → tuning) → device → measure → MLflow
+dataset → model → compression → (export → algorithm → tuning) → device → measure
+
+Each stage returns what it found (:mod:`dlas.results`); :func:`dlas.tracking.record` turns that
+into MLflow records as soon as the stage is done, so a run that fails later keeps what the
+stages before it found.
 """
 
 from __future__ import annotations
@@ -8,36 +12,23 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from omegaconf import DictConfig
 
+from dlas import metrics as m
 from dlas import tracking, validity
 from dlas.cache import Cache
 from dlas.config import Config, validate
-from dlas.data import DataBundle, load_dataset
-from dlas.devices import Device, Program, create_device
+from dlas.data import load_dataset
+from dlas.devices import Device, create_device
+from dlas.results import Build, Findings, Measurement, PreparedModel
 
 log = logging.getLogger(__name__)
 
 # Bump when lowering or building changes what a cached library contains.
 BUILD_VERSION = 2
-
-
-@dataclass
-class Prepared:
-    """What the ML half of the stack hands to the systems half."""
-
-    data: DataBundle
-    model: torch.nn.Module
-    compression: Any
-    checkpoint_spec: dict
-    # Dense baseline of the same checkpoint (dlas.compression.reference.DenseReference).
-    reference: Any = None
 
 
 def run(cfg: DictConfig, parent_run_id: str | None = None) -> dict[str, float]:
@@ -47,61 +38,74 @@ def run(cfg: DictConfig, parent_run_id: str | None = None) -> dict[str, float]:
     validity.check(typed)
     device = create_device(typed.device)
     device.check_available()
-    with tracking.start_run(cfg, device.describe(), parent_run_id):
+    with tracking.start_run(cfg, device.describe(), parent_run_id), device.threads():
         return walk(typed, device)
 
 
 def walk(cfg: Config, device: Device) -> dict[str, float]:
-    import mlflow
-
     cache = Cache(Path(cfg.paths.cache_dir).expanduser().resolve())
-    metrics: dict[str, float] = {}
     started = time.perf_counter()
+    found = Findings()
+    if (threads := device.thread_count()) is not None:
+        found.metrics[m.DEVICE_THREADS] = float(threads)
+    tracking.record(found)
 
-    prepared = prepare_model(cfg, cache, metrics)
-    program = compile_program(cfg, prepared, device, cache, metrics)
+    prepared = prepare_model(cfg, cache)
+    found.merge(tracking.record(prepared.findings))
+    build = compile_program(cfg, prepared, device, cache)
+    found.merge(tracking.record(build.findings))
     if cfg.device.measure:
-        measure(cfg, prepared, device, program, metrics)
-    _log_compression(cfg, prepared, metrics)
-    metrics["run/seconds"] = time.perf_counter() - started
-    mlflow.log_metrics(metrics)
-    return metrics
+        found.merge(tracking.record(measure(cfg, prepared, device, build).findings))
+    found.merge(tracking.record(compare_to_dense(cfg, prepared, found.metrics)))
+    return found.merge(
+        tracking.record(Findings(metrics={m.RUN_SECONDS: time.perf_counter() - started}))
+    ).metrics
 
 
 # --- ML side: dataset, model, compression --------------------------------------------------
-def prepare_model(cfg: Config, cache: Cache, metrics: dict[str, float]) -> Prepared:
-    import mlflow
-
+def prepare_model(cfg: Config, cache: Cache) -> PreparedModel:
     from dlas.compression import create_compression
     from dlas.compression.reference import DenseReference
     from dlas.models import evaluate, load_or_train, model_stats
+    from dlas.models.registry import resolve_variant, variant_fallback
 
+    found = Findings()
     data = load_dataset(cfg.dataset)
+    if variant_fallback(cfg.model.name, cfg.model.variant, cfg.dataset.image_size):
+        log.warning(
+            "model=%s has no CIFAR form: model.variant=auto uses its ImageNet form at %d px",
+            cfg.model.name,
+            cfg.dataset.image_size,
+        )
+        found.tags["model.variant_fallback"] = "imagenet (no CIFAR form)"
+    found.tags["model.variant"] = resolve_variant(
+        cfg.model.variant, cfg.dataset.image_size, cfg.model.name
+    )
     start = time.perf_counter()
     model, origin = load_or_train(cfg.model, cfg.dataset, data, cache)
-    mlflow.set_tag("model.checkpoint_cache_hit", str(origin["cache_hit"]).lower())
-    metrics["train/seconds"] = time.perf_counter() - start
+    found.tags["model.checkpoint_cache_hit"] = str(origin["cache_hit"]).lower()
+    found.metrics[m.TRAIN_SECONDS] = time.perf_counter() - start
+    checkpoint_spec = origin.get("spec", {})
 
     compression = create_compression(cfg.compression)
-    compression.bind(cache, origin.get("spec", {}))
-    reference = DenseReference.open(cache, origin.get("spec", {}), cfg.dataset.test_limit)
+    compression.bind(cache, checkpoint_spec)
+    reference = DenseReference.open(cache, checkpoint_spec, cfg.dataset.test_limit)
     if not compression.baseline:  # before apply_torch: pruning works in place
         reference.ensure_pytorch(model, data, cfg.dataset.test_limit)
     dense_stats = model_stats(model, data.spec.shape)
     model = compression.apply_torch(model, data, cfg.dataset.train).eval()
-    stats = model_stats(model, data.spec.shape)
-    metrics.update(stats)
-    metrics["model/dense_macs"] = dense_stats["model/macs"]
-    metrics.update(compression.metrics)
+    found.metrics.update(model_stats(model, data.spec.shape))
+    found.metrics[m.DENSE_MACS] = dense_stats[m.MACS]
+    found.metrics.update(compression.metrics)
     if data.labelled:
         acc = evaluate(model, data, cfg.dataset.test_limit)
-        metrics["accuracy/pytorch_top1"] = acc["top1"]
-        metrics["accuracy/pytorch_top5"] = acc["top5"]
-    return Prepared(data, model, compression, origin.get("spec", {}), reference)
+        found.metrics[m.PYTORCH_TOP1] = acc["top1"]
+        found.metrics[m.PYTORCH_TOP5] = acc["top5"]
+    return PreparedModel(data, model, compression, checkpoint_spec, reference, found)
 
 
 # --- systems side: export, algorithm, tuning, build ----------------------------------------
-def build_spec(cfg: Config, prepared: Prepared, target: Any) -> dict:
+def build_spec(cfg: Config, prepared: PreparedModel, target: Any) -> dict:
     """Exactly the config a built library depends on."""
     return {
         "build_version": BUILD_VERSION,
@@ -113,45 +117,37 @@ def build_spec(cfg: Config, prepared: Prepared, target: Any) -> dict:
     }
 
 
-def compile_program(
-    cfg: Config, prepared: Prepared, device: Device, cache: Cache, metrics: dict[str, float]
-) -> Program:
-    import mlflow
-
+def compile_program(cfg: Config, prepared: PreparedModel, device: Device, cache: Cache) -> Build:
     from dlas.tuning import TuneContext, create_tuner
 
     tuner = create_tuner(cfg.tuning)
-    work_dir = cache.root / "work"
-    ctx = TuneContext(cache=cache, work_dir=work_dir, device=device)
+    ctx = TuneContext(cache=cache, work_dir=cache.root / "work", device=device)
     start = time.perf_counter()
-    if not tuner.uses_tvm:
-        mlflow.set_tag("dlas.algorithm.applies", "false")
+    if tuner.uses_tvm:
+        build = _compile_tvm(cfg, prepared, device, tuner, ctx, cache)
+    else:
         log.warning(
             "tuning=%s runs outside TVM: algorithm=%s does not apply to it",
             cfg.tuning.name,
             cfg.algorithm.name,
         )
         program = tuner.wrap(prepared.model, prepared.data.spec, ctx)
-    else:
-        program = _compile_tvm(cfg, prepared, device, tuner, ctx, cache)
-    metrics["compile/seconds"] = time.perf_counter() - start
-    metrics.update(ctx.metrics)
-    for name, path in ctx.artifacts.items():
-        (mlflow.log_artifacts if Path(path).is_dir() else mlflow.log_artifact)(str(path), name)
-    return program
+        build = Build(program, None, Findings(tags={"dlas.algorithm.applies": "false"}))
+    build.findings.metrics[m.COMPILE_SECONDS] = time.perf_counter() - start
+    build.findings.metrics.update(ctx.metrics)
+    build.findings.files.update(ctx.artifacts)
+    return build
 
 
 def _compile_tvm(
-    cfg: Config, prepared: Prepared, device: Device, tuner: Any, ctx: Any, cache: Cache
-) -> Program:
-    import mlflow
-
+    cfg: Config, prepared: PreparedModel, device: Device, tuner: Any, ctx: Any, cache: Cache
+) -> Build:
     target = device.target
     spec = build_spec(cfg, prepared, target)
     entry = cache.entry("compiled", spec, "")
     library = entry / "model.so"
-    if library.exists():
-        mlflow.set_tag("compile.cache_hit", "true")
+    hit = library.exists()
+    if hit:
         # The device loads it: a library for a remote board's triple may not load here.
         program = device.load_library(library)
         if (entry / "compression.json").exists():
@@ -159,7 +155,6 @@ def _compile_tvm(
                 json.loads((entry / "compression.json").read_text())
             )
     else:
-        mlflow.set_tag("compile.cache_hit", "false")
         from dlas.algorithms import lower
         from dlas.compiler.export import export
 
@@ -171,7 +166,7 @@ def _compile_tvm(
                     cfg.dataset.calibration_samples, batch_size=1
                 )
             ]
-            if _needs_calibration(prepared)
+            if prepared.compression.needs_calibration
             else []
         )
         mod = prepared.compression.apply_relax(mod, calibration)
@@ -184,123 +179,118 @@ def _compile_tvm(
             schedule=tuner.default_schedules and target.kind.name == "llvm",
         )
         program = tuner.compile(lowered, target, ctx)
-        _store_build(entry, spec, mod, lowered, program, cfg, device)
-        # What apply_relax found (quantized layers...): a cache hit skips apply_relax.
-        (entry / "compression.json").write_text(
-            json.dumps(prepared.compression.relax_report(), default=str)
-        )
+        _store_build(entry, spec, mod, lowered, program, cfg, device, prepared)
         program.library = str(library)
-    _log_build(entry, cfg)
-    return program
-
-
-def _needs_calibration(prepared: Prepared) -> bool:
-    return bool(getattr(prepared.compression, "needs_calibration", False))
+    return Build(program, entry, _build_findings(entry, cfg, hit))
 
 
 def _store_build(
-    entry: Path, spec: dict, mod: Any, lowered: Any, program: Program, cfg: Config, device: Device
+    entry: Path,
+    spec: dict,
+    mod: Any,
+    lowered: Any,
+    program: Any,
+    cfg: Config,
+    device: Device,
+    prepared: PreparedModel,
 ) -> None:
-    """Write library, per-layer table and IR into a fresh folder, then move it into place."""
+    """Write library, per-layer table, IR and what apply_relax found (a cache hit skips
+    apply_relax) into a fresh folder, then move it into place."""
+    import shutil
+
     tmp = entry.with_name(entry.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     # Linked for the device's triple (its cross compiler, if any).
     device.export_library(program.executable, tmp / "model.so")
     (tmp / "layers.json").write_text(json.dumps(lowered.layers, indent=1, default=str))
+    (tmp / "compression.json").write_text(
+        json.dumps(prepared.compression.relax_report(), default=str)
+    )
     if cfg.tracking.log_ir:
         (tmp / "relax.py").write_text(mod.script(show_meta=False))
         (tmp / "lowered.py").write_text(lowered.mod.script(show_meta=False))
     (tmp / "spec.json").write_text(json.dumps(spec, indent=1, default=str))
     if entry.exists():
-        import shutil
-
         shutil.rmtree(entry)
     tmp.rename(entry)
 
 
-def _log_build(entry: Path, cfg: Config) -> None:
-    import mlflow
-
+def _build_findings(entry: Path, cfg: Config, cache_hit: bool) -> Findings:
+    found = Findings(tags={"compile.cache_hit": str(cache_hit).lower()})
     layers = json.loads((entry / "layers.json").read_text())
     if layers:
-        mlflow.log_table(
-            {k: [str(row.get(k, "")) for row in layers] for k in layers[0]}, "algorithm/layers.json"
-        )
-        fallbacks = sum(1 for row in layers if row.get("fallback"))
-        mlflow.log_metric("algorithm/fallback_layers", fallbacks)
+        found.tables["algorithm/layers.json"] = {
+            k: [str(row.get(k, "")) for row in layers] for k in layers[0]
+        }
+        found.metrics["algorithm/fallback_layers"] = sum(1 for row in layers if row.get("fallback"))
     if cfg.tracking.log_library:
-        mlflow.log_artifact(str(entry / "model.so"), "compiled")
+        found.files["compiled/model.so"] = entry / "model.so"
     for name in ("relax.py", "lowered.py"):
         if (entry / name).exists():
-            mlflow.log_artifact(str(entry / name), "ir")
-
-
-def _log_compression(cfg: Config, prepared: Prepared, metrics: dict[str, float]) -> None:
-    """Compression metrics and per-layer tables (both sides), and the drop vs dense."""
-    import mlflow
-
-    compression = prepared.compression
-    metrics.update(compression.metrics)
-    for name, table in compression.tables.items():
-        mlflow.log_table(table, name)
-    if prepared.reference is None:
-        return
-    if compression.baseline:
-        prepared.reference.record_dense(
-            metrics,
-            {"algorithm": cfg.algorithm.name, "tuning": cfg.tuning.name, "device": cfg.device.name},
-        )
-        return
-    drops, kind = prepared.reference.drops(metrics)
-    metrics.update(drops)
-    if kind:
-        mlflow.set_tag("accuracy.dense_reference", kind)
+            found.files[f"ir/{name}"] = entry / name
+    return found
 
 
 # --- hardware: latency and accuracy on the device ------------------------------------------
-def measure(
-    cfg: Config, prepared: Prepared, device: Device, program: Program, metrics: dict[str, float]
-) -> None:
-    import mlflow
-
+def measure(cfg: Config, prepared: PreparedModel, device: Device, build: Build) -> Measurement:
     from dlas.measure import compiled_accuracy, latency_stats, logit_agreement, measure_latency
 
     data = prepared.data
+    found = Findings()
     if cfg.eval.eager_baseline and device.cfg.kind == "local":
         # Timed first: TVM's worker threads keep spinning for a while after each call and
         # would steal the cores from PyTorch's OpenMP threads.
-        metrics["latency/pytorch_eager_median_ms"] = _eager_latency(cfg, prepared)
-    with device.load(program) as runner:
+        found.metrics[m.EAGER_LATENCY] = _eager_latency(cfg, prepared, device)
+    with device.load(build.program) as runner:
         samples = measure_latency(runner, data, cfg.device.warmup_runs, cfg.device.timed_runs)
-        metrics.update(latency_stats(samples))
-        mlflow.log_dict(
-            {"unit": "ms", "warmup_runs": cfg.device.warmup_runs, "samples": samples},
-            "latency/samples.json",
-        )
+        found.metrics.update(latency_stats(samples))
+        found.documents["latency/samples.json"] = {
+            "unit": "ms",
+            "warmup_runs": cfg.device.warmup_runs,
+            "samples": samples,
+        }
         if data.labelled:
-            metrics.update(compiled_accuracy(runner, data, cfg.dataset.test_limit))
-        metrics.update(logit_agreement(runner, prepared.model, data, cfg.eval.compare_samples))
-    if "latency/pytorch_eager_median_ms" in metrics:
-        metrics["latency/speedup_vs_eager"] = (
-            metrics["latency/pytorch_eager_median_ms"] / metrics["latency/median_ms"]
+            found.metrics.update(compiled_accuracy(runner, data, cfg.dataset.test_limit))
+        found.metrics.update(
+            logit_agreement(runner, prepared.model, data, cfg.eval.compare_samples)
         )
+    if m.EAGER_LATENCY in found.metrics:
+        found.metrics[m.SPEEDUP_VS_EAGER] = (
+            found.metrics[m.EAGER_LATENCY] / found.metrics[m.LATENCY]
+        )
+    return Measurement(samples, found)
 
 
-def _eager_latency(cfg: Config, prepared: Prepared) -> float:
-    """PyTorch eager on the same model, input and protocol, in this process."""
-    from dlas.devices.local_cpu import PythonRunner
+def _eager_latency(cfg: Config, prepared: PreparedModel, device: Device) -> float:
+    """PyTorch eager (the tuning=pytorch baseline) on the same model, input, protocol and
+    threads, in this process."""
+    import numpy as np
 
-    model = prepared.model
+    from dlas.config.schema import TuningConfig
+    from dlas.measure import measure_latency
+    from dlas.tuning import TuneContext, create_tuner
 
-    def forward(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return model(torch.from_numpy(x)).numpy()
-
-    x = next(iter(prepared.data.test_loader(batch_size=1)))[0].numpy()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.device.num_threads or threads)  # the same cores TVM gets
-    try:
-        samples = PythonRunner(forward).time(x, cfg.device.warmup_runs, cfg.device.timed_runs)
-    finally:
-        torch.set_num_threads(threads)
+    eager = create_tuner(TuningConfig(name="pytorch"))
+    ctx = TuneContext(device=device)
+    program = eager.wrap(prepared.model, prepared.data.spec, ctx)
+    with device.load(program) as runner:
+        samples = measure_latency(
+            runner, prepared.data, cfg.device.warmup_runs, cfg.device.timed_runs
+        )
     return float(np.median(samples))
+
+
+def compare_to_dense(cfg: Config, prepared: PreparedModel, metrics: dict[str, float]) -> Findings:
+    """Compression metrics and per-layer tables (both sides), and the drop vs dense: a dense
+    run becomes the reference of the compressed runs of its checkpoint."""
+    compression = prepared.compression
+    found = Findings(metrics=dict(compression.metrics), tables=dict(compression.tables))
+    if compression.baseline:
+        made_by = {"algorithm": cfg.algorithm.name, "tuning": cfg.tuning.name}
+        prepared.reference.record_dense(metrics, {**made_by, "device": cfg.device.name})
+        return found
+    drops, kind = prepared.reference.drops(metrics)
+    found.metrics.update(drops)
+    if kind:
+        found.tags["accuracy.dense_reference"] = kind
+    return found

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 import hydra
@@ -10,6 +11,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from dlas import metrics as m
+from dlas.cli import preflight
 from dlas.config import register_schemas
 from dlas.search.context import sweep_parent_run_id
 
@@ -21,8 +24,10 @@ def _in_sweep() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> dict[str, Any]:
+@hydra.main(version_base="1.3", config_path="pkg://dlas.conf", config_name="config")
+def run_job(cfg: DictConfig) -> dict[str, Any]:
+    """One job: its metrics, or in a sweep the reason it was skipped or failed (the sweep
+    goes on; a failed job is already recorded as a FAILED MLflow run)."""
     from dlas import pipeline
     from dlas.validity import InvalidCombination
 
@@ -37,13 +42,18 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     except Exception as exc:
         if not _in_sweep():
             raise
-        # Already recorded as a FAILED MLflow run; the sweep goes on with the next job.
         log.error("job failed: %s: %s", type(exc).__name__, exc)
         return {"status": "FAILED", "reason": f"{type(exc).__name__}: {exc}"}
-    for key in ("accuracy/top1", "latency/median_ms", "latency/pytorch_eager_median_ms"):
+    for key in (m.TOP1, m.LATENCY, m.EAGER_LATENCY):
         if key in metrics:
             log.info("%s = %.4g", key, metrics[key])
     return {"status": "FINISHED", **metrics}
+
+
+def main() -> None:
+    """The ``dlas`` command: dlas's own --help and option hints, then Hydra."""
+    preflight(sys.argv[1:])
+    run_job()
 
 
 if __name__ == "__main__":

@@ -11,13 +11,19 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from dlas.layers import GROUPS, choices
+
+if TYPE_CHECKING:
+    from dlas.results import Findings
+
 log = logging.getLogger(__name__)
 
-LAYERS = ("dataset", "model", "compression", "algorithm", "tuning", "device")
+# Kept for callers that read the group names from here; the table lives in dlas.layers.
+LAYERS = GROUPS
 
 
 def tracking_uri(cfg: DictConfig) -> str:
@@ -53,7 +59,8 @@ def flatten(cfg: DictConfig) -> dict[str, str]:
 
 
 def run_name(cfg: DictConfig) -> str:
-    return cfg.tracking.run_name or "-".join(str(cfg[layer].name) for layer in LAYERS[1:])
+    picked = choices(cfg)
+    return cfg.tracking.run_name or "-".join(picked[group] for group in GROUPS[1:])
 
 
 def _git_commit() -> str:
@@ -115,7 +122,7 @@ def start_run(
     import mlflow
 
     experiment_id = setup(cfg)
-    tags = {f"dlas.{layer}": str(cfg[layer].name) for layer in LAYERS}
+    tags = {f"dlas.{group}": name for group, name in choices(cfg).items()}
     tags.update(_version_tags())
     tags.update(extra_tags or {})
     run = mlflow.start_run(
@@ -143,3 +150,39 @@ def mark_failed(exc: BaseException) -> None:
     message = str(exc).strip() or type(exc).__name__
     mlflow.set_tags({"error.type": type(exc).__name__, "error.message": message[:5000]})
     mlflow.log_text("".join(traceback.format_exception(exc)), "error.txt")
+
+
+def record(found: Findings) -> Findings:
+    """Everything a stage found → the active MLflow run: metrics, tags, tables, JSON documents
+    and files (a folder's content lands under its key; a file lands at its key's path)."""
+    import mlflow
+
+    if found.metrics:
+        mlflow.log_metrics(found.metrics)
+    if found.tags:
+        mlflow.set_tags(found.tags)
+    for name, table in found.tables.items():
+        mlflow.log_table(table, name)
+    for name, document in found.documents.items():
+        mlflow.log_dict(document, name)
+    for key, path in found.files.items():
+        if path.is_dir():
+            mlflow.log_artifacts(str(path), key)
+        else:
+            _log_file_as(path, key)
+    return found
+
+
+def _log_file_as(path: Path, key: str) -> None:
+    import shutil
+    import tempfile
+
+    import mlflow
+
+    folder, _, name = key.rpartition("/")
+    if name == path.name:
+        mlflow.log_artifact(str(path), folder or None)
+        return
+    with tempfile.TemporaryDirectory() as tmp:  # MLflow names an artifact after its file
+        shutil.copy(path, Path(tmp) / name)
+        mlflow.log_artifact(str(Path(tmp) / name), folder or None)

@@ -5,9 +5,11 @@ Each rule looks at the typed config only, so it answers before any expensive sta
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 
 from dlas.config.schema import Config
+from dlas.layers import LAYERS
 
 
 class InvalidCombination(ValueError):
@@ -34,6 +36,50 @@ def algorithms_run(cfg: Config) -> list[str]:
         return resolve(cfg.algorithm).algorithms()
     except ValueError:
         return []
+
+
+@rule
+def options_are_registered(cfg: Config) -> str | None:
+    """Every layer's option names registered code: a typo fails here, before any data is
+    loaded or model trained (the other rules leave unknown names to this one)."""
+    reasons = []
+    for layer in LAYERS:
+        chosen = layer.implementation(getattr(cfg, layer.group))
+        known = layer.registered()
+        if chosen in known:
+            continue
+        close = difflib.get_close_matches(chosen, known, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        shown = known if len(known) <= 40 else [n for n in known if n in layer.registry]
+        reasons.append(
+            f"{layer.group}.{layer.key}={chosen!r} is not a registered {layer.group} "
+            f"option{hint}; registered: {', '.join(shown)}"
+        )
+    return "; ".join(reasons) or None
+
+
+@rule
+def model_variant_exists(cfg: Config) -> str | None:
+    from dlas.models.registry import has_cifar_variant
+
+    if cfg.model.variant != "cifar" or has_cifar_variant(cfg.model.name):
+        return None
+    return (
+        f"model={cfg.model.name} has no CIFAR variant in dlas: use model.variant=imagenet or "
+        "auto (auto picks the ImageNet form for such models)"
+    )
+
+
+@rule
+def metaschedule_components_exist(cfg: Config) -> str | None:
+    from dlas.tuning.metaschedule import BUILDERS, RUNNERS
+
+    reasons = []
+    for option, known in (("builder", BUILDERS), ("runner", RUNNERS)):
+        chosen = getattr(cfg.tuning, option, None)
+        if chosen is not None and chosen not in known:
+            reasons.append(f"tuning.{option}={chosen!r}: expected one of {', '.join(known)}")
+    return "; ".join(reasons) or None
 
 
 @rule
@@ -75,7 +121,7 @@ def baselines_run_in_this_process(cfg: Config) -> str | None:
 
     if cfg.device.kind == "local" or cfg.tuning.name not in TUNERS:
         return None
-    if getattr(TUNERS.get(cfg.tuning.name), "uses_tvm", True):
+    if TUNERS.get(cfg.tuning.name).uses_tvm:
         return None
     return (
         f"tuning={cfg.tuning.name} runs outside TVM, in this process on this CPU; "
@@ -92,7 +138,7 @@ def relax_compression_needs_tvm(cfg: Config) -> str | None:
     if cfg.compression.name not in COMPRESSIONS or cfg.tuning.name not in TUNERS:
         return None
     compression = COMPRESSIONS.get(cfg.compression.name)
-    if not compression.acts_on_relax or getattr(TUNERS.get(cfg.tuning.name), "uses_tvm", True):
+    if not compression.acts_on_relax or TUNERS.get(cfg.tuning.name).uses_tvm:
         return None
     torch_side = [n for n in COMPRESSIONS.names() if not COMPRESSIONS.get(n).acts_on_relax]
     return (
@@ -112,8 +158,7 @@ def algorithm_supports_compute_dtypes(cfg: Config) -> str | None:
     needed = COMPRESSIONS.get(cfg.compression.name).compute_dtypes
 
     def supports(name: str) -> bool:
-        # Algorithms declare `dtypes` only when they are not dtype-generic.
-        dtypes = getattr(ALGORITHMS.get(name), "dtypes", None)
+        dtypes = ALGORITHMS.get(name).dtypes
         return dtypes is None or all(d in dtypes for d in needed)
 
     lacking = [n for n in algorithms_run(cfg) if not supports(n)]

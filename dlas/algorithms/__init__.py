@@ -18,8 +18,17 @@ from . import (  # noqa: F401  (each module registers its algorithm)
     spatial_pack,
     winograd,
 )
-from .base import Algorithm, ConvSpec
-from .lowering import LoweredModule, lower, resolve
+from .base import Algorithm
+from .lowering import LoweredModule, lower, resolve, schedule_defaults
 from .registry import ALGORITHMS
+from .shapes import ConvSpec
 
-__all__ = ["ALGORITHMS", "Algorithm", "ConvSpec", "LoweredModule", "lower", "resolve"]
+__all__ = [
+    "ALGORITHMS",
+    "Algorithm",
+    "ConvSpec",
+    "LoweredModule",
+    "lower",
+    "resolve",
+    "schedule_defaults",
+]

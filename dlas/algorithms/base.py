@@ -10,183 +10,16 @@ scheduler can find it again inside a fused PrimFunc.
 from __future__ import annotations
 
 import copy
-import math
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-from tvm import relax, s_tir, te, tirx
+from tvm import relax, s_tir, te
 
+from . import dense
 from .constants import value_of
+from .legalize import call_te, default_legalize
 from .registry import ALGORITHMS
-
-# fp32 lanes of an AVX-512 register: the width every vectorized inner loop is built around.
-LANES = 16
-# Vector accumulators kept live in one register tile (32 zmm registers minus loads/broadcasts).
-MAX_ACCUMULATORS = 24
-# Input channels reduced per pass over a row of output tiles. A tile that walked every input
-# plane before moving on touches more pages than the TLB holds, and streams all its weights
-# from L2; chunked, a row's partial sums wait in L1 and the chunk's weights stay there.
-CHANNEL_CHUNK = 16
-
-# Block annotations that mark what the scheduler must find in a fused PrimFunc.
-ALGORITHM_KEY = "dlas.algorithm"
-OP_KEY = "dlas.op"
-# Producer stages (pad, im2col, data packing) that must stay separate loop nests.
-STAGE_KEY = "dlas.stage"
-# On a stage whose last axis flattens (rows, columns): the row length, so the generic
-# schedule splits it back and vectorizes along contiguous columns.
-ROW_KEY = "dlas.row"
-
-
-def main_attrs(algorithm: str, op: str) -> dict[str, Any]:
-    return {ALGORITHM_KEY: algorithm, OP_KEY: op}
-
-
-STAGE_ATTRS = {STAGE_KEY: 1}
-
-# Columns of LoweredModule.layers (the sparse algorithms add "sparsity").
-ROW_COLUMNS = (
-    "op", "data_shape", "weight_shape", "strides", "padding", "groups", "algorithm", "fallback",
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class ConvSpec:
-    """Static description of one NCHW/OIHW conv2d call."""
-
-    batch: int
-    in_channels: int
-    height: int
-    width: int
-    out_channels: int
-    kernel_h: int
-    kernel_w: int
-    strides: tuple[int, int]
-    padding: tuple[int, int, int, int]  # top, left, bottom, right
-    dilation: tuple[int, int]
-    groups: int
-    dtype: str
-    out_dtype: str
-
-    @classmethod
-    def from_call(cls, call: relax.Call) -> ConvSpec | None:
-        """None when the call is outside what the algorithms implement (layout, dynamic shape)."""
-        attrs = call.attrs
-        if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW"):
-            return None
-        data, weight = call.args[0].ty, call.args[1].ty
-        try:
-            n, c, h, w = (int(v) for v in data.shape)
-            o, _, kh, kw = (int(v) for v in weight.shape)
-        except (TypeError, ValueError):
-            return None
-        out_dtype = str(call.ty.dtype)  # out_dtype attr resolved (it may be unset)
-        return cls(
-            n,
-            c,
-            h,
-            w,
-            o,
-            kh,
-            kw,
-            tuple(int(s) for s in attrs.strides),
-            tuple(int(p) for p in attrs.padding),
-            tuple(int(d) for d in attrs.dilation),
-            int(attrs.groups),
-            str(data.dtype),
-            out_dtype,
-        )
-
-    @property
-    def in_per_group(self) -> int:
-        return self.in_channels // self.groups
-
-    @property
-    def out_per_group(self) -> int:
-        return self.out_channels // self.groups
-
-    @property
-    def depthwise(self) -> bool:
-        return self.groups > 1 and self.in_per_group == 1 and self.out_per_group == 1
-
-    @property
-    def out_h(self) -> int:
-        span = (self.kernel_h - 1) * self.dilation[0] + 1
-        return (self.height + self.padding[0] + self.padding[2] - span) // self.strides[0] + 1
-
-    @property
-    def out_w(self) -> int:
-        span = (self.kernel_w - 1) * self.dilation[1] + 1
-        return (self.width + self.padding[1] + self.padding[3] - span) // self.strides[1] + 1
-
-    @property
-    def reduction(self) -> int:
-        """Length of one output's dot product."""
-        return self.in_per_group * self.kernel_h * self.kernel_w
-
-    @property
-    def weight_shape(self) -> tuple[int, int, int, int]:
-        return (self.out_channels, self.in_per_group, self.kernel_h, self.kernel_w)
-
-    def row(self) -> dict[str, Any]:
-        """The layer-table columns that describe the convolution itself."""
-        return {
-            "op": "conv2d",
-            "data_shape": [self.batch, self.in_channels, self.height, self.width],
-            "weight_shape": list(self.weight_shape),
-            "strides": list(self.strides),
-            "padding": list(self.padding),
-            "groups": self.groups,
-        }
-
-
-def round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
-
-
-def largest_divisor(value: int, limit: int) -> int:
-    """Largest divisor of ``value`` that is <= ``limit`` (at least 1)."""
-    for d in range(max(1, min(value, limit)), 0, -1):
-        if value % d == 0:
-            return d
-    return 1
-
-
-def vector_width(extent: int) -> int:
-    """Lanes to use for a dimension of this size: the smallest power of two covering it, <= 16."""
-    return min(LANES, 1 << max(0, math.ceil(math.log2(max(extent, 1)))))
-
-
-def padded_input(
-    data: te.Tensor, spec: ConvSpec, height: int | None = None, width: int | None = None
-) -> te.Tensor:
-    """Zero-padded NCHW input, optionally wider/taller than the conv needs (tile tails)."""
-    top, left, bottom, right = spec.padding
-    h_total = max(spec.height + top + bottom, height or 0)
-    w_total = max(spec.width + left + right, width or 0)
-    if (h_total, w_total) == (spec.height, spec.width):
-        return data
-    zero = tirx.const(0, data.dtype)
-
-    def value(n, c, h, w):
-        inside = tirx.all(h >= top, h < spec.height + top, w >= left, w < spec.width + left)
-        return tirx.if_then_else(inside, data[n, c, h - top, w - left], zero)
-
-    return te.compute(
-        (spec.batch, spec.in_channels, h_total, w_total), value, name="pad", attrs=STAGE_ATTRS
-    )
-
-
-def call_te(
-    bb: relax.BlockBuilder,
-    compute: Any,
-    *tensors: relax.Expr,
-    spec: ConvSpec,
-    name: str | None = None,
-) -> relax.Expr:
-    """``bb.call_te`` with the ConvSpec bound by closure (call_te only converts tensors)."""
-    return bb.call_te(lambda *ts: compute(*ts, spec), *tensors, primfunc_name_hint=name)
+from .shapes import ROW_COLUMNS, ConvSpec
 
 
 class Algorithm:
@@ -199,6 +32,8 @@ class Algorithm:
 
     name: ClassVar[str] = ""
     sparse: ClassVar[bool] = False
+    # Input dtypes the kernels compute in; None: any (the TE compute is dtype-generic).
+    dtypes: ClassVar[tuple[str, ...] | None] = None
     # Needs the weights' values at compile time (packing, CSR); else direct runs the layer.
     packs_weights: ClassVar[bool] = True
     # Has no kernel of its own: picks one of the other algorithms for each layer.
@@ -219,12 +54,10 @@ class Algorithm:
 
     # --- legalization ------------------------------------------------------------------
     def conv2d(self, bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
-        from . import lowering  # the default-legalization fallback lives there
-
         spec = ConvSpec.from_call(call)
         if spec is None:
             self.record({"op": "conv2d", "algorithm": "topi", "fallback": "not static NCHW/OIHW"})
-            return lowering.default_legalize(bb, call)
+            return default_legalize(bb, call)
         weight = value_of(call.args[1])
         impl, reason = self.select(spec)
         if weight is None and impl.packs_weights:
@@ -237,9 +70,10 @@ class Algorithm:
         return out
 
     def dense(self, bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
-        from . import dense
-
-        return dense.legalize_matmul(self, bb, call)
+        out, row = dense.legalize_matmul(bb, call)
+        if row is not None:
+            self.record(row)
+        return out
 
     def select(self, spec: ConvSpec) -> tuple[Algorithm, str]:
         """The algorithm that really runs this conv, and why if it is not this one."""

@@ -9,65 +9,37 @@ registers across the K loop.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from tvm import relax, s_tir, te
 
-from .base import LANES, largest_divisor, main_attrs, round_up
 from .constants import value_of
+from .legalize import default_legalize, dense_row, matmul_shapes, out_dtype
 from .schedules import extent, finish_reduction
-
-if TYPE_CHECKING:
-    from .base import Algorithm
+from .shapes import LANES, largest_divisor, main_attrs, round_up
 
 # Accumulator vectors per tile: rows x 16-column panels.
 MAX_PANELS = 4
 MAX_ROWS = 4
 
 
-def matmul_shapes(call: relax.Call) -> tuple[int, int, int] | None:
-    """(M, K, N) of a 2-D x 2-D matmul with static shapes, else None."""
-    a, b = call.args[0].ty, call.args[1].ty
-    if a.ndim != 2 or b.ndim != 2:
-        return None
-    try:
-        (m, k), (k2, n) = ((int(d) for d in s.shape) for s in (a, b))
-    except (TypeError, ValueError):
-        return None
-    return (m, k, n) if k == k2 else None
-
-
-def dense_row(m: int, k: int, n: int) -> dict[str, Any]:
-    return {
-        "op": "dense",
-        "data_shape": [m, k],
-        "weight_shape": [n, k],
-        "strides": None,
-        "padding": None,
-        "groups": 1,
-    }
-
-
-def legalize_matmul(algo: Algorithm, bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
-    from .lowering import default_legalize
-
+def legalize_matmul(
+    bb: relax.BlockBuilder, call: relax.Call
+) -> tuple[relax.Expr, dict[str, Any] | None]:
+    """The dense layer through the GEMM path, and its layer-table row (None: not a dense
+    layer, e.g. a batched attention matmul, which TOPI computes and the generic schedule
+    handles)."""
     shapes = matmul_shapes(call)
     if shapes is None:
-        # Batched matmuls (attention) are not dense layers: TOPI compute + generic schedule.
-        return default_legalize(bb, call)
+        return default_legalize(bb, call), None
     row = dense_row(*shapes)
     weight = value_of(call.args[1])
     if weight is None:
-        algo.record({**row, "algorithm": "topi", "fallback": "weights are not constants"})
-        return default_legalize(bb, call)
+        row = {**row, "algorithm": "topi", "fallback": "weights are not constants"}
+        return default_legalize(bb, call), row
     out = emit_dense(bb, call.args[0], weight, out_dtype(call))
-    algo.record({**row, "algorithm": "gemm", "fallback": ""})
-    return out
-
-
-def out_dtype(call: relax.Call) -> str:
-    return str(call.ty.dtype)  # the out_dtype attribute, resolved
+    return out, {**row, "algorithm": "gemm", "fallback": ""}
 
 
 def emit_dense(

@@ -17,22 +17,21 @@ from typing import Any
 import numpy as np
 from tvm import relax, s_tir, te
 
-from .base import (
+from .base import Algorithm
+from .legalize import call_te, padded_input
+from .packing import channel_blocks, unpack
+from .registry import ALGORITHMS
+from .schedules import extent, finish_reduction, schedule_channel_tile
+from .shapes import (
     CHANNEL_CHUNK,
     LANES,
     MAX_ACCUMULATORS,
-    Algorithm,
     ConvSpec,
-    call_te,
     largest_divisor,
     main_attrs,
-    padded_input,
     round_up,
     vector_width,
 )
-from .registry import ALGORITHMS
-from .schedules import extent, finish_reduction, schedule_channel_tile
-from .spatial_pack import channel_blocks, unpack
 
 MAX_WIDTH_VECTORS = 4
 

@@ -13,20 +13,11 @@ from __future__ import annotations
 import numpy as np
 from tvm import s_tir, te, tirx
 
-from .base import (
-    LANES,
-    ROW_KEY,
-    STAGE_ATTRS,
-    Algorithm,
-    ConvSpec,
-    PackedAlgorithm,
-    largest_divisor,
-    main_attrs,
-    round_up,
-)
+from .base import Algorithm, PackedAlgorithm
 from .dense import schedule_dense
 from .registry import ALGORITHMS
 from .schedules import extent, schedule_channel_tile
+from .shapes import LANES, ROW_KEY, STAGE_ATTRS, ConvSpec, largest_divisor, main_attrs, round_up
 
 VIEW_KEY = "dlas.view"
 K_CHUNK = 144  # 16 input channels of a 3x3 kernel  # an im2col that is a plain view of the input: inline it

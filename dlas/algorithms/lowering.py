@@ -23,12 +23,6 @@ class LoweredModule:
     layers: list[dict[str, Any]] = field(default_factory=list)
 
 
-def default_legalize(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
-    """TVM's own legalization of ``call`` (TOPI compute); the generic schedule handles it."""
-    legalize = tvm.ir.Op.get(call.op.name).get_attr("FLegalize")
-    return legalize(bb, call)
-
-
 def resolve(algorithm: str | Any | Algorithm | type[Algorithm]) -> Algorithm:
     """A fresh instance, so that ``layers`` only describes this lowering.
 
@@ -73,5 +67,11 @@ def lower(
     with target:
         mod = tvm.transform.Sequential(passes)(mod)
     if schedule:
-        mod = schedule_module(mod, lambda name: ALGORITHMS.get(name)().schedule)
+        mod = schedule_defaults(mod)
     return LoweredModule(mod, algo.layers)
+
+
+def schedule_defaults(mod: tvm.IRModule) -> tvm.IRModule:
+    """dlas's default CPU schedules for every PrimFunc not yet scheduled (each algorithm's
+    annotated block by that algorithm, the rest generically)."""
+    return schedule_module(mod, lambda name: ALGORITHMS.get(name)().schedule)

@@ -22,8 +22,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from .base import Algorithm, ConvSpec
+from .base import Algorithm
 from .registry import ALGORITHMS
+from .shapes import ConvSpec
 
 SELECTOR = re.compile(r"^(\d+|depthwise|grouped|k\d+(x\d+)?(s\d+(x\d+)?)?)$")
 

@@ -19,7 +19,7 @@ import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir.schedule import LoopRV, SBlockRV, ScheduleError
 
-from .base import ALGORITHM_KEY, LANES, MAX_ACCUMULATORS, ROW_KEY, STAGE_KEY, largest_divisor
+from .shapes import ALGORITHM_KEY, LANES, MAX_ACCUMULATORS, ROW_KEY, STAGE_KEY, largest_divisor
 
 log = logging.getLogger(__name__)
 

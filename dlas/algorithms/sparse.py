@@ -19,10 +19,11 @@ import numpy as np
 from tvm import relax, s_tir, tirx
 from tvm.script import tirx as T
 
-from .base import Algorithm, ConvSpec
+from .base import Algorithm
 from .constants import value_of
-from .dense import dense_row, matmul_shapes, out_dtype
+from .legalize import dense_row, matmul_shapes, out_dtype
 from .schedules import attach_epilogue, extent
+from .shapes import ConvSpec, largest_divisor
 
 # Pixels of one output tile (accumulators in vector registers, 16 lanes each).
 TILE_PIXELS = 128
@@ -80,8 +81,6 @@ def i64(*values: int) -> list[tirx.IntImm]:
 
 def row_tile(out_h: int, out_w: int, pixels: int = TILE_PIXELS) -> tuple[int, int]:
     """(rows, columns) of one output tile: whole rows when they fit, else a row segment."""
-    from .base import largest_divisor
-
     cols = out_w if out_w <= pixels else largest_divisor(out_w, pixels)
     rows = largest_divisor(out_h, max(1, pixels // cols))
     return rows, cols
@@ -113,12 +112,10 @@ class SparseAlgorithm(Algorithm):
         raise NotImplementedError
 
     def dense(self, bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
-        from .dense import legalize_matmul
-
         shapes = matmul_shapes(call)
         weight = value_of(call.args[1])
         if shapes is None or weight is None:
-            return legalize_matmul(self, bb, call)
+            return super().dense(bb, call)
         m, k, n = shapes
         arrays = to_csr(np.ascontiguousarray(weight.T))
         dtype = out_dtype(call)

@@ -14,9 +14,9 @@ import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
-from .base import ConvSpec, largest_divisor
 from .direct import padded_width
 from .registry import ALGORITHMS
+from .shapes import ConvSpec, largest_divisor
 from .sparse import CSR, TILE_PIXELS, SparseAlgorithm, i64, to_csr
 
 

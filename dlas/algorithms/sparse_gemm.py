@@ -12,8 +12,9 @@ import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
-from .base import Algorithm, ConvSpec
+from .base import Algorithm
 from .registry import ALGORITHMS
+from .shapes import ConvSpec
 from .sparse import CSR, SparseAlgorithm, i64, row_tile, to_csr
 
 

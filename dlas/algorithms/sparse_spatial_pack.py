@@ -16,9 +16,10 @@ import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
-from .base import LANES, Algorithm, ConvSpec, largest_divisor
+from .base import Algorithm
 from .registry import ALGORITHMS
 from .schedules import pixel_tile
+from .shapes import LANES, ConvSpec, largest_divisor
 from .sparse import CSR, SparseAlgorithm, i64, to_block_csr
 
 

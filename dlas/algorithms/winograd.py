@@ -21,10 +21,11 @@ import operator
 import numpy as np
 from tvm import s_tir, te, tirx
 
-from .base import LANES, STAGE_ATTRS, Algorithm, ConvSpec, PackedAlgorithm, main_attrs, round_up
+from .base import Algorithm, PackedAlgorithm
+from .packing import pack_data
 from .registry import ALGORITHMS
 from .schedules import extent, schedule_channel_tile
-from .spatial_pack import pack_data
+from .shapes import LANES, STAGE_ATTRS, ConvSpec, main_attrs, round_up
 
 TILE = 4  # output pixels per tile side
 ALPHA = TILE + 2  # input pixels per tile side (3x3 kernel)

@@ -18,6 +18,7 @@ from torch import nn
 
 from dlas.cache import Cache, write_atomic
 from dlas.data import DataBundle
+from dlas.metrics import DENSE_TOP1, DROP, PYTORCH_DROP, PYTORCH_TOP1, TOP1, accuracy_drop
 
 RESULTS_VERSION = 1
 
@@ -54,29 +55,27 @@ class DenseReference:
 
     def record_dense(self, metrics: dict[str, float], made_by: dict[str, Any]) -> None:
         """A dense run's compiled accuracy becomes the reference of later compressed runs."""
-        if self.path is None or "accuracy/top1" not in metrics:
+        if self.path is None or TOP1 not in metrics:
             return
-        self.facts["compiled_top1"] = metrics["accuracy/top1"]
+        self.facts["compiled_top1"] = metrics[TOP1]
         self.facts["compiled_by"] = made_by
-        if "accuracy/pytorch_top1" in metrics:
-            self.facts["pytorch_top1"] = metrics["accuracy/pytorch_top1"]
+        if PYTORCH_TOP1 in metrics:
+            self.facts["pytorch_top1"] = metrics[PYTORCH_TOP1]
         self._save()
 
     def drops(self, metrics: dict[str, float]) -> tuple[dict[str, float], str | None]:
         """Drop metrics (points) of a compressed run, and which reference they used."""
         out: dict[str, float] = {}
         pytorch = self.facts.get("pytorch_top1")
-        if pytorch is not None and "accuracy/pytorch_top1" in metrics:
-            out["accuracy/pytorch_drop_vs_dense"] = 100 * (
-                pytorch - metrics["accuracy/pytorch_top1"]
-            )
+        if pytorch is not None and PYTORCH_TOP1 in metrics:
+            out[PYTORCH_DROP] = accuracy_drop(pytorch, metrics[PYTORCH_TOP1])
         kind, dense = ("compiled", self.facts.get("compiled_top1"))
         if dense is None:
             kind, dense = ("pytorch", pytorch)
-        if dense is None or "accuracy/top1" not in metrics:
+        if dense is None or TOP1 not in metrics:
             return out, None
-        out["accuracy/dense_top1"] = dense
-        out["accuracy/drop_vs_dense"] = 100 * (dense - metrics["accuracy/top1"])
+        out[DENSE_TOP1] = dense
+        out[DROP] = accuracy_drop(dense, metrics[TOP1])
         return out, kind
 
     def _save(self) -> None:

@@ -67,6 +67,17 @@ class Device(abc.ABC):
     def check_available(self) -> None:  # noqa: B027  (optional hook: most devices need none)
         """Raise DeviceUnavailableError now rather than after training and compiling."""
 
+    @contextmanager
+    def threads(self) -> Iterator[None]:
+        """Give this process's thread pools the run's thread count for the block, and restore
+        them after (so that one run's setting never leaks into the next run of a sweep).
+        Devices that run programs elsewhere leave this process alone."""
+        yield
+
+    def thread_count(self) -> int | None:
+        """Threads a program runs with on this device, where this process decides it."""
+        return None
+
     @abc.abstractmethod
     @contextmanager
     def load(self, program: Program) -> Iterator[Runner]:

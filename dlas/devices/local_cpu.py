@@ -13,6 +13,11 @@ import numpy as np
 from dlas.devices.base import Device, Program, Runner
 from dlas.devices.registry import DEVICES
 
+# TVM sizes its thread pool once, from TVM_NUM_THREADS, when it first runs parallel code; unset,
+# it assumes two hardware threads per core and makes half as many workers as CPUs (one on a
+# 2-core machine). A pool of every core lets each run pick its own count (LocalCPU.threads).
+os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
+
 
 def host_cpu_name() -> str:
     from tvm.target import codegen
@@ -101,13 +106,27 @@ class LocalCPU(Device):
             "host.cores": str(os.cpu_count()),
         }
 
-    def check_available(self) -> None:
-        # TVM's pool reads this once, when it first starts. Unset, TVM assumes two hardware
-        # threads per core and uses half the CPUs: one thread on a 2-core machine.
-        if self.cfg.num_threads:
-            os.environ["TVM_NUM_THREADS"] = str(self.cfg.num_threads)
-        else:
-            os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
+    @contextmanager
+    def threads(self) -> Iterator[None]:
+        """device.num_threads (null: every core) for TVM's pool and PyTorch's, then back."""
+        import torch
+        import tvm
+
+        configure = tvm.get_global_func("runtime.config_threadpool")
+        count = self.cfg.num_threads or os.cpu_count() or 1
+        torch_threads = torch.get_num_threads()
+        torch.set_num_threads(count)
+        configure(0, count)  # mode 0: no affinity change
+        try:
+            yield
+        finally:
+            torch.set_num_threads(torch_threads)
+            configure(0, 0)  # 0: every worker of the pool
+
+    def thread_count(self) -> int:
+        import tvm
+
+        return tvm.runtime.num_threads()
 
     @contextmanager
     def load(self, program: Program) -> Iterator[Runner]:

@@ -28,7 +28,7 @@ def checkpoint_spec(model_cfg: ModelConfig, data_cfg: DatasetConfig) -> dict:
     return {
         "training_version": TRAINING_VERSION,
         "model": model_cfg.name,
-        "variant": resolve_variant(model_cfg.variant, data_cfg.image_size),
+        "variant": resolve_variant(model_cfg.variant, data_cfg.image_size, model_cfg.name),
         "weights": model_cfg.weights,
         "dataset": data_cfg.name,
         "image_size": data_cfg.image_size,

@@ -25,6 +25,7 @@ def _imagenet_only(name: str):
             raise ValueError(f"model {name!r} has no CIFAR variant; use model.variant=imagenet")
         return _torchvision(name, num_classes)
 
+    build.cifar_variant = False  # type: ignore[attr-defined]  (read by has_cifar_variant)
     return build
 
 

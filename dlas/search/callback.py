@@ -1,7 +1,7 @@
 """Hydra callback that turns any ``-m`` sweep into one parent MLflow run with a nested child per
 job, and ends it with a summary table (best per objective, skipped, failed).
 
-Configured in ``dlas/conf/config.yaml`` under ``hydra.callbacks``; it works with any sweeper
+Configured in ``conf/config.yaml`` under ``hydra.callbacks``; it works with any sweeper
 (Hydra's grid or ``hydra/sweeper=dlas_optuna``) and any launcher: the parent run id reaches jobs
 through the environment, and each job leaves a ``dlas_job.json`` record in its output folder.
 """

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
-from dlas.search.summary import ACCURACY, BASELINE_COMPRESSION, DROP, LATENCY
+from dlas.metrics import LATENCY as LATENCY
+from dlas.metrics import TOP1 as ACCURACY
+from dlas.metrics import DenseBaselines
 
 DROP_CONSTRAINT = "accuracy_drop"
 
@@ -32,9 +33,6 @@ class Objective:
     def values(self, metrics: dict[str, float]) -> list[float]:
         raise NotImplementedError
 
-    def target_names(self) -> list[str]:
-        raise NotImplementedError
-
 
 class ConstrainedLatency(Objective):
     """Minimise latency subject to accuracy drop vs the dense model <= ``max_accuracy_drop``
@@ -50,9 +48,6 @@ class ConstrainedLatency(Objective):
     def values(self, metrics: dict[str, float]) -> list[float]:
         return [metrics[self.latency]]
 
-    def target_names(self) -> list[str]:
-        return [self.latency]
-
 
 class LatencyAccuracyPareto(Objective):
     """The latency / accuracy Pareto front (two objectives, no constraint)."""
@@ -62,9 +57,6 @@ class LatencyAccuracyPareto(Objective):
 
     def values(self, metrics: dict[str, float]) -> list[float]:
         return [metrics[self.latency], metrics[self.accuracy]]
-
-    def target_names(self) -> list[str]:
-        return [self.latency, self.accuracy]
 
 
 OBJECTIVES: dict[str, type[Objective]] = {
@@ -82,15 +74,8 @@ def create_objective(name: str, **kwargs: Any) -> Objective:
         ) from None
 
 
-class Baselines:
-    """Best dense accuracy per trained model (see ``JobRecord.model_key``) seen in the study."""
-
-    def __init__(self) -> None:
-        self.best: dict[str, float] = {}
-
-    def add(self, model_key: str, compression: str | None, accuracy: float | None) -> None:
-        if compression == BASELINE_COMPRESSION and accuracy is not None:
-            self.best[model_key] = max(self.best.get(model_key, -math.inf), accuracy)
+class Baselines(DenseBaselines):
+    """The study's dense baselines, fed from its finished trials."""
 
     def add_trials(self, trials: Iterable[Any]) -> None:
         for t in trials:
@@ -101,12 +86,3 @@ class Baselines:
                     attrs.get("dlas.compression"),
                     attrs.get("dlas.accuracy"),
                 )
-
-    def drop(self, model_key: str, metrics: dict[str, float], accuracy: str) -> float | None:
-        """Drop in points: the run's own ``accuracy/drop_vs_dense`` if logged, else from the
-        best dense run of the same model in the study."""
-        if DROP in metrics:
-            return metrics[DROP]
-        if accuracy in metrics and model_key in self.best:
-            return 100 * (self.best[model_key] - metrics[accuracy])
-        return None

@@ -10,9 +10,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dlas.layers import MODEL_GROUPS
+from dlas.metrics import BASELINE_COMPRESSION, DenseBaselines
+from dlas.metrics import LATENCY as LATENCY
+from dlas.metrics import TOP1 as ACCURACY
 from dlas.search.oracle import Inspection, Oracle
 from dlas.search.space import Param, Verdict, signature
-from dlas.search.summary import ACCURACY, BASELINE_COMPRESSION, DROP, LATENCY, MODEL_LAYERS
 from dlas.search.sweeper import GuidedSweep, SweeperSettings
 
 
@@ -55,7 +58,7 @@ def _key(assignment: dict[str, Any]) -> str:
 
 def _model_key(assignment: dict[str, Any]) -> str:
     return json.dumps(
-        {k: str(v) for k, v in sorted(assignment.items()) if k.split(".")[0] in MODEL_LAYERS}
+        {k: str(v) for k, v in sorted(assignment.items()) if k.split(".")[0] in MODEL_GROUPS}
     )
 
 
@@ -65,22 +68,16 @@ def ground_truth(
     """Best feasible latency of the exhaustive sweep, and per configuration its latency and
     whether it is feasible (accuracy drop vs the same model's dense run <= ``max_drop``
     points)."""
-    best_dense: dict[str, float] = {}
+    baselines = DenseBaselines()
     for r in records:
-        if (
-            r.status == "FINISHED"
-            and r.assignment.get("compression", BASELINE_COMPRESSION) == BASELINE_COMPRESSION
-            and accuracy in r.metrics
-        ):
-            key = _model_key(r.assignment)
-            best_dense[key] = max(best_dense.get(key, -math.inf), r.metrics[accuracy])
+        if r.status == "FINISHED":
+            compression = r.assignment.get("compression", BASELINE_COMPRESSION)
+            baselines.add(_model_key(r.assignment), compression, r.metrics.get(accuracy))
     table: dict[str, tuple[float, bool]] = {}
     for r in records:
         if r.status != "FINISHED" or latency not in r.metrics:
             continue
-        drop = r.metrics.get(DROP)
-        if drop is None and accuracy in r.metrics and _model_key(r.assignment) in best_dense:
-            drop = 100 * (best_dense[_model_key(r.assignment)] - r.metrics[accuracy])
+        drop = baselines.drop(_model_key(r.assignment), r.metrics, accuracy)
         feasible = drop is not None and drop <= max_drop + 1e-9
         table[_key(r.assignment)] = (r.metrics[latency], feasible)
     feasible = [lat for lat, ok in table.values() if ok]

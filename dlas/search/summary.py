@@ -5,18 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-LATENCY = "latency/median_ms"
-ACCURACY = "accuracy/top1"
-# In points of top-1 (the compression layer's unit): 1.0 = one percentage point.
-DROP = "accuracy/drop_vs_dense"
-BASELINE_COMPRESSION = "dense"
-# Layers whose choice changes the trained model, hence the dense baseline a drop is measured on.
-MODEL_LAYERS = ("dataset", "model")
+from dlas.layers import MODEL_GROUPS as MODEL_LAYERS
+from dlas.metrics import BASELINE_COMPRESSION as BASELINE_COMPRESSION
+from dlas.metrics import LATENCY as LATENCY
+from dlas.metrics import TOP1 as ACCURACY
+from dlas.metrics import DenseBaselines
 
 
 @dataclass
@@ -56,27 +53,13 @@ def model_key(choices: dict[str, str], overrides: Sequence[str]) -> str:
 
 
 def accuracy_drops(records: Sequence[JobRecord], accuracy: str = ACCURACY) -> dict[int, float]:
-    """Accuracy drop vs the dense model per job, in points: the run's own
-    ``accuracy/drop_vs_dense`` when it logged one, else the best dense job of the same model in
-    this sweep minus its accuracy."""
-    baseline: dict[str, float] = {}
-    for r in records:
-        if (
-            r.status == "FINISHED"
-            and r.choices.get("compression") == BASELINE_COMPRESSION
-            and accuracy in r.metrics
-        ):
-            key = r.model_key()
-            baseline[key] = max(baseline.get(key, -math.inf), r.metrics[accuracy])
-    drops = {}
-    for r in records:
-        if r.status != "FINISHED":
-            continue
-        if DROP in r.metrics:
-            drops[r.num] = r.metrics[DROP]
-        elif accuracy in r.metrics and r.model_key() in baseline:
-            drops[r.num] = 100 * (baseline[r.model_key()] - r.metrics[accuracy])
-    return drops
+    """Accuracy drop vs the dense model per finished job, in points (see DenseBaselines)."""
+    baselines = DenseBaselines()
+    done = [r for r in records if r.status == "FINISHED"]
+    for r in done:
+        baselines.add(r.model_key(), r.choices.get("compression"), r.metrics.get(accuracy))
+    drops = {r.num: baselines.drop(r.model_key(), r.metrics, accuracy) for r in done}
+    return {num: drop for num, drop in drops.items() if drop is not None}
 
 
 def _varying(records: Sequence[JobRecord]) -> dict[int, str]:

@@ -16,11 +16,13 @@ from dlas.devices import Program
 
 @dataclass
 class TuneContext:
-    cache: Cache
-    work_dir: Path
-    # The dlas Device the program is for (devices may bring their own MetaSchedule runner).
+    # Where tuners keep what outlives a run (MetaSchedule's databases); baselines need none.
+    cache: Cache | None = None
+    work_dir: Path | None = None
+    # The dlas Device the program is for (its threads; its own MetaSchedule runner, if any).
     device: Any = None
-    # Filled by the tuner; the pipeline logs them.
+    # Filled by the tuner; the pipeline hands them to tracking. artifacts: artifact path ->
+    # local file or folder (see dlas.results.Findings.files).
     metrics: dict[str, float] = field(default_factory=dict)
     artifacts: dict[str, Path] = field(default_factory=dict)
 

@@ -20,13 +20,6 @@ from dlas.tuning.registry import TUNERS
 log = logging.getLogger(__name__)
 
 
-def device_threads() -> int | None:
-    """``device.num_threads`` as the local device published it for TVM's runtime (the device
-    config itself does not reach the tuner); None: the library's own default."""
-    value = os.environ.get("TVM_NUM_THREADS", "")
-    return int(value) if value.isdigit() and int(value) > 0 else None
-
-
 def torch_function(
     module: Callable[[torch.Tensor], torch.Tensor],
 ) -> Callable[[np.ndarray], np.ndarray]:
@@ -46,14 +39,18 @@ class Baseline(Tuner):
     def note(self) -> str:
         return f"tuning={self.cfg.name} runs outside TVM; the algorithm layer does not apply"
 
+    @staticmethod
+    def threads(ctx: TuneContext) -> int | None:
+        """The device's thread count for this run (its ``threads()`` block has already given
+        it to PyTorch); None: the library's own default."""
+        return ctx.device.thread_count() if ctx.device is not None else None
+
 
 @TUNERS.register("pytorch")
 class PyTorchEager(Baseline):
     """PyTorch eager mode (oneDNN convolutions on CPU)."""
 
     def wrap(self, model: nn.Module, spec: InputSpec, ctx: TuneContext) -> Program:
-        if (threads := device_threads()) is not None:
-            torch.set_num_threads(threads)
         ctx.metrics["baseline/threads"] = float(torch.get_num_threads())
         return Program(
             function=torch_function(model.eval()),
@@ -74,8 +71,6 @@ class TorchCompile(Baseline):
                 f"tuning=torch_compile needs a C++ compiler for Inductor's CPU "
                 f"kernels; {compiler!r} is not on PATH (set CXX)"
             )
-        if (threads := device_threads()) is not None:
-            torch.set_num_threads(threads)
         model = model.eval()
         compiled = torch.compile(model, backend="inductor", mode=self.cfg.mode, dynamic=False)
         function = torch_function(compiled)

@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 import tvm
@@ -46,13 +47,25 @@ log = logging.getLogger(__name__)
 LOGGED_RECORDS_PER_TASK = 1
 
 
+# tuning.builder / tuning.runner names (dlas.validity checks a run's choice against these).
+BUILDERS: dict[str, Callable[..., ms.Builder]] = {
+    "inprocess": lambda workers, export: InProcessBuilder(
+        workers or os.cpu_count() or 1, export=export
+    ),
+}
+RUNNERS: dict[str, Callable[..., ms.Runner]] = {
+    "inprocess": lambda evaluator, timeout_s: InProcessRunner(evaluator),
+    "local": reaped_local_runner,
+}
+
+
 def make_builder(builder: str | ms.Builder, workers: int | None, export: bool) -> ms.Builder:
     """A MetaSchedule builder from its name, or the given object unchanged."""
     if not isinstance(builder, str):
         return builder
-    if builder == "inprocess":
-        return InProcessBuilder(workers or os.cpu_count() or 1, export=export)
-    raise ValueError(f"tuning.builder={builder!r}: expected inprocess or a Builder object")
+    if builder not in BUILDERS:
+        raise ValueError(f"tuning.builder={builder!r}: expected one of {', '.join(BUILDERS)}")
+    return BUILDERS[builder](workers, export)
 
 
 def make_runner(
@@ -61,11 +74,9 @@ def make_runner(
     """A MetaSchedule runner from its name, or the given object unchanged."""
     if not isinstance(runner, str):
         return runner
-    if runner == "inprocess":
-        return InProcessRunner(evaluator)
-    if runner == "local":
-        return reaped_local_runner(evaluator, timeout_s)
-    raise ValueError(f"tuning.runner={runner!r}: expected inprocess, local or a Runner object")
+    if runner not in RUNNERS:
+        raise ValueError(f"tuning.runner={runner!r}: expected one of {', '.join(RUNNERS)}")
+    return RUNNERS[runner](evaluator, timeout_s)
 
 
 def schedule_rest(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
@@ -74,12 +85,9 @@ def schedule_rest(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
     on GPU targets dlas.compiler.build gives the rest dlight's instead."""
     if target.kind.name != "llvm":
         return mod
-    # TODO(algorithms): use a public `dlas.algorithms.schedule(mod)` once it exists; this
-    # repeats the lookup that dlas.algorithms.lower passes to schedule_module.
-    from dlas.algorithms import ALGORITHMS
-    from dlas.algorithms.schedules import schedule_module
+    from dlas.algorithms import schedule_defaults
 
-    return schedule_module(mod, lambda name: ALGORITHMS.get(name)().schedule)
+    return schedule_defaults(mod)
 
 
 def tune_contexts(

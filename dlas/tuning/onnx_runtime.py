@@ -14,7 +14,7 @@ from torch import nn
 from dlas.data import InputSpec
 from dlas.devices import Program
 from dlas.tuning.base import TuneContext
-from dlas.tuning.baselines import Baseline, device_threads
+from dlas.tuning.baselines import Baseline
 from dlas.tuning.registry import TUNERS
 
 INSTALL_HINT = "pip install dlas[onnx]"
@@ -66,7 +66,7 @@ class OnnxRuntime(Baseline):
             options.graph_optimization_level = getattr(
                 ort.GraphOptimizationLevel, _LEVELS[self.cfg.graph_optimization]
             )
-            if (threads := device_threads()) is not None:
+            if (threads := self.threads(ctx)) is not None:
                 options.intra_op_num_threads = threads
             # The session keeps the model in memory; the file is not needed afterwards.
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

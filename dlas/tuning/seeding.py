@@ -29,8 +29,8 @@ def default_schedule(mod: tvm.IRModule) -> s_tir.Schedule | None:
     scheduled function; the trace is what a record stores."""
     # TODO(algorithms): call a public "schedule this Schedule" entry point once there is one.
     from dlas.algorithms import ALGORITHMS
-    from dlas.algorithms.base import ALGORITHM_KEY
     from dlas.algorithms.schedules import annotated_blocks, generic_schedule, inline_injective
+    from dlas.algorithms.shapes import ALGORITHM_KEY
 
     sch = s_tir.Schedule(mod)
     try:

@@ -1,18 +1,11 @@
-from pathlib import Path
-
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
-import dlas.conf
+from dlas import validity
+from dlas.cli import options
 from dlas.config import ConfigError, validate
-
-CONF = Path(dlas.conf.__file__).parent
-GROUPS = ["dataset", "model", "compression", "algorithm", "tuning", "device"]
-
-
-def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+from dlas.layers import GROUPS
 
 
 def test_default_config_is_the_embedded_quick_start(compose_cfg):
@@ -68,7 +61,6 @@ def test_appended_unknown_key_is_refused_before_any_work(compose_cfg):
         ("device.warmup_runs=-1", "device.warmup_runs"),
         ("dataset.train.epochs=-2", "dataset.train.epochs"),
         ("model.variant=huge", "model.variant"),
-        ("device.kind=quantum", "device.kind"),
     ],
 )
 def test_out_of_range_values_fail_before_any_work(compose_cfg, override, option):
@@ -82,3 +74,20 @@ def test_unknown_group_option_lists_the_available_ones(compose_cfg):
     message = str(err.value)
     assert "resnet18" in message and "mobilenet_v2" in message
     assert "\tbase\n" not in message  # only real choices are listed, not schemas
+
+
+@pytest.mark.parametrize(
+    ("override", "listed"),
+    [
+        ("tuning.name=metaschedul", "did you mean metaschedule?"),
+        ("algorithm.name=typo", "direct, gemm"),
+        ("compression.name=typo", "dense"),
+        ("device.kind=quantum", "cuda, local, rpc"),
+        ("dataset.name=typo", "digits"),
+    ],
+)
+def test_unregistered_names_are_refused_before_any_work(compose_cfg, override, listed):
+    option = override.partition("=")[0]
+    with pytest.raises(validity.InvalidCombination, match=option.replace(".", r"\.")) as err:
+        validity.check(validate(compose_cfg(override)))
+    assert listed in str(err.value)

@@ -1,0 +1,42 @@
+"""Channel-blocked data layouts shared by the kernels: NCHW ↔ N[C/b]HW[b] (zero padding
+folded into the packing pass)."""
+
+from __future__ import annotations
+
+from tvm import te, tirx
+
+from .shapes import LANES, STAGE_ATTRS, ConvSpec, largest_divisor, round_up
+
+
+def channel_blocks(spec: ConvSpec) -> tuple[int, int, int]:
+    """(input block, output block, padded output channels): blocks never straddle groups."""
+    cbi = largest_divisor(spec.in_per_group, LANES)
+    if spec.groups == 1:
+        return cbi, LANES, round_up(spec.out_channels, LANES)
+    return cbi, largest_divisor(spec.out_per_group, LANES), spec.out_channels
+
+
+def pack_data(
+    data: te.Tensor, spec: ConvSpec, block: int, height: int = 0, width: int = 0
+) -> te.Tensor:
+    """NCHW -> N[C/block]HW[block], zero padding included (one pass over the input); at
+    least ``height`` x ``width`` when given (whole tiles)."""
+    top, left, bottom, right = spec.padding
+    h, w = spec.height, spec.width
+    bottom, right = max(bottom, height - h - top), max(right, width - w - left)
+    zero = tirx.const(0, data.dtype)
+
+    def value(n, cb, y, x, ci):
+        c = cb * block + ci
+        inside = tirx.all(y >= top, y < h + top, x >= left, x < w + left, c < spec.in_channels)
+        return tirx.if_then_else(inside, data[n, c, y - top, x - left], zero)
+
+    shape = (spec.batch, -(-spec.in_channels // block), h + top + bottom, w + left + right, block)
+    return te.compute(shape, value, name="data_pack", attrs=STAGE_ATTRS)
+
+
+def unpack(packed: te.Tensor, spec: ConvSpec, block: int) -> te.Tensor:
+    shape = (spec.batch, spec.out_channels, spec.out_h, spec.out_w)
+    return te.compute(
+        shape, lambda n, c, y, x: packed[n, c // block, y, x, c % block], name="unpack"
+    )

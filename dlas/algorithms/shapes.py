@@ -1,0 +1,150 @@
+"""What every algorithm needs to know about a conv2d call, and the shared numeric constants.
+
+The bottom of the package's import order: shapes/constants → legalization → schedules →
+kernels → algorithms → lowering. Nothing here imports another module of the package.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from tvm import relax
+
+# fp32 lanes of an AVX-512 register: the width every vectorized inner loop is built around.
+LANES = 16
+# Vector accumulators kept live in one register tile (32 zmm registers minus loads/broadcasts).
+MAX_ACCUMULATORS = 24
+# Input channels reduced per pass over a row of output tiles. A tile that walked every input
+# plane before moving on touches more pages than the TLB holds, and streams all its weights
+# from L2; chunked, a row's partial sums wait in L1 and the chunk's weights stay there.
+CHANNEL_CHUNK = 16
+
+# Block annotations that mark what the scheduler must find in a fused PrimFunc.
+ALGORITHM_KEY = "dlas.algorithm"
+OP_KEY = "dlas.op"
+# Producer stages (pad, im2col, data packing) that must stay separate loop nests.
+STAGE_KEY = "dlas.stage"
+# On a stage whose last axis flattens (rows, columns): the row length, so the generic
+# schedule splits it back and vectorizes along contiguous columns.
+ROW_KEY = "dlas.row"
+
+
+def main_attrs(algorithm: str, op: str) -> dict[str, Any]:
+    return {ALGORITHM_KEY: algorithm, OP_KEY: op}
+
+
+STAGE_ATTRS = {STAGE_KEY: 1}
+
+# Columns of LoweredModule.layers (the sparse algorithms add "sparsity").
+ROW_COLUMNS = (
+    "op", "data_shape", "weight_shape", "strides", "padding", "groups", "algorithm", "fallback",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """Static description of one NCHW/OIHW conv2d call."""
+
+    batch: int
+    in_channels: int
+    height: int
+    width: int
+    out_channels: int
+    kernel_h: int
+    kernel_w: int
+    strides: tuple[int, int]
+    padding: tuple[int, int, int, int]  # top, left, bottom, right
+    dilation: tuple[int, int]
+    groups: int
+    dtype: str
+    out_dtype: str
+
+    @classmethod
+    def from_call(cls, call: relax.Call) -> ConvSpec | None:
+        """None when the call is outside what the algorithms implement (layout, dynamic shape)."""
+        attrs = call.attrs
+        if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW"):
+            return None
+        data, weight = call.args[0].ty, call.args[1].ty
+        try:
+            n, c, h, w = (int(v) for v in data.shape)
+            o, _, kh, kw = (int(v) for v in weight.shape)
+        except (TypeError, ValueError):
+            return None
+        out_dtype = str(call.ty.dtype)  # out_dtype attr resolved (it may be unset)
+        return cls(
+            n,
+            c,
+            h,
+            w,
+            o,
+            kh,
+            kw,
+            tuple(int(s) for s in attrs.strides),
+            tuple(int(p) for p in attrs.padding),
+            tuple(int(d) for d in attrs.dilation),
+            int(attrs.groups),
+            str(data.dtype),
+            out_dtype,
+        )
+
+    @property
+    def in_per_group(self) -> int:
+        return self.in_channels // self.groups
+
+    @property
+    def out_per_group(self) -> int:
+        return self.out_channels // self.groups
+
+    @property
+    def depthwise(self) -> bool:
+        return self.groups > 1 and self.in_per_group == 1 and self.out_per_group == 1
+
+    @property
+    def out_h(self) -> int:
+        span = (self.kernel_h - 1) * self.dilation[0] + 1
+        return (self.height + self.padding[0] + self.padding[2] - span) // self.strides[0] + 1
+
+    @property
+    def out_w(self) -> int:
+        span = (self.kernel_w - 1) * self.dilation[1] + 1
+        return (self.width + self.padding[1] + self.padding[3] - span) // self.strides[1] + 1
+
+    @property
+    def reduction(self) -> int:
+        """Length of one output's dot product."""
+        return self.in_per_group * self.kernel_h * self.kernel_w
+
+    @property
+    def weight_shape(self) -> tuple[int, int, int, int]:
+        return (self.out_channels, self.in_per_group, self.kernel_h, self.kernel_w)
+
+    def row(self) -> dict[str, Any]:
+        """The layer-table columns that describe the convolution itself."""
+        return {
+            "op": "conv2d",
+            "data_shape": [self.batch, self.in_channels, self.height, self.width],
+            "weight_shape": list(self.weight_shape),
+            "strides": list(self.strides),
+            "padding": list(self.padding),
+            "groups": self.groups,
+        }
+
+
+def round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def largest_divisor(value: int, limit: int) -> int:
+    """Largest divisor of ``value`` that is <= ``limit`` (at least 1)."""
+    for d in range(max(1, min(value, limit)), 0, -1):
+        if value % d == 0:
+            return d
+    return 1
+
+
+def vector_width(extent: int) -> int:
+    """Lanes to use for a dimension of this size: the smallest power of two covering it, <= 16."""
+    return min(LANES, 1 << max(0, math.ceil(math.log2(max(extent, 1)))))

@@ -1,0 +1,205 @@
+"""Schemas of the systems half of the stack: algorithm, tuning (systems software) and device
+(hardware) options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+from dlas.config.checks import one_of, require
+
+
+# --- algorithm -----------------------------------------------------------------------------
+@dataclass
+class AlgorithmConfig:
+    name: str = MISSING
+
+
+@dataclass
+class PerLayerAlgorithmConfig(AlgorithmConfig):
+    # Unmatched layers run this one.
+    default: str = "direct"
+    # Selector (layer index, depthwise, grouped, k3s1, k1...) -> algorithm name.
+    layers: dict[Any, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # `+algorithm.layers={0: gemm}` gives an int key, `+algorithm.layers.0=gemm` a str one.
+        self.layers = {str(k): v for k, v in self.layers.items()}
+
+
+# --- tuning (systems software) -------------------------------------------------------------
+@dataclass
+class TuningConfig:
+    name: str = MISSING
+
+
+@dataclass
+class MetaScheduleTuningConfig(TuningConfig):
+    # Measured trials for the whole model (MetaSchedule's max_trials_global); 0 applies the
+    # records the database already has and tunes nothing.
+    trials: int = 512
+    # Cap per task; null: only the global budget limits a task.
+    trials_per_task: int | None = None
+    # Candidates measured per search round (num_trials_per_iter), at most trials / tasks so
+    # that the first round reaches every task.
+    trials_per_iter: int = 64
+    # evolutionary | replay-trace | replay-func, with that strategy's constructor arguments
+    # (e.g. {population_size: 512, genetic_num_iters: 4}).
+    strategy: str = "evolutionary"
+    strategy_options: dict[str, Any] = field(default_factory=dict)
+    # gradient (more trials where the latency is) | round-robin.
+    task_scheduler: str = "gradient"
+    # xgb | mlp | random, with that cost model's constructor arguments.
+    cost_model: str = "xgb"
+    cost_model_options: dict[str, Any] = field(default_factory=dict)
+    # A name in dlas.tuning.metaschedule.BUILDERS. inprocess: candidates compile in this
+    # process on builder_workers threads (null: one per core).
+    builder: str = "inprocess"
+    builder_workers: int | None = None
+    # A name in dlas.tuning.metaschedule.RUNNERS. inprocess: timed in this process; local: one
+    # worker process that dies with this one.
+    # Devices with their own MetaSchedule runner (RPC boards) use it instead.
+    runner: str = "inprocess"
+    runner_timeout_s: float = 60.0
+    runner_number: int = 3
+    runner_repeat: int = 1
+    runner_min_repeat_ms: int = 50
+    cpu_cache_flush: bool = False
+    seed: int | None = 0
+    # Also time dlas's default schedule of each tuned task and keep it as a record, so that
+    # the build uses whichever is faster per task (never slower than untuned).
+    include_defaults: bool = True
+    # A records folder, MLflow run id or runs:/<id>/tuning URI to apply instead of tuning.
+    records: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        require(self.trials >= 0, "tuning.trials", "must be >= 0", self.trials)
+        require(
+            self.trials_per_task is None or self.trials_per_task >= 1,
+            "tuning.trials_per_task",
+            "must be null or >= 1",
+            self.trials_per_task,
+        )
+        require(
+            self.trials_per_iter >= 1,
+            "tuning.trials_per_iter",
+            "must be >= 1",
+            self.trials_per_iter,
+        )
+        one_of("tuning.strategy", self.strategy, ("evolutionary", "replay-trace", "replay-func"))
+        one_of("tuning.task_scheduler", self.task_scheduler, ("gradient", "round-robin"))
+        one_of("tuning.cost_model", self.cost_model, ("xgb", "mlp", "random"))
+        require(
+            self.builder_workers is None or self.builder_workers >= 1,
+            "tuning.builder_workers",
+            "must be null or >= 1",
+            self.builder_workers,
+        )
+        require(
+            self.runner_timeout_s > 0,
+            "tuning.runner_timeout_s",
+            "must be > 0",
+            self.runner_timeout_s,
+        )
+        require(self.runner_number >= 1, "tuning.runner_number", "must be >= 1", self.runner_number)
+        require(self.runner_repeat >= 1, "tuning.runner_repeat", "must be >= 1", self.runner_repeat)
+        require(
+            self.runner_min_repeat_ms >= 0,
+            "tuning.runner_min_repeat_ms",
+            "must be >= 0",
+            self.runner_min_repeat_ms,
+        )
+
+
+@dataclass
+class TorchCompileTuningConfig(TuningConfig):
+    # torch.compile mode: default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs.
+    mode: str = "default"
+    # Inductor freezing: weights become constants (its recommended CPU inference setting).
+    freezing: bool = True
+
+    def __post_init__(self) -> None:
+        one_of(
+            "tuning.mode",
+            self.mode,
+            ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+        )
+
+
+@dataclass
+class OnnxRuntimeTuningConfig(TuningConfig):
+    opset: int = 18
+    # ONNX Runtime graph optimization level: disable | basic | extended | all.
+    graph_optimization: str = "all"
+
+    def __post_init__(self) -> None:
+        require(self.opset >= 11, "tuning.opset", "must be >= 11", self.opset)
+        one_of(
+            "tuning.graph_optimization",
+            self.graph_optimization,
+            ("disable", "basic", "extended", "all"),
+        )
+
+
+# --- device (hardware) ---------------------------------------------------------------------
+@dataclass
+class DeviceConfig:
+    name: str = MISSING
+    # Which registered device code drives it (dlas.devices.DEVICES: local, cuda, rpc, ...).
+    kind: str = "local"
+    # TVM target in JSON-dict form; "auto" values are read from the machine that runs the code
+    # (this host for local/cuda, the board over RPC for rpc). Empty: this host's CPU. (A default
+    # with keys would be merged into every YAML's target, e.g. an mcpu into a CUDA target.)
+    target: dict[str, Any] = field(default_factory=dict)
+    # Target of the host-side code (a GPU target's kernel launches); null: derived from target.
+    host_target: dict[str, Any] | None = None
+    num_threads: int | None = None
+    warmup_runs: int = 1
+    timed_runs: int = 150
+    measure: bool = True
+    # kind=rpc: through an RPC tracker ("HOST:PORT") asking for a server registered under key,
+    # or, when host is set, straight to the RPC server at host:port (the tracker is then unused).
+    tracker: str | None = None
+    key: str | None = None
+    host: str | None = None
+    port: int = 9090
+    # C++ compiler that links the library for the device's triple (null: this host's own).
+    cross_compiler: str | None = None
+    # Longest one remote session (upload, latency, accuracy) may last; connects wait <= 10 s.
+    timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        require(self.timeout_s > 0, "device.timeout_s", "must be > 0", self.timeout_s)
+        require(0 < self.port < 65536, "device.port", "must be in 1..65535", self.port)
+        if self.tracker is not None:
+            host, _, port = str(self.tracker).rpartition(":")
+            require(
+                bool(host) and port.isdigit() and 0 < int(port) < 65536,
+                "device.tracker",
+                "expected HOST:PORT, e.g. 127.0.0.1:9190",
+                self.tracker,
+            )
+        if self.kind == "rpc":
+            require(
+                bool(self.host or self.tracker),
+                "device.tracker",
+                "kind=rpc needs device.tracker=HOST:PORT or device.host=HOST",
+                self.tracker,
+            )
+            require(
+                bool(self.host or self.key),
+                "device.key",
+                "a tracker hands out servers by key: set device.key",
+                self.key,
+            )
+        require(self.warmup_runs >= 0, "device.warmup_runs", "must be >= 0", self.warmup_runs)
+        require(self.timed_runs >= 1, "device.timed_runs", "must be >= 1", self.timed_runs)
+        require(
+            self.num_threads is None or self.num_threads >= 1,
+            "device.num_threads",
+            "must be null or >= 1",
+            self.num_threads,
+        )
