@@ -2,9 +2,9 @@
 the package ``dlas.conf``, so ``pip install`` works outside the checkout too. pyproject.toml
 holds everything else."""
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
-setup(
-    packages=[*find_packages(include=["dlas", "dlas.*", "hydra_plugins", "hydra_plugins.*"]), "dlas.conf"],
-    package_dir={"dlas.conf": "conf"},
-)
+# Namespace packages: hydra_plugins has no __init__.py (Hydra's plugin discovery convention).
+PACKAGES = find_namespace_packages(include=["dlas", "dlas.*", "hydra_plugins", "hydra_plugins.*"])
+
+setup(packages=[*PACKAGES, "dlas.conf"], package_dir={"dlas.conf": "conf"})

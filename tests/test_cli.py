@@ -6,10 +6,13 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from dlas.cli import options
+from dlas.layers import GROUPS
 from tests.conftest import tiny_overrides
 
 
@@ -26,11 +29,18 @@ def dlas_run(tmp: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_help_and_cfg_job_behave_as_hydra(tmp_path):
+def test_help_shows_dlas_its_layers_and_experiments(tmp_path):
     out = dlas_run(tmp_path, "--help")
     assert out.returncode == 0
-    assert re.search(r"^compression: .*\bdense\b", out.stdout, re.M)  # the groups and options
-    assert re.search(r"^algorithm: .*\bdirect\b", out.stdout, re.M)
+    assert out.stdout.startswith("dlas:") and "powered by Hydra" not in out.stdout
+    for group in GROUPS:  # every layer, with its options and the default marked
+        assert re.search(rf"^{group}: .*\b{options(group)[0]}\b", out.stdout, re.M), group
+    assert re.search(r"^compression: .*\bdense\*", out.stdout, re.M)
+    assert "schema" not in out.stdout
+    assert re.search(r"^experiment .*\bdigits_slice\b", out.stdout, re.M)
+
+
+def test_cfg_job_behaves_as_hydra(tmp_path):
     out = dlas_run(tmp_path, "--cfg", "job", "model=mobilenet_v2", "device.timed_runs=50")
     assert out.returncode == 0
     assert "name: mobilenet_v2" in out.stdout and "timed_runs: 50" in out.stdout
@@ -53,3 +63,20 @@ def test_sweep_records_each_job_and_survives_a_failing_one(tmp_path):
     runs = client.search_runs([exp.experiment_id], "tags.`dlas.dataset` != ''")
     status = {r.data.tags["dlas.dataset"]: r.info.status for r in runs}
     assert status == {"digits": "FINISHED", "cifar10": "FAILED"}
+
+
+def test_an_unregistered_name_fails_fast_listing_the_options_and_records_nothing(tmp_path):
+    start = time.perf_counter()
+    out = dlas_run(tmp_path, "tuning.name=metaschedul", f"paths.mlruns_dir={tmp_path / 'mlruns'}")
+    seconds = time.perf_counter() - start
+    assert out.returncode != 0
+    assert "tuning.name='metaschedul'" in out.stderr and "untuned" in out.stderr
+    assert not (tmp_path / "mlruns").exists()
+    print(f"refused in {seconds:.1f} s (load {os.getloadavg()[0]:.1f})")
+    assert seconds < 10 * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+
+
+def test_a_torchvision_name_as_model_option_gets_the_command_that_works(tmp_path):
+    out = dlas_run(tmp_path, "model=shufflenet_v2_x0_5")
+    assert out.returncode == 2
+    assert "model=torchvision model.name=shufflenet_v2_x0_5" in out.stderr

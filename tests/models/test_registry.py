@@ -41,3 +41,24 @@ def test_stats_count_macs_params_and_sparsity():
     assert stats["model/macs"] == 4 * 3 * 9 * 4 * 4
     assert stats["model/params"] == 4 * 3 * 9
     assert stats["model/sparsity"] == pytest.approx(0.25)
+
+
+def test_auto_variant_falls_back_to_imagenet_for_models_without_a_cifar_form(compose_cfg):
+    from dlas import validity
+    from dlas.config import validate
+    from dlas.models.registry import resolve_variant, variant_fallback
+
+    # The study's own command style on the default (32 px) data set.
+    cfg = validate(compose_cfg("model=efficientnet_b0"))
+    assert validity.problems(cfg) == []
+    assert resolve_variant("auto", 32, "efficientnet_b0") == "imagenet"
+    assert variant_fallback("efficientnet_b0", "auto", 32)
+    assert not variant_fallback("resnet18", "auto", 32)  # it has a CIFAR form
+    assert resolve_variant("auto", 32, "resnet18") == "cifar"
+    model = create_model("efficientnet_b0", 10, image_size=32).eval()
+    assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+    # Asking for the CIFAR form explicitly is refused before any work.
+    refused = validity.problems(
+        validate(compose_cfg("model=efficientnet_b0", "model.variant=cifar"))
+    )
+    assert refused and "model.variant=imagenet" in refused[0]

@@ -205,3 +205,19 @@ def test_cli_study_interrupted_by_ctrl_c_resumes(tmp_path, shared_cache) -> None
         (r.data.params["device.warmup_runs"], r.data.params["eval.compare_samples"]) for r in done
     ]
     assert len(configs) == len(set(configs))
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2+ cores to tell 1 thread from all")
+def test_a_jobs_thread_setting_does_not_leak_into_the_next(tmp_path, shared_cache) -> None:
+    import torch
+
+    torch_threads = torch.get_num_threads()
+    run_dlas(["-m", *base_args(tmp_path, shared_cache), "device.num_threads=1,null"])
+
+    (parent,) = parents(runs := mlflow_runs(tmp_path))
+    used = {
+        r.data.params["device.num_threads"]: r.data.metrics["device/threads"]
+        for r in children_of(runs, parent.info.run_id)
+    }
+    assert used == {"1": 1.0, "None": float(os.cpu_count())}
+    assert torch.get_num_threads() == torch_threads  # restored after the sweep
