@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
@@ -22,8 +22,14 @@ from dlas import tracking, validity
 from dlas.cache import Cache
 from dlas.config import Config, validate
 from dlas.data import load_dataset
-from dlas.devices import Device, create_device
+from dlas.devices import Device, Program, create_device
 from dlas.results import Build, Findings, Measurement, PreparedModel
+
+if TYPE_CHECKING:
+    import tvm
+
+    from dlas.algorithms import LoweredModule
+    from dlas.tuning import TuneContext, Tuner
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +111,7 @@ def prepare_model(cfg: Config, cache: Cache) -> PreparedModel:
 
 
 # --- systems side: export, algorithm, tuning, build ----------------------------------------
-def build_spec(cfg: Config, prepared: PreparedModel, target: Any) -> dict:
+def build_spec(cfg: Config, prepared: PreparedModel, target: tvm.target.Target) -> dict:
     """Exactly the config a built library depends on."""
     return {
         "build_version": BUILD_VERSION,
@@ -140,7 +146,12 @@ def compile_program(cfg: Config, prepared: PreparedModel, device: Device, cache:
 
 
 def _compile_tvm(
-    cfg: Config, prepared: PreparedModel, device: Device, tuner: Any, ctx: Any, cache: Cache
+    cfg: Config,
+    prepared: PreparedModel,
+    device: Device,
+    tuner: Tuner,
+    ctx: TuneContext,
+    cache: Cache,
 ) -> Build:
     target = device.target
     spec = build_spec(cfg, prepared, target)
@@ -187,9 +198,9 @@ def _compile_tvm(
 def _store_build(
     entry: Path,
     spec: dict,
-    mod: Any,
-    lowered: Any,
-    program: Any,
+    mod: tvm.IRModule,
+    lowered: LoweredModule,
+    program: Program,
     cfg: Config,
     device: Device,
     prepared: PreparedModel,
