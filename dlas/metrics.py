@@ -12,6 +12,11 @@ from collections.abc import Mapping
 # Latency protocol (batch 1, warm-up, median of N timed runs), milliseconds.
 LATENCY = "latency/median_ms"
 EAGER_LATENCY = "latency/pytorch_eager_median_ms"
+# 95% bootstrap interval of the median; noisy = 1.0 when the measurement is not to be trusted
+# (the run's latency.noisy tag says why).
+LATENCY_CI_LOW = "latency/median_ci_low_ms"
+LATENCY_CI_HIGH = "latency/median_ci_high_ms"
+NOISY = "latency/noisy"
 SPEEDUP_VS_EAGER = "latency/speedup_vs_eager"
 # Accuracy of the compiled module, and of the PyTorch model it was compiled from (fractions).
 TOP1 = "accuracy/top1"

@@ -244,7 +244,14 @@ def _build_findings(entry: Path, cfg: Config, cache_hit: bool) -> Findings:
 
 # --- hardware: latency and accuracy on the device ------------------------------------------
 def measure(cfg: Config, prepared: PreparedModel, device: Device, build: Build) -> Measurement:
-    from dlas.measure import compiled_accuracy, latency_stats, logit_agreement, measure_latency
+    from dlas.measure import (
+        compiled_accuracy,
+        latency_stats,
+        load_per_core,
+        logit_agreement,
+        measure_latency,
+        noise,
+    )
 
     data = prepared.data
     found = Findings()
@@ -253,12 +260,23 @@ def measure(cfg: Config, prepared: PreparedModel, device: Device, build: Build) 
         # would steal the cores from PyTorch's OpenMP threads.
         found.metrics[m.EAGER_LATENCY] = _eager_latency(cfg, prepared, device)
     with device.load(build.program) as runner:
+        load_before = load_per_core()
         samples = measure_latency(runner, data, cfg.device.warmup_runs, cfg.device.timed_runs)
+        loads = (load_before, load_per_core())
         found.metrics.update(latency_stats(samples))
+        found.metrics["host/load_per_core_before"], found.metrics["host/load_per_core_after"] = (
+            loads
+        )
+        why = noise(found.metrics, loads, cfg.eval.noisy_ci_fraction, cfg.eval.noisy_load)
+        found.metrics[m.NOISY] = float(bool(why))
+        found.tags["latency.noisy"] = why or "false"
+        if why:
+            log.warning("latency measurement is noisy: %s", why)
         found.documents["latency/samples.json"] = {
             "unit": "ms",
             "warmup_runs": cfg.device.warmup_runs,
             "samples": samples,
+            "load_per_core": {"before": loads[0], "after": loads[1]},
         }
         if data.labelled:
             found.metrics.update(compiled_accuracy(runner, data, cfg.dataset.test_limit))

@@ -83,11 +83,23 @@ class EvalConfig:
     compare_samples: int = 8
     # Also time PyTorch eager on the same model and input (local devices only).
     eager_baseline: bool = True
+    # A run is tagged noisy when the 95% bootstrap interval of its median latency is wider than
+    # this fraction of the median, or when the 1-minute load average per core exceeded
+    # noisy_load before or after timing (other work was competing for the cores).
+    noisy_ci_fraction: float = 0.1
+    noisy_load: float = 1.0
 
     def __post_init__(self) -> None:
         require(
             self.compare_samples >= 1, "eval.compare_samples", "must be >= 1", self.compare_samples
         )
+        require(
+            self.noisy_ci_fraction > 0,
+            "eval.noisy_ci_fraction",
+            "must be > 0",
+            self.noisy_ci_fraction,
+        )
+        require(self.noisy_load > 0, "eval.noisy_load", "must be > 0", self.noisy_load)
 
 
 @dataclass

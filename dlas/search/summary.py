@@ -12,8 +12,8 @@ from typing import Any
 from dlas.layers import MODEL_GROUPS as MODEL_LAYERS
 from dlas.metrics import BASELINE_COMPRESSION as BASELINE_COMPRESSION
 from dlas.metrics import LATENCY as LATENCY
+from dlas.metrics import NOISY, DenseBaselines
 from dlas.metrics import TOP1 as ACCURACY
-from dlas.metrics import DenseBaselines
 
 
 @dataclass
@@ -70,6 +70,10 @@ def _varying(records: Sequence[JobRecord]) -> dict[int, str]:
     }
 
 
+def _noisy(record: JobRecord) -> bool:
+    return record.metrics.get(NOISY, 0.0) > 0
+
+
 def _fmt(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}g}"
 
@@ -104,7 +108,8 @@ def summarize(
             return
         r = min(pool, key=lambda r: sign * r.metrics[key])
         metrics[metric] = r.metrics[key]
-        lines.append(f"  {label}: {r.metrics[key]:.4g}  job #{r.num} {names[r.num]}")
+        flag = "  (noisy latency: see the run's latency.noisy tag)" if _noisy(r) else ""
+        lines.append(f"  {label}: {r.metrics[key]:.4g}  job #{r.num} {names[r.num]}{flag}")
 
     lines.append("best:")
     best(done, latency, 1.0, f"lowest {latency}", "best/latency_ms")
@@ -124,10 +129,14 @@ def summarize(
     )
     for r in records:
         lines.append(
-            f"{r.num:>4}  {r.status:8}  {_fmt(r.metrics.get(latency)):>10}  "
+            f"{r.num:>4}  {r.status:8}  {_fmt(r.metrics.get(latency)):>9}{'*' if _noisy(r) else ' '}  "
             f"{_fmt(r.metrics.get(accuracy), digits=3):>6}  "
             f"{_fmt(drops.get(r.num), digits=3):>7}  {names[r.num]}"
         )
+    noisy = [r for r in done if _noisy(r)]
+    if noisy:
+        lines.append(f"* noisy latency ({len(noisy)} jobs): wide interval or a loaded machine")
+    metrics["sweep/noisy"] = len(noisy)
     for title, group in (("skipped (invalid combination)", skipped), ("failed", failed)):
         if group:
             lines.append(f"{title}:")
