@@ -43,6 +43,11 @@ def test_one_run_records_params_metrics_and_artifacts(compose_cfg, tiny):
         "latency/median_ms",
         "latency/p90_ms",
         "latency/std_ms",
+        "latency/p99_ms",
+        "latency/median_ci_low_ms",
+        "latency/median_ci_high_ms",
+        "latency/noisy",
+        "device/threads",
         "compile/seconds",
         "model/macs",
         "model/params",
@@ -50,6 +55,12 @@ def test_one_run_records_params_metrics_and_artifacts(compose_cfg, tiny):
     ):
         assert key in logged, key
     assert logged["latency/median_ms"] == pytest.approx(metrics["latency/median_ms"])
+    assert logged["latency/median_ci_low_ms"] <= logged["latency/median_ms"]
+    assert logged["latency/median_ms"] <= logged["latency/median_ci_high_ms"]
+    assert (
+        tags["latency.noisy"] == "false" if not logged["latency/noisy"] else tags["latency.noisy"]
+    )
+    assert tags["model.variant"] == "cifar"
     assert 0 <= logged["accuracy/top1"] <= 1
     # The compiled module computes what PyTorch computes, on logits that vary with the input.
     assert logged["compare/logit_spread"] > 1e-3
