@@ -11,7 +11,7 @@ import tvm
 import yaml
 from tvm import relax, tirx
 
-import dlas
+import dlas.conf
 from dlas.algorithms import ALGORITHMS, Algorithm, LoweredModule, lower
 from dlas.compiler.export import export
 from dlas.data import InputSpec
@@ -19,7 +19,7 @@ from dlas.models import create_model
 from tests.algorithms.util import KERNELS, host_target, relative_error
 from tests.conftest import calibrate_batchnorm
 
-CONF = Path(dlas.__file__).parent / "conf" / "algorithm"
+CONF = Path(dlas.conf.__file__).parent / "algorithm"
 ROW_KEYS = {"layer", "op", "data_shape", "weight_shape", "strides", "padding", "groups",
             "algorithm", "fallback"}  # fmt: skip
 

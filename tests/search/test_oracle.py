@@ -8,6 +8,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
+import dlas.conf
 from dlas.search.oracle import ComposeOracle
 from dlas.search.space import SpacePlan, parse_space
 from tests.search.conftest import TEST_RULE
@@ -21,7 +22,7 @@ def compose_job(overrides: list[str]) -> DictConfig:
 
 
 def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (REPO / "dlas" / "conf" / group).glob("*.yaml"))
+    return sorted(p.stem for p in (Path(dlas.conf.__file__).parent / group).glob("*.yaml"))
 
 
 def test_oracle_reports_rules_schema_errors_and_choices(warmup_rule) -> None:
