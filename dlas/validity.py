@@ -25,17 +25,19 @@ def rule(fn: Rule) -> Rule:
     return fn
 
 
-def algorithms_run(cfg: Config) -> list[str]:
-    """The algorithms whose kernels ``cfg.algorithm`` runs (per_layer: all it maps to);
-    empty when the option itself is invalid, which its own rule reports."""
+def algorithms_run(cfg: Config, required: bool = False) -> list[str]:
+    """The algorithms whose kernels ``cfg.algorithm`` runs (per_layer: all it maps to; with
+    ``required``, only those that must compute every layer); empty when the option itself is
+    invalid, which its own rule reports."""
     from dlas.algorithms import ALGORITHMS, resolve
 
     if cfg.algorithm.name not in ALGORITHMS:
         return []
     try:
-        return resolve(cfg.algorithm).algorithms()
+        algorithm = resolve(cfg.algorithm)
     except ValueError:
         return []
+    return algorithm.required_algorithms() if required else algorithm.algorithms()
 
 
 @rule
@@ -80,6 +82,18 @@ def metaschedule_components_exist(cfg: Config) -> str | None:
         if chosen is not None and chosen not in known:
             reasons.append(f"tuning.{option}={chosen!r}: expected one of {', '.join(known)}")
     return "; ".join(reasons) or None
+
+
+@rule
+def auto_times_on_this_host(cfg: Config) -> str | None:
+    if cfg.algorithm.name != "auto":
+        return None
+    if cfg.device.kind == "local" and not cfg.device.target.get("mtriple"):
+        return None
+    return (
+        f"algorithm=auto times its candidates on this machine, and device={cfg.device.name} "
+        "runs elsewhere: use a local device, or map layers with algorithm=per_layer"
+    )
 
 
 @rule
@@ -161,7 +175,7 @@ def algorithm_supports_compute_dtypes(cfg: Config) -> str | None:
         dtypes = ALGORITHMS.get(name).dtypes
         return dtypes is None or all(d in dtypes for d in needed)
 
-    lacking = [n for n in algorithms_run(cfg) if not supports(n)]
+    lacking = [n for n in algorithms_run(cfg, required=True) if not supports(n)]
     if not lacking:
         return None
     working = [n for n in ALGORITHMS.names() if supports(n)]

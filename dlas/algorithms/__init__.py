@@ -9,6 +9,7 @@ subclasses :class:`Algorithm` and registers itself, plus one ``conf/algorithm/<n
 from __future__ import annotations
 
 from . import (  # noqa: F401  (each module registers its algorithm)
+    auto,
     direct,
     gemm,
     per_layer,

@@ -46,6 +46,11 @@ class Algorithm:
         """The algorithms whose kernels this option runs (before their own fallbacks)."""
         return [self.name]
 
+    def required_algorithms(self) -> list[str]:
+        """The algorithms that must each compute the run's dtypes (a composite that chooses
+        among candidates per layer needs none of them to)."""
+        return self.algorithms()
+
     def fresh(self) -> Algorithm:
         """The same options with an empty layer table."""
         new = copy.copy(self)

@@ -27,6 +27,7 @@ from dlas.config.ml import (
 )
 from dlas.config.systems import (
     AlgorithmConfig,
+    AutoAlgorithmConfig,
     DeviceConfig,
     MetaScheduleTuningConfig,
     OnnxRuntimeTuningConfig,
@@ -37,6 +38,7 @@ from dlas.config.systems import (
 
 __all__ = [
     "AlgorithmConfig",
+    "AutoAlgorithmConfig",
     "CompressionConfig",
     "Config",
     "ConfigError",
@@ -128,7 +130,11 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
         "fp16": Fp16Config,
         "int8": Int8Config,
     },
-    "algorithm": {"base": AlgorithmConfig, "per_layer": PerLayerAlgorithmConfig},
+    "algorithm": {
+        "base": AlgorithmConfig,
+        "per_layer": PerLayerAlgorithmConfig,
+        "auto": AutoAlgorithmConfig,
+    },
     "tuning": {
         "base": TuningConfig,
         "metaschedule": MetaScheduleTuningConfig,

@@ -29,6 +29,25 @@ class PerLayerAlgorithmConfig(AlgorithmConfig):
         self.layers = {str(k): v for k, v in self.layers.items()}
 
 
+@dataclass
+class AutoAlgorithmConfig(AlgorithmConfig):
+    # Each conv runs the fastest of these (that would run it without falling back), timed on
+    # this machine; the sparse ones join when the layer's weights have zeros.
+    candidates: list[str] = field(
+        default_factory=lambda: ["direct", "gemm", "spatial_pack", "winograd"]
+    )
+    sparse_candidates: list[str] = field(
+        default_factory=lambda: ["sparse_direct", "sparse_gemm", "sparse_spatial_pack"]
+    )
+    # Where measured times are cached (the YAML points it at paths.cache_dir); null: no cache.
+    cache_dir: str | None = None
+    # Timed runs per candidate (median).
+    repeat: int = 20
+
+    def __post_init__(self) -> None:
+        require(self.repeat >= 1, "algorithm.repeat", "must be >= 1", self.repeat)
+
+
 # --- tuning (systems software) -------------------------------------------------------------
 @dataclass
 class TuningConfig:

@@ -1,0 +1,174 @@
+"""Auto: every conv2d runs whichever eligible algorithm is fastest for its workload on the
+device, measured rather than guessed.
+
+For each conv, each candidate (direct, gemm, spatial_pack, winograd; the sparse ones too when
+the layer's weights are pruned) that would really run this layer — not fall back to another —
+is built alone with its default schedule and timed on this machine (batch 1, median of
+``repeat`` runs). The times are cached per (workload, target, candidates) like tuning records,
+so later runs and other models with the same workload reuse them; the layer table lists every
+candidate's time in its ``candidates`` column.
+
+    python -m dlas.run algorithm=auto                              # untuned, measured choice
+    python -m dlas.run algorithm=auto tuning=metaschedule          # then tune the chosen kernels
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from dlas.cache import Cache, write_atomic
+from dlas.compiler.build import build
+
+from .base import Algorithm
+from .constants import value_of
+from .lowering import lower
+from .registry import ALGORITHMS
+from .shapes import ConvSpec
+
+log = logging.getLogger(__name__)
+
+DENSE_CANDIDATES = ("direct", "gemm", "spatial_pack", "winograd")
+SPARSE_CANDIDATES = ("sparse_direct", "sparse_gemm", "sparse_spatial_pack")
+# Bump when what a candidate's timing means changes (kernels, protocol).
+CHOICES_VERSION = 1
+
+
+@ALGORITHMS.register("auto")
+class Auto(Algorithm):
+    name = "auto"
+    composite = True
+
+    def __init__(
+        self,
+        candidates: list[str] | tuple[str, ...] = DENSE_CANDIDATES,
+        sparse_candidates: list[str] | tuple[str, ...] = SPARSE_CANDIDATES,
+        cache_dir: str | None = None,
+        repeat: int = 20,
+    ) -> None:
+        super().__init__()
+        self.candidates = list(candidates)
+        self.sparse_candidates = list(sparse_candidates)
+        self.cache = Cache(Path(cache_dir).expanduser()) if cache_dir else None
+        self.repeat = repeat
+        unknown = [
+            n
+            for n in [*self.candidates, *self.sparse_candidates]
+            if n not in ALGORITHMS or ALGORITHMS.get(n).composite
+        ]
+        if unknown or not self.candidates:
+            kernels = [n for n in ALGORITHMS.names() if not ALGORITHMS.get(n).composite]
+            raise ValueError(
+                f"algorithm=auto: candidates must be non-empty and among {', '.join(kernels)}; "
+                f"got {', '.join(unknown) or 'none'}"
+            )
+        self._weight: np.ndarray | None = None
+        self._times: dict[str, float] = {}
+
+    def algorithms(self) -> list[str]:
+        # The sparse candidates join only on pruned weights, where they can run.
+        return list(self.candidates)
+
+    def required_algorithms(self) -> list[str]:
+        return []  # a candidate that cannot compute a layer's dtype is simply not timed
+
+    def conv2d(self, bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+        self._weight, self._times = value_of(call.args[1]), {}
+        out = super().conv2d(bb, call)
+        if self._times:
+            self.layers[-1]["candidates"] = ", ".join(
+                f"{name}={ms:.4g}ms" for name, ms in sorted(self._times.items(), key=lambda i: i[1])
+            )
+        return out
+
+    def select(self, spec: ConvSpec) -> tuple[Algorithm, str]:
+        if self._weight is None:  # nothing to time with: the plain default
+            return ALGORITHMS.get(self.candidates[0])().select(spec)
+        names = list(self.candidates)
+        if float(np.mean(self._weight == 0)) > 0:
+            names += self.sparse_candidates
+        eligible = {}
+        for name in names:
+            dtypes = ALGORITHMS.get(name).dtypes
+            if dtypes is not None and spec.dtype not in dtypes:
+                continue
+            impl, _ = ALGORITHMS.get(name)().select(spec)
+            if impl.name == name:  # a candidate that falls back is its fallback, already listed
+                eligible[name] = impl
+        if len(eligible) <= 1:
+            return (next(iter(eligible.values())) if eligible else ALGORITHMS.get("direct")()), ""
+        self._times = self._timed(spec, sorted(eligible))
+        best = min(self._times, key=self._times.__getitem__)
+        return eligible[best], ""
+
+    def _timed(self, spec: ConvSpec, names: list[str]) -> dict[str, float]:
+        target = tvm.target.Target.current()
+        if target is None or target.kind.name != "llvm" or "mtriple" in target.attrs:
+            raise ValueError(
+                "algorithm=auto times its candidates on this machine and needs this host's CPU "
+                f"as the target (got {target}); map layers with algorithm=per_layer instead"
+            )
+        assert self._weight is not None
+        key = {
+            "version": CHOICES_VERSION,
+            "conv": dataclasses.asdict(spec),
+            "target": str(target),
+            "candidates": names,
+            "repeat": self.repeat,
+            # Sparse kernels' speed depends on how many weights are zero.
+            "sparsity": round(float(np.mean(self._weight == 0)), 2),
+        }
+        path = self.cache.entry("algorithm_choices", key, ".json") if self.cache else None
+        if path is not None and path.exists():
+            return json.loads(path.read_text())["times_ms"]
+        times = {name: time_conv(spec, self._weight, name, target, self.repeat) for name in names}
+        log.info("algorithm=auto %s: %s", spec.row()["weight_shape"], times)
+        if path is not None:
+            write_atomic(path, json.dumps({"spec": key, "times_ms": times}, indent=1).encode())
+        return times
+
+
+def conv_module(spec: ConvSpec, weight: np.ndarray) -> tvm.IRModule:
+    """One conv2d with constant weights, as the model's legalization sees it."""
+    bb = relax.BlockBuilder()
+    x = relax.Var(
+        "x", relax.TensorType((spec.batch, spec.in_channels, spec.height, spec.width), spec.dtype)
+    )
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(
+                relax.op.nn.conv2d(
+                    x,
+                    relax.const(weight),
+                    strides=spec.strides,
+                    padding=spec.padding,
+                    dilation=spec.dilation,
+                    groups=spec.groups,
+                    out_dtype=spec.out_dtype,
+                )
+            )
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def time_conv(
+    spec: ConvSpec, weight: np.ndarray, algorithm: str, target: Any, repeat: int
+) -> float:
+    """Median milliseconds of one conv built with ``algorithm``'s default schedule."""
+    lowered = lower(conv_module(spec, weight), algorithm, target)
+    dev = tvm.cpu()
+    vm = relax.VirtualMachine(build(lowered.mod, target), dev)
+    shape = (spec.batch, spec.in_channels, spec.height, spec.width)
+    data = np.random.default_rng(0).standard_normal(shape).astype(spec.dtype)
+    vm.set_input("main", tvm.runtime.tensor(data, dev))
+    vm.invoke_stateful("main")  # warm-up
+    timer = vm.time_evaluator("invoke_stateful", dev, number=1, repeat=repeat)
+    return float(np.median(timer("main").results) * 1e3)

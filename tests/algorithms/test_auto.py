@@ -1,0 +1,73 @@
+"""algorithm=auto: each conv runs its fastest eligible candidate, timed here and cached."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dlas.algorithms import auto as auto_module
+from dlas.algorithms.auto import Auto
+from tests.algorithms.util import (
+    Case,
+    conv_module,
+    host_target,
+    random_weights,
+    relative_error,
+    torch_reference,
+)
+from tests.algorithms.util import run as build_and_run
+
+CASES = [
+    Case(1, 16, 12, 12, 16, 3, pad=1),  # winograd-eligible 3x3 s1
+    Case(1, 16, 12, 12, 24, 1),  # 1x1: winograd would fall back, so it is not a candidate
+]
+
+
+def build(cases, weights, cache_dir, sparsity=0.0):
+    rng = np.random.default_rng(0)
+    biases = [rng.standard_normal(c.oc).astype("float32") for c in cases]
+    xs = [rng.standard_normal((c.n, c.c, c.h, c.w)).astype("float32") for c in cases]
+    algo = Auto(cache_dir=str(cache_dir), repeat=3)
+    outs, lowered = build_and_run(conv_module(cases, weights, biases), algo, xs, host_target())
+    for case, x, w, b, out in zip(cases, xs, weights, biases, outs, strict=True):
+        ref = torch_reference(case, x, w, b)
+        assert np.std(ref) > 1e-3 and relative_error(out, ref) < 1e-4
+    return lowered.layers
+
+
+def test_auto_picks_the_fastest_measured_candidate_and_caches_the_times(tmp_path, monkeypatch):
+    rng = np.random.default_rng(1)
+    weights = [random_weights(c, 0.0, rng) for c in CASES]
+    rows = build(CASES, weights, tmp_path)
+    timed = [r for r in rows if r.get("candidates")]
+    assert len(timed) == 2
+    for row in timed:
+        times = dict(item.split("=") for item in row["candidates"].split(", "))
+        fastest = min(times, key=lambda n: float(times[n].removesuffix("ms")))
+        assert row["algorithm"] == fastest and not row["fallback"]
+    assert "winograd" in timed[0]["candidates"] and "winograd" not in timed[1]["candidates"]
+    assert len(list((tmp_path / "algorithm_choices").glob("*.json"))) == 2
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a cached workload was timed again")
+
+    monkeypatch.setattr(auto_module, "time_conv", refuse)
+    again = build(CASES, weights, tmp_path)
+    assert [r["algorithm"] for r in again] == [r["algorithm"] for r in rows]
+
+
+def test_auto_times_sparse_candidates_on_pruned_weights(tmp_path):
+    case = Case(1, 16, 8, 8, 32, 3, pad=1)
+    weights = [random_weights(case, 0.9, np.random.default_rng(2))]
+    (row,) = build([case], weights, tmp_path)
+    assert "sparse_direct" in row["candidates"] and "direct" in row["candidates"]
+
+
+def test_auto_refuses_a_target_it_cannot_time(compose_cfg):
+    from dlas import validity
+    from dlas.config import validate
+
+    reasons = validity.problems(validate(compose_cfg("algorithm=auto", "device=xavier_cpu")))
+    assert any("algorithm=auto times its candidates on this machine" in r for r in reasons)
+    with pytest.raises(ValueError, match="candidates must be"):
+        Auto(candidates=["fft"])
