@@ -165,6 +165,10 @@ def _compile_tvm(
             prepared.compression.restore_relax_report(
                 json.loads((entry / "compression.json").read_text())
             )
+        if (entry / "tuning.json").exists():
+            # What the tuner reported when it built this library; this run tuned nothing.
+            ctx.metrics.update(json.loads((entry / "tuning.json").read_text()))
+            ctx.metrics.update({"tune/new_trials": 0.0, "tune/seconds": 0.0})
     else:
         from dlas.algorithms import lower
         from dlas.compiler.export import export
@@ -190,7 +194,7 @@ def _compile_tvm(
             schedule=tuner.default_schedules and target.kind.name == "llvm",
         )
         program = tuner.compile(lowered, target, ctx)
-        _store_build(entry, spec, mod, lowered, program, cfg, device, prepared)
+        _store_build(entry, spec, mod, lowered, program, cfg, device, prepared, ctx)
         program.library = str(library)
     return Build(program, entry, _build_findings(entry, cfg, hit))
 
@@ -204,9 +208,10 @@ def _store_build(
     cfg: Config,
     device: Device,
     prepared: PreparedModel,
+    ctx: TuneContext,
 ) -> None:
-    """Write library, per-layer table, IR and what apply_relax found (a cache hit skips
-    apply_relax) into a fresh folder, then move it into place."""
+    """Write library, per-layer table, IR, and what apply_relax and the tuner found (a cache
+    hit skips both) into a fresh folder, then move it into place."""
     import shutil
 
     tmp = entry.with_name(entry.name + ".tmp")
@@ -217,6 +222,9 @@ def _store_build(
     (tmp / "compression.json").write_text(
         json.dumps(prepared.compression.relax_report(), default=str)
     )
+    tuned = {k: v for k, v in ctx.metrics.items() if k.startswith("tune/")}
+    if tuned:
+        (tmp / "tuning.json").write_text(json.dumps(tuned, indent=1))
     if cfg.tracking.log_ir:
         (tmp / "relax.py").write_text(mod.script(show_meta=False))
         (tmp / "lowered.py").write_text(lowered.mod.script(show_meta=False))

@@ -90,6 +90,12 @@ class MetaScheduleTuningConfig(TuningConfig):
     # Also time dlas's default schedule of each tuned task and keep it as a record, so that
     # the build uses whichever is faster per task (never slower than untuned).
     include_defaults: bool = True
+    # Stopping before the trial budget runs out: a task whose best has not improved by
+    # stop_min_improvement (a fraction) over stop_patience of its rounds is done (null: never
+    # stops early); after max_seconds of tuning (null: no limit) every task is done.
+    stop_patience: int | None = 3
+    stop_min_improvement: float = 0.01
+    max_seconds: float | None = None
     # A records folder, MLflow run id or runs:/<id>/tuning URI to apply instead of tuning.
     records: str | None = None
     progress: bool = True
@@ -107,6 +113,24 @@ class MetaScheduleTuningConfig(TuningConfig):
             "tuning.trials_per_iter",
             "must be >= 1",
             self.trials_per_iter,
+        )
+        require(
+            self.stop_patience is None or self.stop_patience >= 1,
+            "tuning.stop_patience",
+            "must be null or >= 1",
+            self.stop_patience,
+        )
+        require(
+            0 <= self.stop_min_improvement < 1,
+            "tuning.stop_min_improvement",
+            "must be in [0, 1)",
+            self.stop_min_improvement,
+        )
+        require(
+            self.max_seconds is None or self.max_seconds > 0,
+            "tuning.max_seconds",
+            "must be null or > 0",
+            self.max_seconds,
         )
         one_of("tuning.strategy", self.strategy, ("evolutionary", "replay-trace", "replay-func"))
         one_of("tuning.task_scheduler", self.task_scheduler, ("gradient", "round-robin"))

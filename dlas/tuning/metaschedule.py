@@ -28,7 +28,7 @@ from dlas.cache import config_key
 from dlas.compiler.build import build
 from dlas.devices import Program
 from dlas.tuning.base import TuneContext, Tuner
-from dlas.tuning.progress import TrialProgress
+from dlas.tuning.progress import TrialProgress, TuningStop
 from dlas.tuning.records import TABLE_FILE, RecordStore, best_seconds, resolve_records
 from dlas.tuning.registry import TUNERS
 from dlas.tuning.seeding import seed_default_schedules
@@ -219,6 +219,7 @@ class MetaSchedule(Tuner):
             export = not (isinstance(runner_spec, str) and runner_spec == "inprocess")
         builder = make_builder(self.builder, cfg.builder_workers, export=export)
         runner = progress = None
+        stop = TuningStop(cfg.stop_patience, cfg.stop_min_improvement, cfg.max_seconds)
         try:
             runner = make_runner(runner_spec, evaluator, cfg.runner_timeout_s)
             if cfg.include_defaults:
@@ -231,8 +232,14 @@ class MetaSchedule(Tuner):
             todo = sorted(todo, key=lambda t: -(known[t.task_name] or math.inf) * t.weight)
             strategy = ms.SearchStrategy.create(cfg.strategy, **dict(cfg.strategy_options))
             contexts, weights = tune_contexts(todo, strategy, cfg.seed)
+            untuned = [store.default_us(t.dispatched[0]) for t in todo]
             progress = TrialProgress(
-                budget, weights, [known[t.task_name] for t in todo], enabled=cfg.progress
+                budget,
+                weights,
+                [known[t.task_name] for t in todo],
+                enabled=cfg.progress,
+                untuned=[u * 1e-6 if u is not None else None for u in untuned],
+                stop=stop,
             )
             cost_model = ms.CostModel.create(
                 cfg.cost_model, num_tuning_cores=os.cpu_count() or 1, **dict(cfg.cost_model_options)
@@ -253,6 +260,8 @@ class MetaSchedule(Tuner):
                 measure_callbacks=[*ms.MeasureCallback.create("default"), progress],
                 task_scheduler=cfg.task_scheduler,
             )
+            ctx.metrics["tune/tasks_stopped_early"] = float(len(stop.stopped_tasks))
+            ctx.metrics["tune/stopped_by_max_seconds"] = float(stop.out_of_time)
         finally:
             if progress is not None:
                 progress.close()

@@ -1,8 +1,9 @@
-"""A tqdm bar over MetaSchedule trials, and what each task got out of them."""
+"""A tqdm bar over MetaSchedule trials, what each task got out of them, and when to stop."""
 
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 from tqdm import tqdm
@@ -17,13 +18,22 @@ class TrialProgress(PyMeasureCallback):
     with ``known_best``, what the database already had for them)."""
 
     def __init__(
-        self, total: int, weights: list[float], known_best: list[float | None], enabled: bool = True
+        self,
+        total: int,
+        weights: list[float],
+        known_best: list[float | None],
+        enabled: bool = True,
+        untuned: list[float | None] | None = None,
+        stop: TuningStop | None = None,
     ) -> None:
         super().__init__()
         self.weights = list(weights)
         self.best: list[float | None] = list(known_best)
         self.trials = [0] * len(weights)
         self.failures = [0] * len(weights)
+        # Each task's default schedule (seconds), for the untuned figure beside the estimate.
+        self.untuned = list(untuned) if untuned is not None else [None] * len(weights)
+        self.stop = stop
         self.bar = tqdm(
             total=total,
             unit="trial",
@@ -53,14 +63,59 @@ class TrialProgress(PyMeasureCallback):
             if self.best[task_id] is None or mean < self.best[task_id]:
                 self.best[task_id] = mean
         self.bar.update(len(measure_candidates))
-        estimate = self.estimate_ms()
-        self.bar.set_postfix_str(
-            f"best≈{estimate:.4g} ms" if estimate is not None else "no valid trial yet"
-        )
+        estimate, untuned = self.estimate_ms(), self.estimate_ms(self.untuned)
+        text = f"best≈{estimate:.4g} ms" if estimate is not None else "no valid trial yet"
+        if untuned is not None:
+            text += f" (untuned≈{untuned:.4g} ms)"
+        self.bar.set_postfix_str(text)
+        if self.stop is not None:
+            self.stop.after_round(task_scheduler, task_id, self.best[task_id], len(self.weights))
 
-    def estimate_ms(self) -> float | None:
-        known = [(w, b) for w, b in zip(self.weights, self.best, strict=True) if b is not None]
+    def estimate_ms(self, per_task: list[float | None] | None = None) -> float | None:
+        """Sum over tasks of weight x seconds, in ms (tasks without a figure left out)."""
+        values = self.best if per_task is None else per_task
+        known = [(w, b) for w, b in zip(self.weights, values, strict=True) if b is not None]
         return sum(w * b for w, b in known) * 1e3 if known else None
 
     def close(self) -> None:
         self.bar.close()
+
+
+class TuningStop:
+    """When tuning stops before its trial budget: a task whose best has not improved by
+    ``min_improvement`` (a fraction) over ``patience`` of its rounds is done, and every task is
+    done once ``max_seconds`` of wall-clock time have passed."""
+
+    def __init__(
+        self, patience: int | None, min_improvement: float, max_seconds: float | None
+    ) -> None:
+        self.patience = patience
+        self.min_improvement = min_improvement
+        self.deadline = time.monotonic() + max_seconds if max_seconds is not None else None
+        self.stale: dict[int, int] = {}
+        self.reference: dict[int, float] = {}
+        self.stopped_tasks: set[int] = set()
+        self.out_of_time = False
+
+    def after_round(self, scheduler: Any, task_id: int, best: float | None, num_tasks: int) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            if not self.out_of_time:
+                self.out_of_time = True
+                for other in range(num_tasks):
+                    self._terminate(scheduler, other)
+            return
+        if self.patience is None or best is None:
+            return
+        reference = self.reference.get(task_id)
+        if reference is None or best < reference * (1 - self.min_improvement):
+            self.reference[task_id], self.stale[task_id] = best, 0
+            return
+        self.stale[task_id] = self.stale.get(task_id, 0) + 1
+        if self.stale[task_id] >= self.patience:
+            self._terminate(scheduler, task_id)
+            self.stopped_tasks.add(task_id)
+
+    @staticmethod
+    def _terminate(scheduler: Any, task_id: int) -> None:
+        if not bool(scheduler.tasks_[task_id].is_terminated):
+            scheduler.terminate_task(task_id)

@@ -95,6 +95,26 @@ def test_tuned_build_tunes_logs_and_matches_pytorch(tuned):
     assert list((tmp / "cache" / "tuning").glob("*/database_tuning_record.json"))
 
 
+def test_rerun_of_a_tuned_configuration_shows_the_reuse(tuned):
+    compose_cfg, tmp, first, _ = tuned
+    metrics, run_id = run(compose_cfg, tmp, *TUNE)  # same config: a compile-cache hit
+    tags = mlflow.tracking.MlflowClient().get_run(run_id).data.tags
+    assert tags["compile.cache_hit"] == "true"
+    assert metrics["tune/new_trials"] == 0 and metrics["tune/seconds"] == 0
+    assert metrics["tune/trials"] == first["tune/trials"]
+    assert metrics["tune/tasks_with_records"] == first["tune/tasks_with_records"]
+
+
+def test_tuning_stops_when_tasks_stop_improving(tuned):
+    compose_cfg, tmp, _, _ = tuned
+    overrides = [o for o in TUNE if not o.startswith("tuning.trials=")]
+    stopping = ("tuning.stop_patience=1", "tuning.stop_min_improvement=0.9", "tuning.trials=64")
+    metrics, _ = run(compose_cfg, tmp, *overrides, *stopping, "tuning.seed=3")
+    assert metrics["tune/tasks_stopped_early"] >= 1
+    assert 0 < metrics["tune/new_trials"] < 64
+    assert metrics["compare/max_abs_logit_diff"] < 1e-3
+
+
 def test_tuned_untuned_and_pytorch_logits_agree(tuned):
     compose_cfg, tmp, _, _ = tuned
     run(compose_cfg, tmp, "tuning=untuned")
