@@ -21,6 +21,7 @@ from dlas.cache import Cache
 from dlas.config import Config, validate
 from dlas.data import DataBundle, load_dataset
 from dlas.devices import Device, Program, create_device
+from dlas.search.context import sweep_job_tags
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,8 @@ def run(cfg: DictConfig, parent_run_id: str | None = None) -> dict[str, float]:
     validity.check(typed)
     device = create_device(typed.device)
     device.check_available()
-    with tracking.start_run(cfg, device.describe(), parent_run_id):
+    # sweep_job_tags: the Optuna trial a guided sweep's job runs (dlas.search.context).
+    with tracking.start_run(cfg, {**device.describe(), **sweep_job_tags()}, parent_run_id):
         return walk(typed, device)
 
 
