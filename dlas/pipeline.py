@@ -135,7 +135,9 @@ def compile_program(
         )
         program = tuner.wrap(prepared.model, prepared.data.spec, ctx)
     else:
-        program = _compile_tvm(cfg, prepared, device, tuner, ctx, cache)
+        # One build per entry, whichever concurrent job gets there first (dlas.cache).
+        with cache.lock("compiled", build_spec(cfg, prepared, device.target), ""):
+            program = _compile_tvm(cfg, prepared, device, tuner, ctx, cache)
     metrics["compile/seconds"] = time.perf_counter() - start
     metrics.update(ctx.metrics)
     for name, path in ctx.artifacts.items():
@@ -282,6 +284,7 @@ def measure(
         if data.labelled:
             metrics.update(compiled_accuracy(runner, data, cfg.dataset.test_limit))
         metrics.update(logit_agreement(runner, prepared.model, data, cfg.eval.compare_samples))
+    metrics.update(device.timing_metrics())  # latency/lock_wait_s (dlas.devices.exclusive)
     if "latency/pytorch_eager_median_ms" in metrics:
         metrics["latency/speedup_vs_eager"] = (
             metrics["latency/pytorch_eager_median_ms"] / metrics["latency/median_ms"]
