@@ -88,44 +88,25 @@ def test_worker_killed_mid_trial_is_failed_and_retried(stack, scaleout_cache, tm
     ]
     started = time.monotonic()
     roots = [w.worker_root(tmp_path, i) for i in range(2)]
-    victim = w.start(
-        w.optuna_command(roots[0], scaleout_cache, storage, "killed", *extra),
-        env,
-        roots[0] / "worker.log",
-        roots[0],
-    )
-    survivor = None
-    try:
-        # Kill the victim once it holds a trial whose MLflow run has started.
-        client = MlflowClient(tracking_uri=stack.tracking.url)
-        deadline = time.monotonic() + 600
-        killed_number = None
-        while killed_number is None and time.monotonic() < deadline:
-            assert victim.poll() is None, (roots[0] / "worker.log").read_text()[-3000:]
-            time.sleep(1)
-            exp = client.get_experiment_by_name("dlas")
-            if exp is None:
-                continue
-            running = client.search_runs(
-                [exp.experiment_id],
-                "tags.optuna.study_name = 'killed' and attributes.status = 'RUNNING'",
-            )
-            if running:
-                time.sleep(2)  # in the middle of the trial
-                killed_number = int(running[0].data.tags["optuna.trial_number"])
-                os.killpg(victim.pid, signal.SIGKILL)
-        victim.wait(timeout=30)
-        assert killed_number is not None
-        survivor = w.start(
-            w.optuna_command(roots[1], scaleout_cache, storage, "killed", *extra),
+    # Both workers run together: the survivor learns of the death only through the heartbeat
+    # (its start-up check of dead pids on this host is over by then), as a worker on another
+    # host would.
+    victim, survivor = (
+        w.start(
+            w.optuna_command(root, scaleout_cache, storage, "killed", *extra),
             env,
-            roots[1] / "worker.log",
-            roots[1],
+            root / "worker.log",
+            root,
         )
+        for root in roots
+    )
+    client = MlflowClient(tracking_uri=stack.tracking.url)
+    try:
+        killed_number = _kill_mid_trial(victim, client, storage, roots[0])
         assert survivor.wait(timeout=900) == 0, (roots[1] / "worker.log").read_text()[-3000:]
     finally:
         for p in (victim, survivor):
-            if p is not None and p.poll() is None:
+            if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
     wall = time.monotonic() - started
@@ -148,3 +129,35 @@ def test_worker_killed_mid_trial_is_failed_and_retried(stack, scaleout_cache, tm
     # Nothing left behind: the victim's whole process group is gone.
     with pytest.raises(ProcessLookupError):
         os.killpg(victim.pid, 0)
+
+
+def _kill_mid_trial(victim, client: MlflowClient, storage: str, root) -> int:
+    """SIGKILL the victim's process group once one of its trials has a RUNNING MLflow run."""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        assert victim.poll() is None, (root / "worker.log").read_text()[-3000:]
+        time.sleep(1)
+        try:
+            trials = optuna.load_study(study_name="killed", storage=storage).trials
+        except KeyError:  # not created yet
+            continue
+        mine = {
+            str(t.number)
+            for t in trials
+            if t.state == TrialState.RUNNING
+            and t.user_attrs.get("dlas.worker", "").endswith(f":{victim.pid}")
+        }
+        exp = client.get_experiment_by_name("dlas")
+        if not mine or exp is None:
+            continue
+        running = client.search_runs(
+            [exp.experiment_id],
+            "tags.optuna.study_name = 'killed' and attributes.status = 'RUNNING'",
+        )
+        hit = [r for r in running if r.data.tags.get("optuna.trial_number") in mine]
+        if hit:
+            time.sleep(2)  # in the middle of the trial
+            os.killpg(victim.pid, signal.SIGKILL)
+            victim.wait(timeout=30)
+            return int(hit[0].data.tags["optuna.trial_number"])
+    raise TimeoutError("the victim never started a trial")

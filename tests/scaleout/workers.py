@@ -15,13 +15,14 @@ SPACE = ["device.warmup_runs=0,1,2", "eval.compare_samples=1,2,3,4"]
 
 
 def optuna_command(root: Path, cache: Path, storage: str, study: str, *extra: str) -> list[str]:
+    keys = {e.split("=")[0] for e in extra}  # extra overrides replace base ones
     return [
         sys.executable, "-m", "dlas.run", "-m",
         "hydra/sweeper=dlas_optuna",
         f"hydra.sweeper.storage={storage}",
         f"hydra.sweeper.study_name={study}",
         "hydra.sweeper.n_startup_trials=4",
-        *base_args(root, cache),
+        *[a for a in base_args(root, cache) if a.split("=")[0] not in keys],
         *SPACE,
         *extra,
     ]  # fmt: skip
