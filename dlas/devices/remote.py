@@ -206,7 +206,8 @@ def connect_direct(host: str, port: int, key: str, timeout_s: int) -> Any:
     try:
         return rpc.connect(host, port, key=key, session_timeout=timeout_s)
     except (RuntimeError, OSError) as exc:
-        if not key or "mismatch" not in str(exc).lower():
+        message = str(exc).lower()
+        if not key or ("matches key" not in message and "mismatch" not in message):
             raise
         try:
             return rpc.connect(host, port, key="", session_timeout=timeout_s)
