@@ -10,11 +10,12 @@ from dlas.config import validate
 from dlas.devices import create_device
 from dlas.devices import loopback as lb
 
-pytestmark = [pytest.mark.rpc, pytest.mark.scaleout]
+pytestmark = pytest.mark.rpc
 
 POOL_KEY = "dlas-pool"
 
 
+@pytest.mark.scaleout
 def test_two_servers_under_one_key_serve_two_concurrent_sessions(compose_cfg, tmp_path):
     with ExitStack() as stack:
         tracker = lb.start_tracker(stack, tmp_path)
