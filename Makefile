@@ -4,14 +4,15 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: setup run test lint ui clean cross-toolchain
+.PHONY: setup run test lint ui clean cross-toolchain postgres
 
 # The install stamp is refreshed whenever pyproject.toml or setup.py changes.
 $(VENV)/.installed: pyproject.toml setup.py
 	command -v aarch64-linux-gnu-g++ >/dev/null || $(MAKE) cross-toolchain
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || $(MAKE) postgres
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev,onnx]"
+	$(BIN)/python -m pip install -q -e ".[dev,onnx,scaleout]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -38,3 +39,10 @@ clean:
 cross-toolchain:
 	-(apt-get update -qq && apt-get install -y -qq g++-aarch64-linux-gnu) >/dev/null 2>&1 \
 	  || echo "note: could not install g++-aarch64-linux-gnu (needs root and apt); Arm cross builds disabled"
+
+# PostgreSQL for several sweep workers on one study and the MLflow tracking server's store
+# (docs/scale-out.md); the scale-out tests start a throw-away cluster with it. Optional:
+# without it those tests are skipped with this reason.
+postgres:
+	-(apt-get update -qq && apt-get install -y -qq postgresql) >/dev/null 2>&1 \
+	  || echo "note: could not install postgresql (needs root and apt); scale-out tests skipped"

@@ -71,9 +71,8 @@ def replay(
         n_trials=20 * len(records),
         n_startup_trials=n_startup,
         objective="latency",
-        max_accuracy_drop=max_drop,
     )
-    sweep = ReplaySweep(settings, records, target, truth)
+    sweep = ReplaySweep(settings, records, target, truth, max_drop)
     try:
         sweep.explore([], params, RecordedOracle(records), None, f"replay-{sampler}-{seed}")
     except TargetReached as hit:
@@ -113,7 +112,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.tracking_uri
         or f"sqlite:///{Path(cfg.paths.mlruns_dir).expanduser().resolve() / 'mlflow.db'}"
     )
-    max_drop = args.max_drop if args.max_drop is not None else cfg.hydra.sweeper.max_accuracy_drop
+    max_drop = (
+        args.max_drop
+        if args.max_drop is not None
+        else cfg.hydra.callbacks.dlas_sweep.max_accuracy_drop
+    )
     records = load_runs(uri, args.study, params)
     if not records:
         sys.exit(f"no runs of study {args.study!r} in {uri}: run the exhaustive sweep first")

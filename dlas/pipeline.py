@@ -24,6 +24,7 @@ from dlas.config import Config, validate
 from dlas.data import load_dataset
 from dlas.devices import Device, Program, create_device
 from dlas.results import Build, Findings, Measurement, PreparedModel
+from dlas.search.context import sweep_job_tags
 
 if TYPE_CHECKING:
     import tvm
@@ -44,7 +45,9 @@ def run(cfg: DictConfig, parent_run_id: str | None = None) -> dict[str, float]:
     validity.check(typed)
     device = create_device(typed.device)
     device.check_available()
-    with tracking.start_run(cfg, device.describe(), parent_run_id), device.threads():
+    # sweep_job_tags: the Optuna trial a guided sweep's job runs (dlas.search.context).
+    tags = {**device.describe(), **sweep_job_tags()}
+    with tracking.start_run(cfg, tags, parent_run_id), device.threads():
         return walk(typed, device)
 
 
@@ -130,7 +133,9 @@ def compile_program(cfg: Config, prepared: PreparedModel, device: Device, cache:
     ctx = TuneContext(cache=cache, work_dir=cache.root / "work", device=device)
     start = time.perf_counter()
     if tuner.uses_tvm:
-        build = _compile_tvm(cfg, prepared, device, tuner, ctx, cache)
+        # One build per entry, whichever concurrent job gets there first (dlas.cache).
+        with cache.lock("compiled", build_spec(cfg, prepared, device.target), ""):
+            build = _compile_tvm(cfg, prepared, device, tuner, ctx, cache)
     else:
         log.warning(
             "tuning=%s runs outside TVM: algorithm=%s does not apply to it",
@@ -291,6 +296,7 @@ def measure(cfg: Config, prepared: PreparedModel, device: Device, build: Build) 
         found.metrics.update(
             logit_agreement(runner, prepared.model, data, cfg.eval.compare_samples)
         )
+    found.metrics.update(device.timing_metrics())  # latency/lock_wait_s (dlas.devices.exclusive)
     if m.EAGER_LATENCY in found.metrics:
         found.metrics[m.SPEEDUP_VS_EAGER] = (
             found.metrics[m.EAGER_LATENCY] / found.metrics[m.LATENCY]

@@ -108,9 +108,18 @@ def setup(cfg: DictConfig) -> str:
     exp = mlflow.get_experiment_by_name(cfg.tracking.experiment)
     if exp is not None:
         return exp.experiment_id
-    return mlflow.create_experiment(
-        cfg.tracking.experiment, artifact_location=_artifact_root(cfg, uri)
-    )
+    try:
+        return mlflow.create_experiment(
+            cfg.tracking.experiment, artifact_location=_artifact_root(cfg, uri)
+        )
+    except mlflow.exceptions.MlflowException as exc:
+        # Workers that start together race to create it (RESOURCE_ALREADY_EXISTS, or the
+        # store's unique-constraint error): the winner's experiment is the one to use.
+        exp = mlflow.get_experiment_by_name(cfg.tracking.experiment)
+        if exp is None:
+            raise
+        log.info("experiment %r created concurrently (%s)", cfg.tracking.experiment, exc)
+        return exp.experiment_id
 
 
 @contextmanager

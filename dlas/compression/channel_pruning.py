@@ -65,10 +65,11 @@ class ChannelPruning(Compression):
         # to get the shapes, then loads the fine-tuned weights.
         prune_channels(model, example, self.cfg.amount, data.spec.num_classes)
         path = checkpoint.checkpoint_path(self, train_cfg, {"torch_pruning": tp.__version__})
-        hit = checkpoint.load_cached(self, model, path)
-        if not hit:
-            self.metrics.update(checkpoint.finetune(model, data, train_cfg, self.cfg))
-            checkpoint.store(self, model, path)
+        with checkpoint.producing(path):  # concurrent jobs fine-tune one entry once
+            hit = checkpoint.load_cached(self, model, path)
+            if not hit:
+                self.metrics.update(checkpoint.finetune(model, data, train_cfg, self.cfg))
+                checkpoint.store(self, model, path)
         layers = checkpoint.prunable_layers(model)
         after = {n: _out_channels(m) for n, m in layers.items()}
         self.metrics["compression/cache_hit"] = float(hit)

@@ -7,6 +7,7 @@ device loads it instead of pruning and fine-tuning again.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import time
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlas.cache import write_atomic
+from dlas.cache import entry_lock, write_atomic
 from dlas.compression.base import Compression
 from dlas.config.schema import PruningConfig, TrainConfig
 from dlas.data import DataBundle
@@ -58,6 +59,11 @@ def checkpoint_path(
         **(extra or {}),
     }
     return compression.cache.entry("compressed", spec, ".pt")
+
+
+def producing(path: Path | None) -> Any:
+    """The entry's lock from the cache look-up to :func:`store` (nothing without a cache)."""
+    return entry_lock(path) if path is not None else contextlib.nullcontext()
 
 
 def load_cached(compression: Compression, model: nn.Module, path: Path | None) -> bool:

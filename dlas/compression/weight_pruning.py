@@ -68,17 +68,18 @@ class WeightPruning(Compression):
     def apply_torch(self, model: nn.Module, data: DataBundle, train_cfg: TrainConfig) -> nn.Module:
         layers = checkpoint.prunable_layers(model)
         path = checkpoint.checkpoint_path(self, train_cfg)
-        hit = checkpoint.load_cached(self, model, path)
-        if not hit:
-            weights = {name: m.weight.detach() for name, m in layers.items()}
-            masks = magnitude_masks(weights, self.cfg.amount, self.cfg.scope)
-            apply_masks(layers, masks)
-            self.metrics.update(
-                checkpoint.finetune(
-                    model, data, train_cfg, self.cfg, hook=lambda _m: apply_masks(layers, masks)
+        with checkpoint.producing(path):  # concurrent jobs fine-tune one entry once
+            hit = checkpoint.load_cached(self, model, path)
+            if not hit:
+                weights = {name: m.weight.detach() for name, m in layers.items()}
+                masks = magnitude_masks(weights, self.cfg.amount, self.cfg.scope)
+                apply_masks(layers, masks)
+                self.metrics.update(
+                    checkpoint.finetune(
+                        model, data, train_cfg, self.cfg, hook=lambda _m: apply_masks(layers, masks)
+                    )
                 )
-            )
-            checkpoint.store(self, model, path, sparsity=self._sparsity(layers))
+                checkpoint.store(self, model, path, sparsity=self._sparsity(layers))
         self.metrics["compression/cache_hit"] = float(hit)
         self.metrics["compression/sparsity"] = self._sparsity(layers)
         self.tables["compression/sparsity_per_layer.json"] = sparsity_table(layers)

@@ -213,6 +213,9 @@ class DeviceConfig:
     cross_compiler: str | None = None
     # Longest one remote session (upload, latency, accuracy) may last; connects wait <= 10 s.
     timeout_s: float = 600.0
+    # kind=rpc, tuning=metaschedule: boards that measure candidates at once (RPCRunner's
+    # max_workers); null: every server registered under the key (1 when reached directly).
+    rpc_workers: int | None = None
 
     def __post_init__(self) -> None:
         require(self.timeout_s > 0, "device.timeout_s", "must be > 0", self.timeout_s)
@@ -238,6 +241,12 @@ class DeviceConfig:
                 "a tracker hands out servers by key: set device.key",
                 self.key,
             )
+        require(
+            self.rpc_workers is None or self.rpc_workers >= 1,
+            "device.rpc_workers",
+            "must be null or >= 1",
+            self.rpc_workers,
+        )
         require(self.warmup_runs >= 0, "device.warmup_runs", "must be >= 0", self.warmup_runs)
         require(self.timed_runs >= 1, "device.timed_runs", "must be >= 1", self.timed_runs)
         require(

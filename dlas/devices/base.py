@@ -83,6 +83,17 @@ class Device(abc.ABC):
     def load(self, program: Program) -> Iterator[Runner]:
         """Put ``program`` on the device for the duration of the block."""
 
+    @property
+    def timing_lock(self) -> Any:
+        """The :class:`~dlas.devices.exclusive.TimingLock` its runners hold while timing (None:
+        exclusive by other means, e.g. a tracker that hands a board to one job at a time)."""
+        return None
+
+    def timing_metrics(self) -> dict[str, float]:
+        """How long this run waited for the device's timing lock, and when it held it."""
+        lock = self.timing_lock
+        return lock.take() if lock is not None else {}
+
     def export_library(self, executable: Any, path: str | Path) -> None:
         """Write ``executable`` as a shared library that this device can load."""
         executable.export_library(str(path))

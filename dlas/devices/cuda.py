@@ -31,6 +31,12 @@ _NO_GPU = (
 @DEVICES.register("cuda")
 class CUDADevice(Device):
     @property
+    def timing_lock(self) -> Any:
+        from dlas.devices.exclusive import gpu
+
+        return gpu(0)
+
+    @property
     def target(self) -> Any:
         import tvm
 
@@ -71,7 +77,7 @@ class CUDADevice(Device):
                 f"device={self.cfg.name} runs TVM programs only; {program.description!r} is a "
                 "Python callable"
             )
-        yield TVMRunner(program.executable, tvm.cuda(0))
+        yield TVMRunner(program.executable, tvm.cuda(0), self.timing_lock)
 
 
 def choose_kernel_compiler() -> None:

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from dlas.devices.base import Device, Program, Runner
+from dlas.devices.exclusive import HOST_CPU, TimingLock, holding
 from dlas.devices.registry import DEVICES
 
 # TVM sizes its thread pool once, from TVM_NUM_THREADS, when it first runs parallel code; unset,
@@ -37,9 +38,10 @@ def resolve_target_dict(target: dict, num_threads: int | None) -> dict:
 
 
 class TVMRunner(Runner):
-    def __init__(self, executable, dev) -> None:
+    def __init__(self, executable, dev, lock: TimingLock | None = None) -> None:
         from tvm import relax
 
+        self.lock = lock  # held while timing (dlas.devices.exclusive); None: a remote board
         self.dev = dev
         self.vm = relax.VirtualMachine(executable, dev)
 
@@ -63,31 +65,34 @@ class TVMRunner(Runner):
         import tvm
 
         self.vm.set_input("main", tvm.runtime.tensor(x, self.dev))
-        for _ in range(warmup):
-            self.vm.invoke_stateful("main")
-        self.dev.sync()
-        # number=1: every sample is one inference (TVM's evaluator discards one extra call).
-        timer = self.vm.time_evaluator("invoke_stateful", self.dev, number=1, repeat=repeat)
-        return [s * 1e3 for s in timer("main").results]
+        with holding(self.lock):  # warm-up too: it would disturb another job's samples
+            for _ in range(warmup):
+                self.vm.invoke_stateful("main")
+            self.dev.sync()
+            # number=1: every sample is one inference (TVM's evaluator discards one extra call).
+            timer = self.vm.time_evaluator("invoke_stateful", self.dev, number=1, repeat=repeat)
+            return [s * 1e3 for s in timer("main").results]
 
 
 class PythonRunner(Runner):
     """Baselines (PyTorch eager, Inductor, ONNX Runtime) timed with the same protocol."""
 
-    def __init__(self, function) -> None:
+    def __init__(self, function, lock: TimingLock | None = HOST_CPU) -> None:
         self.function = function
+        self.lock = lock
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.function(x))
 
     def time(self, x: np.ndarray, warmup: int, repeat: int) -> list[float]:
-        for _ in range(warmup):
-            self.function(x)
         samples = []
-        for _ in range(repeat):
-            start = time.perf_counter()
-            self.function(x)
-            samples.append((time.perf_counter() - start) * 1e3)
+        with holding(self.lock):  # warm-up too: it sets up the threads the samples use
+            for _ in range(warmup):
+                self.function(x)
+            for _ in range(repeat):
+                start = time.perf_counter()
+                self.function(x)
+                samples.append((time.perf_counter() - start) * 1e3)
         return samples
 
 
@@ -133,6 +138,10 @@ class LocalCPU(Device):
         import tvm
 
         if program.is_tvm:
-            yield TVMRunner(program.executable, tvm.cpu())
+            yield TVMRunner(program.executable, tvm.cpu(), self.timing_lock)
         else:
-            yield PythonRunner(program.function)
+            yield PythonRunner(program.function, self.timing_lock)
+
+    @property
+    def timing_lock(self) -> TimingLock:
+        return HOST_CPU

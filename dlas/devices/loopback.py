@@ -117,10 +117,11 @@ def start_server(
     tracker_port: int | None = None,
     env: dict[str, str] | None = None,
 ) -> Proc:
-    """An RPC server, registered under ``key`` at the tracker if one is given."""
+    """An RPC server, registered under ``key`` at the tracker if one is given. ``key=""``
+    starts it without ``--key``, as on a board (it then accepts only the empty key)."""
     port = free_port()
     args = ["tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port)]
-    args += ["--port-end", str(port + 1), "--key", key]
+    args += ["--port-end", str(port + 1)] + (["--key", key] if key else [])
     ready: Callable[[], bool] = lambda: accepts(port)  # noqa: E731
     if tracker_port is not None:
         args += ["--tracker", f"127.0.0.1:{tracker_port}"]
@@ -132,7 +133,7 @@ def start_server(
             servers = endpoint.tracker_summary().get("server_info", [])
             return any(s.get("key") == f"server:{key}" for s in servers)
 
-    log = logs / f"server-{key}-{port}.log"
+    log = logs / f"server-{key or 'nokey'}-{port}.log"
     # Session work folders (uploaded libraries) go under logs: a killed server leaves its own.
     env = {"TMPDIR": str(logs), **(env or {})}
     return start(stack, args, log, port, ready, f"RPC server {key!r}", env)

@@ -187,9 +187,8 @@ class Endpoint:
                     )
                 finally:
                     tracker.close()
-            return rpc.connect(
-                self.host, self.port, key=self.key, session_timeout=self.session_timeout_s
-            )
+            assert self.host is not None
+            return connect_direct(self.host, self.port, self.key, self.session_timeout_s)
         except (OSError, RuntimeError) as exc:
             problem = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
             if "matches key" in problem or "mismatch" in problem.lower():
@@ -197,12 +196,29 @@ class Endpoint:
             raise self._unavailable(f"could not open a session: {problem}") from exc
 
 
+def connect_direct(host: str, port: int, key: str, timeout_s: int) -> Any:
+    """A session with the RPC server at host:port. A server started without ``--key`` (the
+    usual way on a board) accepts only an empty key, whereas ``device.key`` defaults to the
+    tracker's ``rpc``: when the server refuses ``key``, the empty one is tried before giving
+    up (a server with another key refuses both, and the error names ``key``)."""
+    from tvm import rpc
+
+    try:
+        return rpc.connect(host, port, key=key, session_timeout=timeout_s)
+    except (RuntimeError, OSError) as exc:
+        message = str(exc).lower()
+        if not key or ("matches key" not in message and "mismatch" not in message):
+            raise
+        try:
+            return rpc.connect(host, port, key="", session_timeout=timeout_s)
+        except (RuntimeError, OSError):
+            raise exc from None
+
+
 def direct_session(host: str, port: int, key: str, timeout_s: int, _rpc_config: Any) -> Any:
     """MetaSchedule's ``f_create_session`` for a server reached without a tracker (module level
     so that its worker processes can unpickle it)."""
-    from tvm import rpc
-
-    return rpc.connect(host, port, key=key, session_timeout=timeout_s)
+    return connect_direct(host, port, key, timeout_s)
 
 
 def _socket_fds() -> set[int]:

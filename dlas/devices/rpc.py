@@ -212,6 +212,7 @@ class RPCDevice(Device):
 
         timeout = int(math.ceil(session_timeout_s or self.cfg.timeout_s))
         ep = self.endpoint
+        workers = self.rpc_workers()
         if ep.via_tracker:
             config = ms.runner.RPCConfig(
                 tracker_host=ep.tracker_host,
@@ -219,7 +220,7 @@ class RPCDevice(Device):
                 tracker_key=ep.key,
                 session_timeout_sec=timeout,
             )
-            return ms.runner.RPCRunner(config, evaluator_config)
+            return ms.runner.RPCRunner(config, evaluator_config, max_workers=workers)
         # RPCConfig insists on tracker fields; the session function below ignores them.
         config = ms.runner.RPCConfig(
             tracker_host=ep.host,
@@ -230,8 +231,22 @@ class RPCDevice(Device):
         return ms.runner.RPCRunner(
             config,
             evaluator_config,
+            max_workers=workers,
             f_create_session=functools.partial(direct_session, ep.host, ep.port, ep.key, timeout),
         )
+
+    def rpc_workers(self) -> int:
+        """Candidates measured at once: device.rpc_workers, else one per server the tracker
+        has under the key (the pool of boards), else 1 (a server reached directly)."""
+        if self.cfg.rpc_workers:
+            return int(self.cfg.rpc_workers)
+        if not self.endpoint.via_tracker:
+            return 1
+        try:
+            servers = self.endpoint.tracker_summary().get("server_info", [])
+        except DeviceUnavailableError:
+            return 1
+        return max(1, sum(1 for s in servers if s.get("key") == f"server:{self.endpoint.key}"))
 
     def metaschedule_builder(self) -> Any:
         """A LocalBuilder that links candidates with the cross compiler (MetaSchedule's default

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from dlas.cache import Cache, write_atomic
+from dlas.cache import Cache, entry_lock, write_atomic
 from dlas.config.schema import DatasetConfig, ModelConfig, TrainConfig
 from dlas.data import DataBundle
 from dlas.models.registry import create_model, resolve_variant
@@ -161,6 +161,19 @@ def load_or_train(
         image_size=data_cfg.image_size,
     )
     path = cache.entry("models", spec, ".pt")
+    with entry_lock(path):  # concurrent jobs needing this checkpoint train it once
+        return _load_or_train(model, path, spec, model_cfg, data_cfg, data, cache)
+
+
+def _load_or_train(
+    model: nn.Module,
+    path: Path,
+    spec: dict,
+    model_cfg: ModelConfig,
+    data_cfg: DatasetConfig,
+    data: DataBundle,
+    cache: Cache,
+) -> tuple[nn.Module, dict]:
     if path.exists():
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return model.eval(), {"cache_hit": True, "checkpoint": str(path), **Cache.description(path)}

@@ -21,3 +21,27 @@ def set_sweep_parent_run_id(run_id: str | None) -> None:
         os.environ[PARENT_RUN_ENV] = run_id
     else:
         os.environ.pop(PARENT_RUN_ENV, None)
+
+
+# A guided sweep's job learns its Optuna trial through the environment (Hydra's
+# ``hydra.job.env_set``, set for the job's duration in whichever process runs it), so that its
+# MLflow run carries the trial from its start: a worker that fails the trial of a dead one finds
+# the run and ends it.
+TRIAL_ENV = "DLAS_OPTUNA_TRIAL"
+STUDY_ENV = "DLAS_OPTUNA_STUDY"
+
+
+def trial_env_overrides(study_name: str, number: int) -> list[str]:
+    """Hydra overrides that set the job's trial environment."""
+    quoted = "'" + study_name.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return [f"+hydra.job.env_set.{STUDY_ENV}={quoted}", f"+hydra.job.env_set.{TRIAL_ENV}={number}"]
+
+
+def sweep_job_tags() -> dict[str, str]:
+    """Tags for this job's MLflow run: its Optuna study and trial, when it is one."""
+    if not os.environ.get(TRIAL_ENV):
+        return {}
+    return {
+        "optuna.study_name": os.environ.get(STUDY_ENV, ""),
+        "optuna.trial_number": os.environ[TRIAL_ENV],
+    }

@@ -82,6 +82,20 @@ class SweepRun:
             [self.experiment_id], f"tags.mlflow.parentRunId = '{self.run_id}'", max_results=50000
         )
 
+    def kill_trial_runs(self, number: int, reason: str) -> list[str]:
+        """End the RUNNING child runs of Optuna trial ``number`` as KILLED: its worker died, so
+        nothing else will end them."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.mlflow.parentRunId = '{self.run_id}' and "
+            f"tags.optuna.trial_number = '{number}' and attributes.status = 'RUNNING'",
+        )
+        for run in runs:
+            self.client.set_tag(run.info.run_id, "error.type", "WorkerDied")
+            self.client.set_tag(run.info.run_id, "error.message", reason)
+            self.client.set_terminated(run.info.run_id, "KILLED")
+        return [r.info.run_id for r in runs]
+
     def set_tags(self, tags: dict[str, Any]) -> None:
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, str(value))

@@ -125,8 +125,9 @@ class ReplaySweep(GuidedSweep):
         records: Sequence[Recorded],
         target_latency: float,
         truth: dict[str, tuple[float, bool]],
+        max_accuracy_drop: float | None = 1.0,
     ) -> None:
-        super().__init__(settings, track=False)
+        super().__init__(settings, max_accuracy_drop, track=False)
         self.results = {_key(r.assignment): r for r in records}
         self.target = target_latency
         self.truth = truth

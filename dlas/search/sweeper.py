@@ -4,6 +4,12 @@ Ask/tell loop: each trial samples a valid configuration (:class:`~dlas.search.sp
 Hydra's launcher runs the batch (``n_jobs`` at a time), the results are told back. A trial whose
 accuracy drop cannot be judged yet (no dense run of its model so far) waits while the dense
 baseline is enqueued as a trial of its own. ``sampler=grid`` walks every valid configuration.
+
+Any number of workers may run the same command on one storage: each asks, claims and runs
+trials on its own (a slow trial idles nobody), and they agree through the stored trials
+(:mod:`dlas.search.study`): no configuration runs twice, ``n_trials`` is shared, a trial whose
+worker died is failed through Optuna's heartbeat and retried, and every worker stays until no
+trial of the study is left running, so the study ends complete.
 """
 
 from __future__ import annotations
@@ -11,63 +17,36 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from dlas.search import report
+from dlas.search import study as st
+from dlas.search.context import trial_env_overrides
 from dlas.search.objectives import DROP_CONSTRAINT, Baselines, create_objective
 from dlas.search.oracle import ComposeOracle, Oracle, sweep_compose
 from dlas.search.parent import SweepRun
 from dlas.search.space import Assignment, Categorical, SpacePlan, parse_space, signature
-from dlas.search.study import (
-    counted_trials,
-    create_sampler,
-    default_storage,
-    default_study_name,
-    fail_interrupted,
-    finished_by_signature,
-    has_waiting,
-    open_study,
-    redact,
-    worker_id,
-)
-from dlas.search.summary import (
-    ACCURACY,
-    BASELINE_COMPRESSION,
-    LATENCY,
-    MODEL_LAYERS,
-    model_key,
-    numeric_metrics,
-)
+from dlas.search.summary import BASELINE_COMPRESSION, MODEL_LAYERS, model_key, numeric_metrics
+from hydra_plugins.dlas_sweeper.settings import SweeperSettings, settings_from_dict
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class SweeperSettings:
-    """``hydra.sweeper.*`` of ``hydra/sweeper=dlas_optuna`` (see hydra_plugins.dlas_sweeper)."""
-
-    sampler: str = "tpe"
-    n_trials: int = 20
-    n_jobs: int = 1
-    seed: int | None = None
-    n_startup_trials: int = 10
-    study_name: str | None = None
-    storage: str | None = None
-    objective: str = "latency"
-    max_accuracy_drop: float | None = 1.0  # points of top-1
-    latency_metric: str = LATENCY
-    accuracy_metric: str = ACCURACY
-    params: dict[str, str] | None = None
-
+__all__ = ["GuidedSweep", "SweeperSettings", "settings_from_config"]
 
 # After this many proposals in a row that repeat evaluated configurations, the next trial is a
 # random unevaluated one: TPE on a small discrete space otherwise keeps proposing its favourite.
 DUPLICATE_STREAK = 3
+# How often a worker with nothing to run looks at the study again (others' trials, retries).
+POLL_S = 1.0
+# A worker that joins a study created by another waits this long for its parent MLflow run id.
+PARENT_WAIT_S = 120.0
+PARENT_ATTR = "mlflow_parent_run_id"
 
 
 @dataclass
@@ -83,45 +62,56 @@ class Candidate:
 
 
 class GuidedSweep:
-    def __init__(self, settings: SweeperSettings, track: bool = True) -> None:
+    def __init__(
+        self, settings: SweeperSettings, max_accuracy_drop: float | None = 1.0, track: bool = True
+    ) -> None:
         self.s = settings
         self.track = track  # parent MLflow run, child tags, study artifacts
-        self.objective = create_objective(
-            settings.objective,
-            latency=settings.latency_metric,
-            accuracy=settings.accuracy_metric,
-            max_accuracy_drop=settings.max_accuracy_drop,
-        )
+        self.max_accuracy_drop = max_accuracy_drop  # points of top-1
         self.baselines = Baselines()
         self.inflight: dict[str, Candidate] = {}  # launched or waiting for a baseline
         self.pending: list[Candidate] = []  # ran; waiting for their dense baseline
         self.requested: set[str] = set()  # model keys whose baseline is enqueued
-        self.job_idx = 0
         self.own_parent = False
         self.duplicate_streak = 0
         self.rng = random.Random(settings.seed)
+        self.config: DictConfig | None = None
+
+    @property
+    def objective(self) -> Any:
+        return create_objective(
+            self.s.objective,
+            latency=self.s.latency_metric,
+            accuracy=self.s.accuracy_metric,
+            max_accuracy_drop=self.max_accuracy_drop,
+        )
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
 
         self.hydra_context = hydra_context
         self.config = config
+        # One knob for the summary of every sweep and this sweeper's constraint.
+        self.max_accuracy_drop = OmegaConf.select(
+            config, "hydra.callbacks.dlas_sweep.max_accuracy_drop", default=1.0
+        )
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
 
     # --- the sweep ---------------------------------------------------------------------------
     def sweep(self, arguments: list[str]) -> list[dict[str, Any]]:
+        assert self.config is not None
         loader = self.hydra_context.config_loader
         declared = [f"{k}={v}" for k, v in (self.s.params or {}).items()]
         fixed, params = parse_space(declared + list(arguments), loader)
         oracle = ComposeOracle(sweep_compose(loader, self.config), fixed)
-        storage = self.s.storage or default_storage(self.config.paths.mlruns_dir)
-        name = self.s.study_name or default_study_name(
+        storage = self.s.storage or st.default_storage(self.config.paths.mlruns_dir)
+        name = self.s.study_name or st.default_study_name(
             fixed,
             [o for o in declared + list(arguments) if o not in fixed],
             self.s.objective,
-            self.s.max_accuracy_drop,
+            self.max_accuracy_drop,
         )
         study = self.explore(fixed, params, oracle, storage, name)
         return [
@@ -148,11 +138,13 @@ class GuidedSweep:
         self.plan = SpacePlan.build(params, oracle)
         self._report_space()
         self._open_study(storage, name)
-        if self.s.sampler == "grid":
-            self._run_grid()
-        else:
-            self._run_guided()
-        self._flush_pending()
+        try:
+            if self.s.sampler == "grid":
+                self._enqueue_grid()
+            self._run()
+            self._flush_pending()
+        finally:
+            self.heartbeat.stop()
         if self.track:
             self._finish_study()
         return self.study
@@ -161,8 +153,8 @@ class GuidedSweep:
         """Run one batch with Hydra's launcher; each result is dlas.run's return value."""
         from hydra.core.utils import JobStatus
 
-        returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
-        self.job_idx += len(overrides)
+        returns = self.launcher.launch(overrides, initial_job_idx=self._job_idx)
+        self._job_idx += len(overrides)
         results = []
         for ret in returns:
             value = ret._return_value  # .return_value re-raises a job's exception
@@ -170,6 +162,8 @@ class GuidedSweep:
                 value = {"status": "FAILED", "reason": f"{type(value).__name__}: {value}"}
             results.append(value)
         return results
+
+    _job_idx = 0
 
     def _report_space(self) -> None:
         size = self.plan.size()
@@ -189,33 +183,40 @@ class GuidedSweep:
             )
 
     def _open_study(self, storage: str | None, name: str) -> None:
-        sampler = create_sampler(self.s.sampler, self.s.seed, self.s.n_startup_trials)
-        self.study = open_study(storage, name, self.objective.directions, sampler)
-        fail_interrupted(self.study)
-        self.done = finished_by_signature(self.study)
+        sampler = st.create_sampler(self.s.sampler, self.s.seed, self.s.n_startup_trials)
+        grace = self.s.grace_period or 6 * self.s.heartbeat_interval
+        rdb = st.open_storage(storage, self.s.heartbeat_interval, grace, self._on_stale)
+        self.study, created = st.open_study(rdb, name, self.objective.directions, sampler)
+        self.heartbeat = st.Heartbeat(rdb)
         self.baselines.add_trials(self.study.get_trials(deepcopy=False))
         log.info(
-            "Optuna study %r in %s: %d trials stored",
+            "Optuna study %r in %s: %d trials stored (%s)",
             name,
-            redact(storage) if storage else "memory",
+            st.redact(storage) if storage else "memory",
             len(self.study.trials),
+            "created here" if created else "joined",
         )
         if self.track:
-            self._open_parent(storage or "memory", name)
+            self._open_parent(storage or "memory", name, created)
+        for dead in st.fail_interrupted(self.study):
+            self._on_stale(self.study, dead)
 
-    def _open_parent(self, storage: str, name: str) -> None:
+    def _open_parent(self, storage: str, name: str, created: bool) -> None:
+        """One parent MLflow run per study, whichever worker and session: the worker that
+        created the study publishes its parent's id; the others adopt it."""
+        assert self.config is not None
         self.parent = SweepRun.current()
         if self.parent is None:  # the dlas_sweep callback is not configured
             self.parent = SweepRun.open(self.config, f"study-{name}", {})
             self.own_parent = True
-        old = self.study.user_attrs.get("mlflow_parent_run_id")
+        old = None if created else st.wait_for_user_attr(self.study, PARENT_ATTR, PARENT_WAIT_S)
         if not (old and self.parent.adopt(old)):
-            self.study.set_user_attr("mlflow_parent_run_id", self.parent.run_id)
+            self.study.set_user_attr(PARENT_ATTR, self.parent.run_id)
         self.parent.set_tags(
             {
                 "mlflow.runName": f"study-{name}",
                 "optuna.study_name": name,
-                "optuna.storage": redact(storage),
+                "optuna.storage": st.redact(storage),
                 "dlas.search.objective": self.s.objective,
                 "dlas.search.sampler": self.s.sampler,
             }
@@ -232,40 +233,72 @@ class GuidedSweep:
             "optuna/space.json",
         )
 
-    def _run_guided(self) -> None:
-        total = self.plan.size()
-        while True:
-            batch: dict[str, Candidate] = {}
-            while len(batch) < self.s.n_jobs:
-                exhausted = total is not None and len(self.done) >= total
-                budget = self.s.n_trials - counted_trials(self.study)
-                if not has_waiting(self.study) and (budget <= 0 or exhausted):
-                    break
-                self._ask(batch)
-            if not batch:
-                break
-            self._launch(batch)
+    # --- the loop shared by every worker ------------------------------------------------------
+    @property
+    def budget(self) -> int:
+        # grid: every valid configuration, whatever n_trials says.
+        return 1 << 30 if self.s.sampler == "grid" else self.s.n_trials
 
-    def _run_grid(self) -> None:
+    def _run(self) -> None:
+        while True:
+            st.fail_stale(self.study)  # others' dead trials, retried
+            batch: dict[str, Candidate] = {}
+            while len(batch) < self.s.n_jobs and self._may_ask():
+                self._ask(batch)
+            if batch:
+                self._launch(batch)
+                continue
+            self._resolve_pending()
+            if not self._others_busy():
+                break
+            time.sleep(POLL_S)  # others' trials may still fail and come back as retries
+
+    def _may_ask(self) -> bool:
+        trials = self.study.get_trials(deepcopy=False)
+        if any(t.state == TrialState.WAITING for t in trials):
+            return True  # enqueued: a retry, a baseline, a grid point
+        if self.s.sampler == "grid":
+            return False
+        if sum(1 for t in trials if st.counts(t)) >= self.budget:
+            return False
+        total = self.plan.size()
+        taken = set(st.finished_by_signature(trials)) | st.running_signatures(trials)
+        return total is None or len(taken) < total
+
+    def _others_busy(self) -> bool:
+        mine = {c.trial.number for c in self.inflight.values()}
+        return any(
+            t.number not in mine
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        )
+
+    def _enqueue_grid(self) -> None:
         # Dense first, so the other configurations find their baseline already measured.
+        trials = self.study.get_trials(deepcopy=False)
+        taken = set(st.finished_by_signature(trials)) | st.running_signatures(trials)
         todo = sorted(
-            (a for a in self.plan.grid() if signature(a) not in self.done),
+            (a for a in self.plan.grid() if signature(a) not in taken),
             key=lambda a: a.get("compression") != BASELINE_COMPRESSION,
         )
-        for start in range(0, len(todo), self.s.n_jobs):
-            batch: dict[str, Candidate] = {}
-            for assignment in todo[start : start + self.s.n_jobs]:
-                self.study.enqueue_trial(self.plan.encode(assignment)[0])
-                self._ask(batch)
-            self._launch(batch)
+        for assignment in todo:  # another worker's identical queue is skipped
+            self._enqueue(assignment, "grid", skip_if_exists=True)
+
+    def _enqueue(self, assignment: Assignment, role: str, skip_if_exists: bool = False) -> None:
+        self.study.enqueue_trial(
+            self.plan.encode(assignment)[0],
+            user_attrs={st.ROLE: role, "dlas.signature": signature(assignment)},
+            skip_if_exists=skip_if_exists,
+        )
 
     # --- one trial -------------------------------------------------------------------------
     def _ask(self, batch: dict[str, Candidate]) -> None:
-        """Ask one trial; tell it at once if it repeats a finished configuration or cannot
-        run, else add it to ``batch``."""
+        """Ask one trial and claim its configuration; tell it at once if another trial holds
+        that configuration, if the budget is spent, or if it cannot run; else add it to
+        ``batch``."""
         if self.duplicate_streak >= DUPLICATE_STREAK:
             self._enqueue_unexplored()
         trial = self.study.ask()
+        self.heartbeat.add(trial._trial_id)
         assignment = self.plan.sample(trial)
         sig = signature(assignment)
         overrides = [
@@ -274,15 +307,30 @@ class GuidedSweep:
         for key, value in {
             "dlas.signature": sig,
             "dlas.overrides": overrides,
-            "dlas.worker": worker_id(),
+            "dlas.worker": st.worker_id(),
         }.items():
             trial.set_user_attr(key, value)
-        if sig in self.done or sig in self.inflight:
-            original = self.done.get(sig) or self.inflight[sig].trial
-            self._tell_duplicate(trial, original)
+        trials = self.study.get_trials(deepcopy=False)  # read after the claim is written
+        mine = self.inflight.get(sig)
+        holder = st.claimed_by(trials, trial.number, sig) or (mine.trial if mine else None)
+        if holder is not None:
+            self._tell_duplicate(trial, holder)
             self.duplicate_streak += 1
             return
         self.duplicate_streak = 0
+        if st.retries_of(trials, sig) > self.s.max_retry:
+            trial.set_user_attr(
+                "dlas.reason",
+                f"not retried: its worker died {st.retries_of(trials, sig)} times "
+                f"(hydra.sweeper.max_retry={self.s.max_retry})",
+            )
+            self._tell(trial, None, TrialState.PRUNED)
+            return
+        if not st.exempt(self._frozen(trial)) and st.over_budget(trials, trial.number, self.budget):
+            trial.set_user_attr(st.SURPLUS, True)
+            trial.set_user_attr("dlas.reason", f"n_trials={self.s.n_trials} already taken")
+            self._tell(trial, None, TrialState.PRUNED)
+            return
         seen = self.oracle.inspect(overrides)
         if seen.problems:  # only a numeric value can get here: categoricals were pre-checked
             trial.set_user_attr("dlas.reason", "; ".join(seen.problems))
@@ -299,11 +347,26 @@ class GuidedSweep:
         trial.set_user_attr("dlas.compression", cand.compression)
         batch[sig] = self.inflight[sig] = cand
 
+    def _frozen(self, trial: optuna.Trial) -> FrozenTrial:
+        return self.study._storage.get_trial(trial._trial_id)
+
     def _launch(self, batch: dict[str, Candidate]) -> None:
         cands = list(batch.values())
-        for cand, result in zip(cands, self.run_jobs([c.overrides for c in cands]), strict=True):
+        jobs = [c.overrides + self._job_extras(c.trial.number) for c in cands]
+        for cand, result in zip(cands, self.run_jobs(jobs), strict=True):
             self._finish(cand, result)
         self._resolve_pending()
+
+    def _job_extras(self, number: int) -> list[str]:
+        """Hydra-side overrides of a tracked job: its folder is named by the trial (unique
+        across the study's workers) and its MLflow run is tagged with the trial from the
+        start (see :func:`dlas.search.context.sweep_job_tags`)."""
+        if not self.track:
+            return []
+        return [
+            f"hydra.sweep.subdir=trial-{number}",
+            *trial_env_overrides(self.study.study_name, number),
+        ]
 
     def _finish(self, cand: Candidate, result: dict[str, Any]) -> None:
         status = str(result.get("status", "FAILED"))
@@ -316,9 +379,13 @@ class GuidedSweep:
             "dlas.latency": cand.metrics.get(self.objective.latency),
             "dlas.accuracy": cand.metrics.get(self.objective.accuracy),
         }
-        for key, value in attrs.items():
-            if value not in (None, ""):
-                trial.set_user_attr(key, value)
+        try:
+            for key, value in attrs.items():
+                if value not in (None, ""):
+                    trial.set_user_attr(key, value)
+        except RuntimeError as exc:  # failed as stale by another worker meanwhile
+            self._lost(cand, exc)
+            return
         if attrs["mlflow_run_id"] and self.track:
             self._tag_child(str(attrs["mlflow_run_id"]), trial.number)
         if status != "FINISHED":
@@ -337,11 +404,22 @@ class GuidedSweep:
             return
         self._conclude(cand, values, TrialState.COMPLETE)
 
+    def _lost(self, cand: Candidate, exc: Exception) -> None:
+        log.warning(
+            "trial %d was failed by another worker while it ran (no heartbeat for "
+            "grace_period; is this host overloaded?): %s",
+            cand.trial.number,
+            exc,
+        )
+        self.heartbeat.remove(cand.trial._trial_id)
+        self.inflight.pop(signature(cand.assignment), None)
+
     def _drop(self, cand: Candidate) -> float | None:
         return self.baselines.drop(cand.model_key, cand.metrics, self.objective.accuracy)
 
     def _request_baseline(self, cand: Candidate) -> bool:
-        """Enqueue the dense run of ``cand``'s model; False if there can be none."""
+        """Enqueue the dense run of ``cand``'s model unless some worker has it already (run,
+        running or enqueued); False if there can be none."""
         if cand.model_key in self.requested:
             return True
         comp = next((p for p in self.plan.categoricals if p.path == "compression"), None)
@@ -354,13 +432,22 @@ class GuidedSweep:
         if target is None:
             return False
         self.requested.add(cand.model_key)
-        if signature(target) not in self.inflight and signature(target) not in self.done:
-            self.study.enqueue_trial(
-                self.plan.encode(target)[0], user_attrs={"dlas.role": "dense baseline"}
-            )
+        sig = signature(target)
+        held = any(
+            st.counts(t) and t.user_attrs.get("dlas.signature") == sig
+            for t in self.study.get_trials(deepcopy=False)
+        )
+        if not held:
+            self._enqueue(target, "dense baseline", skip_if_exists=True)
         return True
 
     def _resolve_pending(self) -> None:
+        if not self.pending:
+            return
+        # Baselines measured by other workers count too.
+        self.baselines.add_trials(
+            self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        )
         for cand in list(self.pending):
             if self._drop(cand) is not None:
                 self.pending.remove(cand)
@@ -377,7 +464,10 @@ class GuidedSweep:
 
     def _conclude(self, cand: Candidate, values: list[float] | None, state: TrialState) -> None:
         drop = self._drop(cand) if state == TrialState.COMPLETE else None
-        self._tell(cand.trial, values, state, drop)
+        try:
+            self._tell(cand.trial, values, state, drop)
+        except RuntimeError as exc:
+            self._lost(cand, exc)
         self.inflight.pop(signature(cand.assignment), None)
 
     def _tell(
@@ -390,31 +480,56 @@ class GuidedSweep:
         if drop is not None:
             trial.set_user_attr("dlas.accuracy_drop", drop)
             if self.objective.constrained:
-                trial.set_constraint(DROP_CONSTRAINT, drop - self.s.max_accuracy_drop)
-        frozen = self.study.tell(trial, values, state=state)
-        self.done.setdefault(frozen.user_attrs["dlas.signature"], frozen)
+                trial.set_constraint(DROP_CONSTRAINT, drop - self.max_accuracy_drop)
+        self.study.tell(trial, values, state=state)
+        self.heartbeat.remove(trial._trial_id)
 
     def _tell_duplicate(self, trial: optuna.Trial, original: Any) -> None:
         """The configuration already ran (or is running) in this study: run nothing. Told
         PRUNED, which also steers TPE away from proposing it yet again; the result stays on
         the original trial."""
-        trial.set_user_attr("dlas.duplicate_of", original.number)
+        trial.set_user_attr(st.DUPLICATE, original.number)
         trial.set_user_attr("dlas.reason", f"same configuration as trial {original.number}")
         self.study.tell(trial, None, state=TrialState.PRUNED)
+        self.heartbeat.remove(trial._trial_id)
 
     def _enqueue_unexplored(self) -> None:
         self.duplicate_streak = 0
         if not self.plan.is_finite():
             return
-        fresh = [
-            a
-            for a in self.plan.grid()
-            if signature(a) not in self.done and signature(a) not in self.inflight
-        ]
+        trials = self.study.get_trials(deepcopy=False)
+        taken = set(st.finished_by_signature(trials)) | st.running_signatures(trials)
+        fresh = [a for a in self.plan.grid() if signature(a) not in taken]
         if fresh:
-            self.study.enqueue_trial(
-                self.plan.encode(self.rng.choice(fresh))[0], user_attrs={"dlas.role": "unexplored"}
-            )
+            self._enqueue(self.rng.choice(fresh), "unexplored")
+
+    # --- workers that died ------------------------------------------------------------------
+    def _on_stale(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """A trial whose worker died (no heartbeat for grace_period, or a dead pid on this
+        host), already FAIL: end its MLflow run as KILLED and enqueue its configuration again
+        (``RetryFailedTrialCallback``'s idea, with dlas's claim attributes)."""
+        reason = (
+            f"worker {trial.user_attrs.get('dlas.worker', '?')} died during trial {trial.number}"
+        )
+        log.warning("%s: failed it; its configuration is retried", reason)
+        if self.track and getattr(self, "parent", None) is not None:
+            self.parent.kill_trial_runs(trial.number, reason)
+        sig = trial.user_attrs.get("dlas.signature")
+        repeat = st.DUPLICATE in trial.user_attrs or st.SURPLUS in trial.user_attrs
+        if not sig or not trial.params or repeat:
+            return
+        if st.retries_of(study.get_trials(deepcopy=False), sig) > self.s.max_retry:
+            log.error("configuration of trial %d not retried: max_retry reached", trial.number)
+            return
+        role = trial.user_attrs.get(st.ROLE)
+        study.enqueue_trial(
+            trial.params,
+            user_attrs={
+                st.RETRY_OF: trial.number,
+                "dlas.signature": sig,
+                **({st.ROLE: role} if role else {}),
+            },
+        )
 
     def _tag_child(self, run_id: str, number: int) -> None:
         self.parent.client.set_tag(run_id, "optuna.study_name", self.study.study_name)
@@ -430,13 +545,14 @@ class GuidedSweep:
         print(text, flush=True)
         self.parent.log_text(text, "optuna/best.txt")
         self.parent.log_files(report.study_artifacts(self.study, self.objective), "optuna")
-        states = [t.state for t in self.study.trials]
-        self.parent.log_metrics(
-            {
-                f"study/{s.name.lower()}": states.count(s)
-                for s in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
-            }
-        )
+        trials = self.study.trials
+        states = [t.state for t in trials]
+        metrics = {
+            f"study/{s.name.lower()}": states.count(s)
+            for s in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+        }
+        metrics["study/configurations"] = len(st.finished_by_signature(trials))
+        self.parent.log_metrics(metrics)
         if self.own_parent:
             self.parent.close("FINISHED")
 
@@ -447,5 +563,4 @@ def _fmt(assignment: Assignment) -> str:
 
 def settings_from_config(conf: DictConfig | dict[str, Any]) -> SweeperSettings:
     values = OmegaConf.to_container(conf, resolve=True) if isinstance(conf, DictConfig) else conf
-    values = {k: v for k, v in dict(values).items() if not k.startswith("_")}
-    return SweeperSettings(**values)
+    return settings_from_dict({k: v for k, v in dict(values).items() if not k.startswith("_")})

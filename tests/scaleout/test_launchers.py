@@ -1,0 +1,55 @@
+"""Hydra's joblib launcher: a grid sweep as 2 parallel jobs, timed one at a time."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.scaleout import workers as w
+from tests.search.conftest import base_args
+
+pytestmark = pytest.mark.scaleout
+
+
+def test_joblib_grid_records_every_job_and_times_them_one_at_a_time(
+    stack, scaleout_cache, tmp_path
+):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    env = w.worker_env(stack.tracking.url, tmp_path / "locks")
+    cmd = [
+        sys.executable, "-m", "dlas.run", "-m",
+        "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+        *base_args(tmp_path, scaleout_cache),
+        "tracking.experiment=joblib",
+        "device.timed_runs=3000",  # timing long enough for the two jobs to collide
+        "device.warmup_runs=0,1",
+    ]  # fmt: skip
+    proc = w.start(cmd, env, tmp_path / "sweep.log", tmp_path)
+    try:
+        assert proc.wait(timeout=900) == 0, (tmp_path / "sweep.log").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    client = MlflowClient(tracking_uri=stack.tracking.url)
+    exp = client.get_experiment_by_name("joblib")
+    runs = client.search_runs([exp.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("dlas.sweep.parent") == "true"]
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.params["device.warmup_runs"] for r in kids) == ["0", "1"]
+    assert all(r.info.status == "FINISHED" for r in kids)
+    assert parent.info.status == "FINISHED" and parent.data.metrics["sweep/finished"] == 2
+    # The jobs ran in parallel processes, but their timing never overlapped: each held the
+    # host CPU's lock from its first to its last timed call, and waited for the other's.
+    spans = sorted(
+        (m["latency/lock_first_held_unix"], m["latency/lock_last_released_unix"])
+        for m in (r.data.metrics for r in kids)
+    )
+    assert spans[0][1] <= spans[1][0], spans
+    waits = [r.data.metrics["latency/lock_wait_s"] for r in kids]
+    assert all(wt >= 0 for wt in waits)
