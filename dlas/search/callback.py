@@ -17,7 +17,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from dlas.search.context import sweep_parent_run_id
-from dlas.search.summary import JobRecord, numeric_metrics, records_csv, summarize
+from dlas.search.summary import JobRecord, job_result, numeric_metrics, records_csv, summarize
 from dlas.tracking import LAYERS
 
 log = logging.getLogger(__name__)
@@ -95,17 +95,11 @@ class SweepTracking(Callback):
             self._run_before_job = _last_run_id()
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        from hydra.core.utils import JobStatus
-
         parent_id = sweep_parent_run_id()
         if not parent_id:
             return  # a single run, not a sweep
-        if job_return.status == JobStatus.COMPLETED and isinstance(job_return.return_value, dict):
-            value = job_return.return_value
-            status, reason = str(value.get("status", "FINISHED")), str(value.get("reason", ""))
-        else:  # the task raised past run.py's sweep guard
-            value = {}
-            status, reason = "FAILED", repr(getattr(job_return, "_return_value", ""))
+        value = job_result(job_return)
+        status, reason = str(value.get("status", "FINISHED")), str(value.get("reason", ""))
         after = _last_run_id()
         run_id = after if after and after != self._run_before_job else None
         choices = OmegaConf.to_container(config.hydra.runtime.choices)

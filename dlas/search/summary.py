@@ -167,6 +167,19 @@ def records_csv(records: Sequence[JobRecord], accuracy: str = ACCURACY) -> str:
     return out.getvalue()
 
 
+def job_result(job_return: Any) -> dict[str, Any]:
+    """What dlas.run returned for a Hydra job; a job that raised (past run.py's sweep guard)
+    becomes FAILED with its exception, read through Hydra's public ``return_value`` (which
+    re-raises it). A dict returned by the job is handed back itself, not a copy."""
+    try:
+        value = job_return.return_value
+    except Exception as exc:
+        return {"status": "FAILED", "reason": f"{type(exc).__name__}: {exc}"}
+    if not isinstance(value, dict):
+        return {"status": "FAILED", "reason": f"the job returned {value!r}, not its metrics"}
+    return value
+
+
 def numeric_metrics(values: dict[str, Any]) -> dict[str, float]:
     return {
         k: float(v)

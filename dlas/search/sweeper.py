@@ -30,7 +30,7 @@ from dlas.search.coordination import StudyWorker, fmt_assignment
 from dlas.search.objectives import DROP_CONSTRAINT, Baselines, create_objective
 from dlas.search.oracle import ComposeOracle, Oracle, sweep_compose
 from dlas.search.space import Assignment, SpacePlan, parse_space, signature
-from dlas.search.summary import model_key, numeric_metrics
+from dlas.search.summary import job_result, model_key, numeric_metrics
 from hydra_plugins.dlas_sweeper.settings import SweeperSettings, settings_from_dict
 
 log = logging.getLogger(__name__)
@@ -146,17 +146,9 @@ class GuidedSweep(StudyWorker):
 
     def run_jobs(self, overrides: list[list[str]]) -> list[dict[str, Any]]:
         """Run one batch with Hydra's launcher; each result is dlas.run's return value."""
-        from hydra.core.utils import JobStatus
-
         returns = self.launcher.launch(overrides, initial_job_idx=self._job_idx)
         self._job_idx += len(overrides)
-        results = []
-        for ret in returns:
-            value = ret._return_value  # .return_value re-raises a job's exception
-            if ret.status != JobStatus.COMPLETED or not isinstance(value, dict):
-                value = {"status": "FAILED", "reason": f"{type(value).__name__}: {value}"}
-            results.append(value)
-        return results
+        return [job_result(ret) for ret in returns]
 
     _job_idx = 0
 

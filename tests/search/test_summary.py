@@ -91,3 +91,19 @@ def test_study_name_and_storage_helpers(tmp_path) -> None:
     assert a != default_study_name(["x=2"], ["m=a,b"], "latency", 1.0)
     assert redact("postgresql://me:secret@db/optuna") == "postgresql://me:***@db/optuna"
     assert default_storage(str(tmp_path / "mlruns")).endswith("mlruns/optuna.db")
+
+
+def test_job_result_reads_hydra_job_returns_through_the_public_api():
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from dlas.search.summary import job_result
+
+    done = JobReturn(status=JobStatus.COMPLETED)
+    done.return_value = {"status": "FINISHED", "latency/median_ms": 1.0}
+    assert job_result(done) is done.return_value  # the same dict: callers annotate it
+    failed = JobReturn(status=JobStatus.FAILED)
+    failed.return_value = RuntimeError("board vanished")
+    assert job_result(failed) == {"status": "FAILED", "reason": "RuntimeError: board vanished"}
+    odd = JobReturn(status=JobStatus.COMPLETED)
+    odd.return_value = 3
+    assert job_result(odd)["status"] == "FAILED"
