@@ -16,7 +16,7 @@ from tvm import relax, s_tir, te
 
 from .constants import value_of
 from .legalize import default_legalize, dense_row, matmul_shapes, out_dtype
-from .schedules import extent, finish_reduction
+from .schedules import extent, finish_reduction, tile
 from .shapes import LANES, largest_divisor, main_attrs, round_up
 
 # Accumulator vectors per tile: rows x 16-column panels.
@@ -79,8 +79,8 @@ def schedule_dense(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
     i, nb, ni, k = sch.get_loops(block)
     rows = largest_divisor(extent(sch, i), MAX_ROWS)
     panels = largest_divisor(extent(sch, nb), MAX_PANELS)
-    i_o, i_i = sch.split(i, [None, rows])
-    nb_o, nb_i = sch.split(nb, [None, panels])
+    i_o, i_i = tile(sch, i, rows)
+    nb_o, nb_i = tile(sch, nb, panels)
     sch.reorder(i_o, nb_o, k, i_i, nb_i, ni)
     finish_reduction(
         sch,

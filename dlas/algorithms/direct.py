@@ -21,7 +21,7 @@ from .base import Algorithm
 from .legalize import call_te, padded_input
 from .packing import channel_blocks, unpack
 from .registry import ALGORITHMS
-from .schedules import extent, finish_reduction, schedule_channel_tile
+from .schedules import extent, finish_reduction, schedule_channel_tile, tile
 from .shapes import (
     CHANNEL_CHUNK,
     LANES,
@@ -118,12 +118,12 @@ class Direct(Algorithm):
         budget = max(1, MAX_ACCUMULATORS // vectors)
         channels = largest_divisor(extent(sch, oc), budget)
         rows = largest_divisor(extent(sch, y), max(1, budget // channels))
-        oc_o, oc_i = sch.split(oc, [None, channels])
-        y_o, y_i = sch.split(y, [None, rows])
-        x_o, x_i = sch.split(x, [None, vectors * lanes])
+        oc_o, oc_i = tile(sch, oc, channels)
+        y_o, y_i = tile(sch, y, rows)
+        x_o, x_i = tile(sch, x, vectors * lanes)
         # Chunked channel reduction over a whole row of tiles (see base.CHANNEL_CHUNK); LLVM
         # still keeps each tile's accumulators in registers within a chunk.
-        rc_o, rc = sch.split(rc, [None, largest_divisor(extent(sch, rc), CHANNEL_CHUNK)])
+        rc_o, rc = tile(sch, rc, largest_divisor(extent(sch, rc), CHANNEL_CHUNK))
         sch.reorder(n, oc_o, y_o, rc_o, x_o, rc, kh, kw, y_i, oc_i, x_i)
         finish_reduction(
             sch,

@@ -33,6 +33,28 @@ MAX_UNROLLED_ELEMENTS = 512
 SCHEDULED_ATTR = "tirx.is_scheduled"
 
 ScheduleFn = Callable[[s_tir.Schedule, SBlockRV], None]
+# The largest inner factor MetaSchedule may move a register-tile split to (its mutator keeps
+# sampled tiles perfect and within this bound).
+MAX_TUNED_INNER = 64
+
+
+def tile(sch: s_tir.Schedule, loop: LoopRV, inner: int) -> tuple[LoopRV, LoopRV]:
+    """``sch.split(loop, [None, inner])``, written as a sampled perfect tile whose decision is
+    ``inner`` when ``inner`` divides the loop: the same loops when not tuning, and a trace that
+    MetaSchedule's MutateTileSize can move (a trace of fixed splits is a dead end for the
+    search, which then never explores around the default schedule)."""
+    n = extent(sch, loop)
+    if inner >= 1 and n % inner == 0:
+        factors = sch.sample_perfect_tile(
+            loop,
+            n=2,
+            max_innermost_factor=max(inner, MAX_TUNED_INNER),
+            decision=[n // inner, inner],
+        )
+        outer, inside = sch.split(loop, factors)
+    else:
+        outer, inside = sch.split(loop, [None, inner])
+    return outer, inside
 
 
 def schedule_module(mod: tvm.IRModule, lookup: Callable[[str], ScheduleFn]) -> tvm.IRModule:
@@ -210,10 +232,10 @@ def schedule_channel_tile(
     stay in L1 across the row; ``inner`` are the reduction loops below it."""
     vectors = 2 if extent(sch, channels) % 2 == 0 else 1
     rows, cols = pixel_tile(extent(sch, y), extent(sch, x), vectors)
-    ob_o, ob_i = sch.split(channels, [None, vectors])
-    y_o, y_i = sch.split(y, [None, rows])
-    x_o, x_i = sch.split(x, [None, cols])
-    r_o, r_i = sch.split(reduction, [None, chunk])
+    ob_o, ob_i = tile(sch, channels, vectors)
+    y_o, y_i = tile(sch, y, rows)
+    x_o, x_i = tile(sch, x, cols)
+    r_o, r_i = tile(sch, reduction, chunk)
     sch.reorder(*outer, ob_o, y_o, r_o, x_o, r_i, *inner, y_i, x_i, ob_i, lanes)
     finish_reduction(
         sch,

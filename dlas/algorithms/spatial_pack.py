@@ -19,7 +19,7 @@ from .base import Algorithm, PackedAlgorithm
 from .legalize import call_te
 from .packing import channel_blocks, pack_data, unpack
 from .registry import ALGORITHMS
-from .schedules import extent, finish_reduction, pixel_tile, schedule_channel_tile
+from .schedules import extent, finish_reduction, pixel_tile, schedule_channel_tile, tile
 from .shapes import (
     CHANNEL_CHUNK,
     LANES,
@@ -133,8 +133,8 @@ class SpatialPack(PackedAlgorithm):
     def _schedule_depthwise(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
         n, cb, y, x, ci, kh, kw = sch.get_loops(block)
         rows, cols = pixel_tile(extent(sch, y), extent(sch, x), 1)
-        y_o, y_i = sch.split(y, [None, rows])
-        x_o, x_i = sch.split(x, [None, cols])
+        y_o, y_i = tile(sch, y, rows)
+        x_o, x_i = tile(sch, x, cols)
         sch.reorder(n, cb, y_o, x_o, kh, kw, y_i, x_i, ci)
         finish_reduction(
             sch,
