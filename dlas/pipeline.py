@@ -62,6 +62,11 @@ def walk(cfg: Config, device: Device) -> dict[str, float]:
     program = compile_program(cfg, prepared, device, cache, metrics)
     if cfg.device.measure:
         measure(cfg, prepared, device, program, metrics)
+    # --- issue 13: the program as an MLflow model (dlas.serving) ---
+    from dlas.serving import log_model
+
+    log_model(cfg, prepared, program, device)
+    # ---
     _log_compression(cfg, prepared, metrics)
     metrics["run/seconds"] = time.perf_counter() - started
     mlflow.log_metrics(metrics)

@@ -381,6 +381,11 @@ class TrackingConfig:
     run_name: str | None = None
     log_library: bool = True
     log_ir: bool = True
+    # The run's program as an MLflow model (`model/`): dlas's pyfunc flavour for TVM libraries
+    # that load on this host, mlflow.pytorch / mlflow.onnx for the baselines (dlas.serving).
+    log_model: bool = True
+    # At the end of a sweep or study, register its best feasible run in the Model Registry.
+    register_best: bool = True
 
 
 @dataclass
