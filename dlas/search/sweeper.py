@@ -437,6 +437,15 @@ class GuidedSweep:
                 for s in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
             }
         )
+        # --- issue 13: the study's best feasible run in the Model Registry (never raises) ---
+        from dlas.serving import champion
+
+        champion.register_best(
+            self.config, champion.from_study(self.study), self.s.max_accuracy_drop,
+            latency=self.objective.latency, parent_run_id=self.parent.run_id,
+            study_name=self.study.study_name,
+        )  # fmt: skip
+        # ---
         if self.own_parent:
             self.parent.close("FINISHED")
 
