@@ -7,7 +7,9 @@ keys and types when it composes the config. Range checks live in ``__post_init__
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -90,6 +92,56 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _one_of("model.variant", self.variant, ("auto", "cifar", "imagenet"))
+
+
+@dataclass
+class CustomModelConfig(ModelConfig):
+    # The user's network: path/to/file.py:build or package.module:build, a callable that returns
+    # an nn.Module given the number of classes (dlas.models.custom).
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.source is None:
+            return  # validity rule own_model_is_given names the fix
+        target, sep, attr = self.source.rpartition(":")
+        _require(
+            bool(sep and target and attr.isidentifier()),
+            "model.source",
+            "expected path/to/file.py:callable or package.module:callable",
+            self.source,
+        )
+        if target.endswith(".py") or "/" in target:
+            path = Path(target).expanduser()
+            _require(
+                path.is_file() and os.access(path, os.R_OK),
+                "model.source",
+                f"{path.resolve()} is not a readable Python file",
+                self.source,
+            )
+
+
+@dataclass
+class OnnxModelConfig(ModelConfig):
+    # An ONNX classifier, imported by TVM's ONNX frontend (dlas.models.onnx_model).
+    path: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(
+            self.weights is None,
+            "model.weights",
+            "model=onnx takes its weights from the ONNX file (model.path); leave weights null",
+            self.weights,
+        )
+        if self.path is not None:
+            path = Path(self.path).expanduser()
+            _require(
+                path.is_file() and os.access(path, os.R_OK),
+                "model.path",
+                f"{path.resolve()} is not a readable ONNX file",
+                self.path,
+            )
 
 
 # --- compression ---------------------------------------------------------------------------
@@ -419,7 +471,7 @@ class Config:
 # `defaults: [/schema/<layer>@_here_: <name>, _self_]`.
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "dataset": {"base": DatasetConfig, "synthetic": SyntheticDatasetConfig},
-    "model": {"base": ModelConfig},
+    "model": {"base": ModelConfig, "custom": CustomModelConfig, "onnx": OnnxModelConfig},
     "compression": {
         "base": CompressionConfig,
         "pruning": PruningConfig,

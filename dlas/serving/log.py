@@ -93,6 +93,15 @@ def log_model(
     that cannot be logged is a warning and a tag."""
     import mlflow
 
+    if getattr(prepared.model, "onnx_path", None):
+        mlflow.set_tags(
+            {
+                "dlas.model.training": "does not apply: model=onnx runs the file's weights",
+                # The *pytorch* metrics (accuracy/pytorch_top1, latency/pytorch_eager_median_ms,
+                # compare/*) of such a run measure ONNX Runtime on the same file.
+                "dlas.model.reference": "onnxruntime",
+            }
+        )
     if not cfg.tracking.log_model:
         return None
     try:
