@@ -183,6 +183,9 @@ def _log_baseline(cfg: Any, prepared: Any, name: str) -> Any:
         signature=signature(spec, with_params=False),
         input_example=x[:1],
         pip_requirements=_pins("torch", "torchvision"),
+        # The eager module, any batch size (MLflow's default "pt2" is torch.export'ed at the
+        # example's batch 1). model=custom networks load where their source is importable.
+        serialization_format="pickle",
     )
 
 

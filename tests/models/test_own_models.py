@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import textwrap
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -111,6 +112,7 @@ def tiny_onnx(tmp_path) -> Path:
     model = TinyCNN(10)
     calibrate_batchnorm(model, (1, 3, 32, 32))
     path = tmp_path / "tiny.onnx"
+    warnings.filterwarnings("ignore", "You are using the legacy TorchScript", DeprecationWarning)
     torch.onnx.export(
         model.eval(),
         (torch.zeros(1, 3, 32, 32),),
@@ -118,7 +120,7 @@ def tiny_onnx(tmp_path) -> Path:
         input_names=["input"],
         output_names=["logits"],
         opset_version=18,
-        external_data=False,
+        dynamo=False,  # the TorchScript exporter: ten times faster here, for the same graph
     )
     return path
 

@@ -1,5 +1,5 @@
-"""One tiny run logged into a temporary MLflow store, shared by the serving tests (a run costs
-about half a minute on two cores; the tests only read it)."""
+"""One tiny run logged into a temporary MLflow store, shared by the serving tests (one run for
+the whole session: it costs about half a minute on two cores; the tests only read it)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def compose_tiny(root: Path, *extra: str):
         )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def logged_run(tmp_path_factory) -> LoggedRun:
     import mlflow
 

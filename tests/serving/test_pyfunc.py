@@ -68,3 +68,24 @@ def test_wrong_input_shape_says_what_fits(logged_run):
     model = mlflow.pyfunc.load_model(f"runs:/{logged_run.run_id}/model")
     with pytest.raises(Exception, match=r"3, 32, 32|shape"):
         model.predict(np.zeros((1, 3, 16, 16), dtype=np.float32))
+
+
+def test_pytorch_baseline_logs_the_eager_model(logged_run):
+    import mlflow
+    import torch
+
+    from dlas import pipeline
+    from tests.serving.conftest import compose_tiny
+
+    # Same store and caches as the fixture's run: the checkpoint is reused.
+    pipeline.run(compose_tiny(logged_run.root, "tuning=pytorch", "device.timed_runs=2"))
+    run_id = mlflow.last_active_run().info.run_id
+    assert MlflowClient(logged_run.uri).get_run(run_id).data.tags["dlas.model.logged"] == "true"
+    model = mlflow.pytorch.load_model(f"runs:/{run_id}/model")
+    ref = np.load(
+        mlflow.artifacts.download_artifacts(f"runs:/{logged_run.run_id}/model/data/reference.npz")
+    )
+    with torch.no_grad():
+        eager = model(torch.from_numpy(ref["inputs"])).numpy()
+    # The eager model of the baseline run is the network the TVM run compiled.
+    np.testing.assert_allclose(eager, ref["logits"], rtol=1e-4, atol=1e-4)
