@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: setup run test lint ui clean cross-toolchain postgres
+.PHONY: setup run test lint ui clean cross-toolchain postgres browser
 
 # The install stamp is refreshed whenever pyproject.toml or setup.py changes.
 $(VENV)/.installed: pyproject.toml setup.py
@@ -29,7 +29,13 @@ lint: setup
 
 # MLflow UI over the embedded store (runs, params, metrics, artifacts side by side).
 ui: setup
+	@echo "runs view: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --port 5000 --workers 1
+
+# Optional: headless Chromium for the UI check (tests/serving/test_ui.py, -m slow); skipped without it.
+browser:
+	-command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \
+	  || echo "note: could not install chromium (needs root and apt); the browser check is skipped"
 
 clean:
 	rm -rf outputs multirun .pytest_cache

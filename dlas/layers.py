@@ -90,7 +90,7 @@ LAYERS: tuple[Layer, ...] = (
         shapes_model=True,
     ),
     Layer(
-        "model", "model", ModelConfig, "dlas.models:MODELS", "dlas.models:build_model",
+        "model", "model", ModelConfig, "dlas.models:MODELS", "dlas.models:model_from_config",
         factory_args=("model", "dataset"), shapes_model=True,
     ),
     Layer(

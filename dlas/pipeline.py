@@ -25,6 +25,7 @@ from dlas.data import load_dataset
 from dlas.devices import Device, Program, create_device
 from dlas.results import Build, Findings, Measurement, PreparedModel
 from dlas.search.context import sweep_job_tags
+from dlas.serving import log_model
 
 if TYPE_CHECKING:
     import tvm
@@ -65,6 +66,8 @@ def walk(cfg: Config, device: Device) -> dict[str, float]:
     found.merge(tracking.record(build.findings))
     if cfg.device.measure:
         found.merge(tracking.record(measure(cfg, prepared, device, build).findings))
+    # The program as an MLflow model (tracking.log_model; off with tracking.log_model=false).
+    log_model(cfg, prepared, build.program, device)
     found.merge(tracking.record(compare_to_dense(cfg, prepared, found.metrics)))
     return found.merge(
         tracking.record(Findings(metrics={m.RUN_SECONDS: time.perf_counter() - started}))

@@ -105,12 +105,17 @@ def setup(cfg: DictConfig) -> str:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = user_uri
+    from dlas import experiment_view  # issue 13: the UI opens dlas experiments on the runs
+
     exp = mlflow.get_experiment_by_name(cfg.tracking.experiment)
     if exp is not None:
+        experiment_view.mark_experiment(exp.experiment_id, exp.tags)
         return exp.experiment_id
     try:
         return mlflow.create_experiment(
-            cfg.tracking.experiment, artifact_location=_artifact_root(cfg, uri)
+            cfg.tracking.experiment,
+            artifact_location=_artifact_root(cfg, uri),
+            tags=experiment_view.experiment_tags(),
         )
     except mlflow.exceptions.MlflowException as exc:
         # Workers that start together race to create it (RESOURCE_ALREADY_EXISTS, or the

@@ -193,3 +193,7 @@ def check(cfg: Config) -> None:
     reasons = problems(cfg)
     if reasons:
         raise InvalidCombination("; ".join(reasons))
+
+
+# --- issue 13: rules of the models users bring (model=custom, model=onnx) ---
+from dlas.models import rules as _model_rules  # noqa: E402,F401  (registers them)

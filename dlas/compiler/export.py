@@ -10,6 +10,10 @@ from dlas.data import InputSpec
 
 
 def export(model: nn.Module, spec: InputSpec) -> tvm.IRModule:
+    if getattr(model, "onnx_path", None):  # model=onnx: TVM imports the file itself
+        from dlas.compiler.onnx_import import import_onnx
+
+        return import_onnx(model.onnx_path, spec)
     from tvm.relax.frontend.torch import from_exported_program
 
     example = torch.zeros(spec.shape)

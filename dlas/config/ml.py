@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from omegaconf import MISSING
 
@@ -72,6 +74,56 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         one_of("model.variant", self.variant, ("auto", "cifar", "imagenet"))
+
+
+@dataclass
+class CustomModelConfig(ModelConfig):
+    # The user's network: path/to/file.py:build or package.module:build, a callable that returns
+    # an nn.Module given the number of classes (dlas.models.custom).
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.source is None:
+            return  # validity rule own_model_is_given names the fix
+        target, sep, attr = self.source.rpartition(":")
+        require(
+            bool(sep and target and attr.isidentifier()),
+            "model.source",
+            "expected path/to/file.py:callable or package.module:callable",
+            self.source,
+        )
+        if target.endswith(".py") or "/" in target:
+            path = Path(target).expanduser()
+            require(
+                path.is_file() and os.access(path, os.R_OK),
+                "model.source",
+                f"{path.resolve()} is not a readable Python file",
+                self.source,
+            )
+
+
+@dataclass
+class OnnxModelConfig(ModelConfig):
+    # An ONNX classifier, imported by TVM's ONNX frontend (dlas.models.onnx_model).
+    path: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(
+            self.weights is None,
+            "model.weights",
+            "model=onnx takes its weights from the ONNX file (model.path); leave weights null",
+            self.weights,
+        )
+        if self.path is not None:
+            path = Path(self.path).expanduser()
+            require(
+                path.is_file() and os.access(path, os.R_OK),
+                "model.path",
+                f"{path.resolve()} is not a readable ONNX file",
+                self.path,
+            )
 
 
 # --- compression ---------------------------------------------------------------------------

@@ -16,10 +16,12 @@ from omegaconf import MISSING
 from dlas.config.checks import ConfigError, require
 from dlas.config.ml import (
     CompressionConfig,
+    CustomModelConfig,
     DatasetConfig,
     Fp16Config,
     Int8Config,
     ModelConfig,
+    OnnxModelConfig,
     PruningConfig,
     SyntheticDatasetConfig,
     TrainConfig,
@@ -41,6 +43,7 @@ __all__ = [
     "AutoAlgorithmConfig",
     "CompressionConfig",
     "Config",
+    "CustomModelConfig",
     "ConfigError",
     "DatasetConfig",
     "DeviceConfig",
@@ -49,6 +52,7 @@ __all__ = [
     "Int8Config",
     "MetaScheduleTuningConfig",
     "ModelConfig",
+    "OnnxModelConfig",
     "OnnxRuntimeTuningConfig",
     "PerLayerAlgorithmConfig",
     "PruningConfig",
@@ -77,6 +81,11 @@ class TrackingConfig:
     run_name: str | None = None
     log_library: bool = True
     log_ir: bool = True
+    # The run's program as an MLflow model (`model/`): dlas's pyfunc flavour for TVM libraries
+    # that load on this host, mlflow.pytorch / mlflow.onnx for the baselines (dlas.serving).
+    log_model: bool = True
+    # At the end of a sweep or study, register its best feasible run in the Model Registry.
+    register_best: bool = True
 
 
 @dataclass
@@ -122,7 +131,7 @@ class Config:
 # `defaults: [/schema/<layer>@_here_: <name>, _self_]`.
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "dataset": {"base": DatasetConfig, "synthetic": SyntheticDatasetConfig},
-    "model": {"base": ModelConfig},
+    "model": {"base": ModelConfig, "custom": CustomModelConfig, "onnx": OnnxModelConfig},
     "compression": {
         "base": CompressionConfig,
         "pruning": PruningConfig,

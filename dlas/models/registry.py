@@ -6,7 +6,6 @@ from collections.abc import Callable
 
 from torch import nn
 
-from dlas.config.schema import DatasetConfig, ModelConfig
 from dlas.registry import Registry
 
 # name -> builder(num_classes, variant) where variant is "cifar" or "imagenet"
@@ -70,13 +69,3 @@ def create_model(
 
         return models.get_model(name, num_classes=num_classes)
     raise ValueError(f"Unknown model {name!r}. Available models: {', '.join(available_models())}")
-
-
-def build_model(model_cfg: ModelConfig, data_cfg: DatasetConfig) -> nn.Module:
-    """The untrained model a run's config asks for (the model layer's factory)."""
-    return create_model(
-        model_cfg.name,
-        data_cfg.num_classes,
-        variant=model_cfg.variant,
-        image_size=data_cfg.image_size,
-    )

@@ -9,6 +9,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Multiply-accumulates of one forward pass (PyTorch's FLOP counter counts 2 per MAC)."""
+    if hasattr(model, "macs"):  # a graph PyTorch does not execute (model=onnx) counts itself
+        return int(model.macs(input_shape))
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         model.eval()(torch.zeros(input_shape))

@@ -13,9 +13,10 @@ from torch import nn
 from tqdm import tqdm
 
 from dlas.cache import Cache, entry_lock, write_atomic
-from dlas.config.schema import DatasetConfig, ModelConfig, TrainConfig
-from dlas.data import DataBundle
-from dlas.models.registry import create_model, resolve_variant
+from dlas.config.schema import CustomModelConfig, DatasetConfig, ModelConfig, TrainConfig
+from dlas.data import DataBundle, InputSpec
+from dlas.models.registry import resolve_variant
+from dlas.models.sources import build_model, model_identity, trainable
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ def checkpoint_spec(model_cfg: ModelConfig, data_cfg: DatasetConfig) -> dict:
     return {
         "training_version": TRAINING_VERSION,
         "model": model_cfg.name,
+        **model_identity(model_cfg),  # the user's source file or ONNX file, by content
         "variant": resolve_variant(model_cfg.variant, data_cfg.image_size, model_cfg.name),
         "weights": model_cfg.weights,
         "dataset": data_cfg.name,
@@ -149,17 +151,25 @@ def _load_weights(model: nn.Module, model_cfg: ModelConfig) -> None:
         ) from exc
 
 
+def check_tvm_import(model: nn.Module, spec: InputSpec, source: str | None) -> None:
+    """Export the untrained network to Relax now: an operator TVM cannot convert fails here,
+    naming it, instead of after the training."""
+    from dlas.compiler.export import export
+
+    try:
+        export(model, spec)
+    except Exception as exc:
+        raise RuntimeError(
+            f"model.source={source!r}: TVM cannot import this network ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
 def load_or_train(
     model_cfg: ModelConfig, data_cfg: DatasetConfig, data: DataBundle, cache: Cache
 ) -> tuple[nn.Module, dict]:
     """The trained model and a description of where it came from (cache hit or not)."""
     spec = checkpoint_spec(model_cfg, data_cfg)
-    model = create_model(
-        model_cfg.name,
-        data.spec.num_classes,
-        variant=model_cfg.variant,
-        image_size=data_cfg.image_size,
-    )
+    model = build_model(model_cfg, data.spec.num_classes, data_cfg.image_size)
     path = cache.entry("models", spec, ".pt")
     with entry_lock(path):  # concurrent jobs needing this checkpoint train it once
         return _load_or_train(model, path, spec, model_cfg, data_cfg, data, cache)
@@ -179,12 +189,16 @@ def _load_or_train(
         return model.eval(), {"cache_hit": True, "checkpoint": str(path), **Cache.description(path)}
     if model_cfg.weights:
         _load_weights(model, model_cfg)
-    if data_cfg.train.epochs > 0 and data.labelled:
+    if isinstance(model_cfg, CustomModelConfig):
+        check_tvm_import(model, data.spec, model_cfg.source)  # before training, not after
+    if not trainable(model):
+        log.warning("model=%s is not a PyTorch module: training does not apply", model_cfg.name)
+    elif data_cfg.train.epochs > 0 and data.labelled:
         train(model, data, data_cfg.train, desc=f"train {model_cfg.name}")
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
     write_atomic(path, buf.getvalue())
-    facts = {"trained_epochs": data_cfg.train.epochs if data.labelled else 0}
+    facts = {"trained_epochs": data_cfg.train.epochs if data.labelled and trainable(model) else 0}
     if data.labelled:
         facts["pytorch_accuracy"] = evaluate(model, data)
     cache.describe(path, spec, **facts)

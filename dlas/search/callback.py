@@ -78,6 +78,15 @@ class SweepTracking(Callback):
         self.parent.log_files(
             {"summary.txt": text, "jobs.csv": records_csv(records, self.accuracy_metric)}
         )
+        # --- issue 13: the best feasible run in the Model Registry (never fails the sweep) ---
+        from dlas.serving import champion
+
+        candidates = champion.from_records(records, self.accuracy_metric)
+        champion.register_best(
+            config, candidates, self.max_accuracy_drop,
+            latency=self.latency_metric, parent_run_id=self.parent.run_id,
+        )  # fmt: skip
+        # ---
         self.parent.close("FINISHED")
 
     def _records_from_files(self, sweep_dir: Path) -> list[JobRecord]:

@@ -219,5 +219,16 @@ class StudyWorker:
         }
         metrics["study/configurations"] = len(st.finished_by_signature(trials))
         self.parent.log_metrics(metrics)
+        # The study's best feasible run in the Model Registry (never raises; dlas.serving).
+        from dlas.serving import champion
+
+        champion.register_best(
+            self.config,
+            champion.from_study(self.study),
+            self.max_accuracy_drop,
+            latency=self.objective.latency,
+            parent_run_id=self.parent.run_id,
+            study_name=self.study.study_name,
+        )
         if self.own_parent:
             self.parent.close("FINISHED")

@@ -53,6 +53,17 @@ def export_onnx(model: nn.Module, spec: InputSpec, path: Path, opset: int) -> No
         )
 
 
+def onnx_file(model: nn.Module, spec: InputSpec, folder: Path, opset: int) -> Path:
+    """The ONNX graph of ``model``: the user's own file for ``model=onnx`` (the very file TVM
+    imported), else ``model`` exported into ``folder``."""
+    own = getattr(model, "onnx_path", None)
+    if own:
+        return Path(own)
+    path = folder / "model.onnx"
+    export_onnx(model, spec, path, opset)
+    return path
+
+
 @TUNERS.register("onnxruntime")
 class OnnxRuntime(Baseline):
     def wrap(self, model: nn.Module, spec: InputSpec, ctx: TuneContext) -> Program:
@@ -60,8 +71,7 @@ class OnnxRuntime(Baseline):
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix="onnx-", dir=ctx.work_dir))
         try:
-            path = folder / "model.onnx"
-            export_onnx(model, spec, path, self.cfg.opset)
+            path = onnx_file(model, spec, folder, self.cfg.opset)
             options = ort.SessionOptions()
             options.graph_optimization_level = getattr(
                 ort.GraphOptimizationLevel, _LEVELS[self.cfg.graph_optimization]

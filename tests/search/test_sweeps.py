@@ -157,6 +157,26 @@ def test_optuna_resume_does_not_repeat_finished_trials(tmp_path, shared_cache) -
     assert len(configs) == len(set(configs)) == 4  # each configuration ran exactly once
     ran = {t.user_attrs["mlflow_run_id"] for t in trials if "mlflow_run_id" in t.user_attrs}
     assert ran == {r.info.run_id for r in kids}
+    assert_registry_after_two_sweeps(tmp_path, kids)
+
+
+def assert_registry_after_two_sweeps(root, kids) -> None:
+    """Each session registered its best run only if it beat the champion (dlas.serving)."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
+    client = MlflowClient(uri, uri)
+    versions = sorted(
+        client.search_model_versions("name = 'dlas-tiny_cnn-local_cpu'"),
+        key=lambda v: int(v.version),
+    )
+    assert 1 <= len(versions) <= 2  # the first session's best; a second only if faster
+    latencies = [float(v.tags["latency/median_ms"]) for v in versions]
+    assert latencies == sorted(latencies, reverse=True)  # every new version is faster
+    champion = client.get_model_version_by_alias("dlas-tiny_cnn-local_cpu", "champion")
+    assert champion.version == versions[-1].version
+    assert champion.run_id in {r.info.run_id for r in kids}
+    assert champion.tags["dlas.sweep.parent_run_id"] and champion.tags["dlas.model"] == "tiny_cnn"
 
 
 @pytest.mark.slow
