@@ -4,11 +4,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: setup run test lint ui clean cross-toolchain
+.PHONY: setup run test lint ui clean cross-toolchain browser
 
 # The install stamp is refreshed whenever pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
 	command -v aarch64-linux-gnu-g++ >/dev/null || $(MAKE) cross-toolchain
+	command -v chromium >/dev/null || $(MAKE) browser
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[dev,onnx]"
@@ -38,3 +39,9 @@ clean:
 cross-toolchain:
 	-(apt-get update -qq && apt-get install -y -qq g++-aarch64-linux-gnu) >/dev/null 2>&1 \
 	  || echo "note: could not install g++-aarch64-linux-gnu (needs root and apt); Arm cross builds disabled"
+
+# The study report's end-to-end test opens the HTML report in a real headless Chromium (Debian's
+# package). Optional: without it that test is skipped and says how to install it.
+browser:
+	-(apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \
+	  || echo "note: could not install chromium (needs root and apt); the report's browser test will be skipped"

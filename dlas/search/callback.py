@@ -78,6 +78,11 @@ class SweepTracking(Callback):
         self.parent.log_files(
             {"summary.txt": text, "jobs.csv": records_csv(records, self.accuracy_metric)}
         )
+        from dlas.report import report_sweep  # the study report; a failure is only a warning
+
+        report_sweep(
+            self.parent.client, self.parent.run_id, Path(config.hydra.sweep.dir) / "report"
+        )
         self.parent.close("FINISHED")
 
     def _records_from_files(self, sweep_dir: Path) -> list[JobRecord]:

@@ -437,7 +437,10 @@ class GuidedSweep:
                 for s in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
             }
         )
-        if self.own_parent:
+        if self.own_parent:  # else the dlas_sweep callback reports when the sweep ends
+            from dlas.report import report_sweep  # a failure is only a warning
+
+            report_sweep(self.parent.client, self.parent.run_id)  # logged to the parent run
             self.parent.close("FINISHED")
 
 
