@@ -212,4 +212,12 @@ FIGURES: list[Callable[[pd.DataFrame, pd.DataFrame], Figure]] = [
 
 
 def all_figures(cells_: pd.DataFrame, table: pd.DataFrame) -> list[Figure]:
-    return [make(cells_, table) for make in FIGURES]
+    out = []
+    for i, make in enumerate(FIGURES):
+        try:
+            out.append(make(cells_, table))
+        except Exception as exc:  # noqa: BLE001 - one broken figure must not sink the report
+            out.append(
+                Figure(f"figure{i}", "(figure failed)", f"{type(exc).__name__}: {exc}", None)
+            )
+    return out

@@ -69,7 +69,7 @@ def _e(text: object) -> str:
 
 
 def _link(ctx: Context, run_id: str, text: str) -> str:
-    return f'<a href="{_e(ctx.run_url(run_id))}" target="_top">{_e(text)}</a>'
+    return f'<a href="{_e(ctx.run_url(run_id))}">{_e(text)}</a>'
 
 
 def _html_table(ctx: Context, t: Table) -> str:

@@ -162,6 +162,12 @@ def _from_parent(client: Any, uri: str, parent: Any, description: str) -> Source
     runs = client.search_runs(
         [exp_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'", max_results=50000
     )
+    if not runs and parent.data.tags.get(PARENT_TAG) != "true":
+        up = parent.data.tags.get("mlflow.parentRunId")
+        raise ReportTargetError(
+            f"run {parent.info.run_id} has no nested runs: it is one run, not a sweep's parent"
+            + (f" (its parent run is {up})" if up else "")
+        )
     study = parent.data.tags.get(STUDY_TAG)
     if study and "study" not in description:
         description += f" (Optuna study {study!r})"

@@ -99,8 +99,13 @@ def test_command_line(smoke_sweep: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "XIII" in printed and "logged to run" in printed
     assert (out / "index.html").exists() and (out / "report.md").exists()
 
-    assert report_main(["study_smoke", "--tracking-uri", uri, "--out", str(out / "exp")]) == 0
-    # An experiment name: every run in it, no parent to log to.
-    assert report_main(["study_smoke_exp_missing", "--tracking-uri", uri]) == 2
+    (parent,) = parents(mlflow_runs(smoke_sweep))
+    assert report_main([parent.info.run_id, "--tracking-uri", uri, "--out", str(out / "id")]) == 0
+    assert (out / "id" / "report.md").read_text().count("| XIII |") == 1
+
+    assert report_main(["no_such_study", "--tracking-uri", uri]) == 2
     err = capsys.readouterr().err
-    assert "'study_smoke_exp_missing'" in err and "study_smoke" in err  # lists the experiments
+    assert "'no_such_study'" in err and "study_smoke" in err  # lists the experiments there
+    child = children_of(mlflow_runs(smoke_sweep), parent.info.run_id)[0].info.run_id
+    assert report_main([child, "--tracking-uri", uri]) == 2
+    assert f"its parent run is {parent.info.run_id}" in capsys.readouterr().err
