@@ -10,6 +10,7 @@ ARGS   ?=
 $(VENV)/.installed: pyproject.toml setup.py
 	command -v aarch64-linux-gnu-g++ >/dev/null || $(MAKE) cross-toolchain
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || $(MAKE) postgres
+	command -v chromium >/dev/null || $(MAKE) browser
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[dev,onnx,scaleout]"
@@ -32,11 +33,6 @@ ui: setup
 	@echo "runs view: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --port 5000 --workers 1
 
-# Optional: headless Chromium for the UI check (tests/serving/test_ui.py, -m slow); skipped without it.
-browser:
-	-command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \
-	  || echo "note: could not install chromium (needs root and apt); the browser check is skipped"
-
 clean:
 	rm -rf outputs multirun .pytest_cache
 
@@ -52,3 +48,10 @@ cross-toolchain:
 postgres:
 	-(apt-get update -qq && apt-get install -y -qq postgresql) >/dev/null 2>&1 \
 	  || echo "note: could not install postgresql (needs root and apt); scale-out tests skipped"
+
+# Headless Chromium (Debian's package) opens the study report and the MLflow UI in the browser
+# tests (tests/report, tests/serving/test_ui.py). Optional: without it those tests are skipped
+# and say how to install it.
+browser:
+	-(apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \
+	  || echo "note: could not install chromium (needs root and apt); the report's browser test will be skipped"

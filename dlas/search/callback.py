@@ -78,7 +78,7 @@ class SweepTracking(Callback):
         self.parent.log_files(
             {"summary.txt": text, "jobs.csv": records_csv(records, self.accuracy_metric)}
         )
-        # --- issue 13: the best feasible run in the Model Registry (never fails the sweep) ---
+        # The best feasible run in the Model Registry (dlas.serving; never fails the sweep).
         from dlas.serving import champion
 
         candidates = champion.from_records(records, self.accuracy_metric)
@@ -86,7 +86,12 @@ class SweepTracking(Callback):
             config, candidates, self.max_accuracy_drop,
             latency=self.latency_metric, parent_run_id=self.parent.run_id,
         )  # fmt: skip
-        # ---
+
+        from dlas.report import report_sweep  # the study report; a failure is only a warning
+
+        report_sweep(
+            self.parent.client, self.parent.run_id, Path(config.hydra.sweep.dir) / "report"
+        )
         self.parent.close("FINISHED")
 
     def _records_from_files(self, sweep_dir: Path) -> list[JobRecord]:

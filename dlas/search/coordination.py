@@ -230,5 +230,8 @@ class StudyWorker:
             parent_run_id=self.parent.run_id,
             study_name=self.study.study_name,
         )
-        if self.own_parent:
+        if self.own_parent:  # else the dlas_sweep callback reports when the sweep ends
+            from dlas.report import report_sweep  # a failure is only a warning
+
+            report_sweep(self.parent.client, self.parent.run_id)  # logged to the parent run
             self.parent.close("FINISHED")
