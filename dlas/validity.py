@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from dlas.config.schema import Config
 from dlas.layers import LAYERS
+from dlas.models.rules import RULES as MODEL_RULES
 
 
 class InvalidCombination(ValueError):
@@ -195,5 +196,5 @@ def check(cfg: Config) -> None:
         raise InvalidCombination("; ".join(reasons))
 
 
-# --- issue 13: rules of the models users bring (model=custom, model=onnx) ---
-from dlas.models import rules as _model_rules  # noqa: E402,F401  (registers them)
+# The rules of the models users bring (model=custom, model=onnx) live with the model layer.
+RULES.extend(MODEL_RULES)

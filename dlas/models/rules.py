@@ -1,18 +1,17 @@
-"""Validity rules of the models users bring (``model=custom``, ``model=onnx``), registered with
-:mod:`dlas.validity`: they read the config (and the user's files) only, before any data is
-loaded or anything trained."""
+"""Validity rules of the models users bring (``model=custom``, ``model=onnx``), listed in
+``RULES`` for :mod:`dlas.validity` (which imports this module, never the other way round).
+They read the config (and the user's files) only, before any data is loaded or anything
+trained."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 
 from dlas.config.schema import Config, CustomModelConfig, OnnxModelConfig
-from dlas.validity import rule
 
 TORCH_ONLY_TUNINGS = ("pytorch", "torch_compile")
 
 
-@rule
 def own_model_is_given(cfg: Config) -> str | None:
     if isinstance(cfg.model, CustomModelConfig) and not cfg.model.source:
         return (
@@ -24,7 +23,6 @@ def own_model_is_given(cfg: Config) -> str | None:
     return None
 
 
-@rule
 def custom_model_builds(cfg: Config) -> str | None:
     if not isinstance(cfg.model, CustomModelConfig) or not cfg.model.source:
         return None
@@ -51,7 +49,6 @@ def _builds(source: str, digest: str, num_classes: int) -> str | None:
     return None
 
 
-@rule
 def onnx_model_fits_the_data(cfg: Config) -> str | None:
     if not isinstance(cfg.model, OnnxModelConfig) or not cfg.model.path:
         return None
@@ -64,7 +61,6 @@ def onnx_model_fits_the_data(cfg: Config) -> str | None:
     return None
 
 
-@rule
 def onnx_model_has_no_pytorch_stage(cfg: Config) -> str | None:
     if not isinstance(cfg.model, OnnxModelConfig):
         return None
@@ -89,3 +85,11 @@ def onnx_model_has_no_pytorch_stage(cfg: Config) -> str | None:
             "use tuning=onnxruntime for the vendor baseline, or a TVM tuning option"
         )
     return "; ".join(reasons) or None
+
+
+RULES = [
+    own_model_is_given,
+    custom_model_builds,
+    onnx_model_fits_the_data,
+    onnx_model_has_no_pytorch_stage,
+]

@@ -60,9 +60,34 @@ def test_every_registered_name_has_a_yaml(entry):
     )
 
 
+@pytest.fixture(scope="module")
+def own_models(tmp_path_factory) -> dict[tuple[str, str], list[str]]:
+    """The files the bring-your-own model options point at: a Python builder, an ONNX file."""
+    import warnings
+
+    import torch
+
+    from dlas.models.zoo import TinyCNN
+
+    folder = tmp_path_factory.mktemp("own-models")
+    (folder / "net.py").write_text(
+        "from dlas.models.zoo import TinyCNN\n\ndef build(num_classes):\n"
+        "    return TinyCNN(num_classes)\n"
+    )
+    warnings.filterwarnings("ignore", "You are using the legacy TorchScript", DeprecationWarning)
+    torch.onnx.export(
+        TinyCNN(10).eval(), (torch.zeros(1, 3, 32, 32),), str(folder / "net.onnx"), dynamo=False
+    )
+    return {
+        ("model", "custom"): [f"model.source={folder / 'net.py'}:build"],
+        ("model", "onnx"): [f"model.path={folder / 'net.onnx'}"],
+    }
+
+
 @pytest.mark.parametrize(("group", "option"), every_option())
-def test_every_option_builds_from_its_composed_config(compose_cfg, group, option):
-    overrides = [f"{group}={option}", *COMPANIONS.get((group, option), [])]
+def test_every_option_builds_from_its_composed_config(compose_cfg, own_models, group, option):
+    extra = COMPANIONS.get((group, option), []) + own_models.get((group, option), [])
+    overrides = [f"{group}={option}", *extra]
     typed = validate(compose_cfg(*overrides))
     assert validity.problems(typed) == []
     entry = layer(group)
