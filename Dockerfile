@@ -12,16 +12,19 @@ ENV PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL} \
     PIP_NO_CACHE_DIR=1 \
     PYTHONUNBUFFERED=1
 
-# g++ links the compiled libraries; the aarch64 cross toolchain builds for Arm boards over RPC.
+# g++ links the compiled libraries; the aarch64 cross toolchain builds for Arm boards over RPC;
+# PostgreSQL and Chromium are what `make setup` adds for the scale-out and browser tests.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends g++ make git g++-aarch64-linux-gnu \
+      postgresql chromium \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/dlas
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY dlas ./dlas
+COPY conf ./conf
 COPY hydra_plugins ./hydra_plugins
-RUN python -m pip install --upgrade pip && python -m pip install -e ".[dev,onnx]"
+RUN python -m pip install --upgrade pip && python -m pip install -e ".[dev,onnx,scaleout]"
 
 COPY tests ./tests
 COPY benchmarks ./benchmarks
