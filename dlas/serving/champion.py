@@ -26,7 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dlas.search.summary import ACCURACY, DROP, LATENCY, JobRecord, accuracy_drops
+from dlas.metrics import DROP
+from dlas.search.summary import ACCURACY, LATENCY, JobRecord, accuracy_drops
 
 log = logging.getLogger(__name__)
 

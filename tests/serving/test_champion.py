@@ -8,7 +8,8 @@ import pytest
 from mlflow import MlflowClient
 
 from dlas import pipeline
-from dlas.search.summary import DROP, LATENCY, JobRecord
+from dlas.metrics import DROP
+from dlas.search.summary import LATENCY, JobRecord
 from dlas.serving import champion
 from tests.serving.conftest import compose_tiny
 
