@@ -43,6 +43,7 @@ def test_registry_and_configs():
     names = ALGORITHMS.names()
     assert names == sorted(
         [
+            "auto",
             "direct",
             "gemm",
             "per_layer",
@@ -57,7 +58,7 @@ def test_registry_and_configs():
         cls = ALGORITHMS.get(name)
         assert issubclass(cls, Algorithm) and cls.name == name
         assert cls.sparse == name.startswith("sparse_")
-        assert cls.composite == (name == "per_layer")
+        assert cls.composite == (name in ("per_layer", "auto"))
         conf = yaml.safe_load((CONF / f"{name}.yaml").read_text())
         assert conf["name"] == name and conf["defaults"][-1] == "_self_"
     with pytest.raises(KeyError, match="spatial_pack"):
