@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from tvm import relax, s_tir, te
 
+from . import int8_vnni
 from .base import (
     CHANNEL_CHUNK,
     LANES,
@@ -55,6 +56,10 @@ class Direct(Algorithm):
         spec: ConvSpec,
         row: dict[str, Any],
     ) -> relax.Expr:
+        if (
+            out := int8_vnni.try_conv2d(bb, data, weight, spec, row, self.name, "nchw4c")
+        ) is not None:
+            return out
         if isinstance(weight, np.ndarray) and across_channels(spec):
             packed = relax.const(pack_channels(weight, spec))
             return call_te(bb, self._conv_channels, data, packed, spec=spec, name="conv2d")
@@ -109,6 +114,9 @@ class Direct(Algorithm):
         return unpack(conv, spec, cbo)
 
     def schedule(self, sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
+        if int8_vnni.is_int8_block(sch, block):
+            int8_vnni.schedule(sch, block)
+            return
         if str(sch.get(block).annotations["dlas.op"]) == "channels":
             self._schedule_channels(sch, block)
             return

@@ -10,9 +10,12 @@ Depthwise convs have no useful GEMM form (K = KH*KW, one channel per group): dir
 
 from __future__ import annotations
 
-import numpy as np
-from tvm import s_tir, te, tirx
+from typing import Any
 
+import numpy as np
+from tvm import relax, s_tir, te, tirx
+
+from . import int8_vnni
 from .base import (
     LANES,
     ROW_KEY,
@@ -109,7 +112,24 @@ class Gemm(PackedAlgorithm):
 
         return te.compute((spec.batch, spec.out_channels, spec.out_h, ow), value, name="unpack")
 
+    def emit_conv2d(
+        self,
+        bb: relax.BlockBuilder,
+        data: relax.Expr,
+        weight: np.ndarray,
+        spec: ConvSpec,
+        row: dict[str, Any],
+    ) -> relax.Expr:
+        if (
+            out := int8_vnni.try_conv2d(bb, data, weight, spec, row, self.name, "im2col")
+        ) is not None:
+            return out
+        return super().emit_conv2d(bb, data, weight, spec, row)
+
     def schedule(self, sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
+        if int8_vnni.is_int8_block(sch, block):
+            int8_vnni.schedule(sch, block)
+            return
         if str(sch.get(block).annotations["dlas.op"]) == "dense":
             schedule_dense(sch, block)
             return

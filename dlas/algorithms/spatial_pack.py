@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from tvm import relax, s_tir, te, tirx
 
+from . import int8_vnni
 from .base import (
     CHANNEL_CHUNK,
     LANES,
@@ -82,6 +83,10 @@ class SpatialPack(PackedAlgorithm):
         spec: ConvSpec,
         row: dict[str, Any],
     ) -> relax.Expr:
+        if (
+            out := int8_vnni.try_conv2d(bb, data, weight, spec, row, self.name, "nchwc")
+        ) is not None:
+            return out
         if spec.depthwise:
             packed = relax.const(self.pack_depthwise(weight, spec))
             return call_te(bb, self._depthwise, data, packed, spec=spec, name="conv2d")
@@ -145,6 +150,9 @@ class SpatialPack(PackedAlgorithm):
 
     # --- schedule ----------------------------------------------------------------------
     def schedule(self, sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
+        if int8_vnni.is_int8_block(sch, block):
+            int8_vnni.schedule(sch, block)
+            return
         if str(sch.get(block).annotations["dlas.op"]) == "depthwise":
             self._schedule_depthwise(sch, block)
             return
