@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tvm import relax, s_tir, te
 
-from . import int8_vnni
+from . import dot_product
 from .base import LANES, largest_divisor, main_attrs, round_up
 from .constants import value_of
 from .schedules import extent, finish_reduction
@@ -63,7 +63,7 @@ def legalize_matmul(algo: Algorithm, bb: relax.BlockBuilder, call: relax.Call) -
         algo.record({**row, "algorithm": "topi", "fallback": "weights are not constants"})
         return default_legalize(bb, call)
     row = {**row, "algorithm": "gemm", "fallback": ""}
-    out = int8_vnni.try_dense(bb, call.args[0], weight, row)  # u8/s8 data: vpdpbusd
+    out = dot_product.try_dense(bb, call.args[0], weight, row)  # u8/s8 or bf16 data
     if out is None:
         out = emit_dense(bb, call.args[0], weight, out_dtype(call))
     algo.record(row)

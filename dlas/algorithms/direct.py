@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from tvm import relax, s_tir, te
 
-from . import int8_vnni
+from . import dot_product
 from .base import (
     CHANNEL_CHUNK,
     LANES,
@@ -57,7 +57,7 @@ class Direct(Algorithm):
         row: dict[str, Any],
     ) -> relax.Expr:
         if (
-            out := int8_vnni.try_conv2d(bb, data, weight, spec, row, self.name, "nchw4c")
+            out := dot_product.try_conv2d(bb, data, weight, spec, row, self.name, "narrow")
         ) is not None:
             return out
         if isinstance(weight, np.ndarray) and across_channels(spec):
@@ -114,8 +114,8 @@ class Direct(Algorithm):
         return unpack(conv, spec, cbo)
 
     def schedule(self, sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
-        if int8_vnni.is_int8_block(sch, block):
-            int8_vnni.schedule(sch, block)
+        if dot_product.is_dot_block(sch, block):
+            dot_product.schedule(sch, block)
             return
         if str(sch.get(block).annotations["dlas.op"]) == "channels":
             self._schedule_channels(sch, block)

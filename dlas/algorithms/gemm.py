@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from tvm import relax, s_tir, te, tirx
 
-from . import int8_vnni
+from . import dot_product
 from .base import (
     LANES,
     ROW_KEY,
@@ -121,14 +121,14 @@ class Gemm(PackedAlgorithm):
         row: dict[str, Any],
     ) -> relax.Expr:
         if (
-            out := int8_vnni.try_conv2d(bb, data, weight, spec, row, self.name, "im2col")
+            out := dot_product.try_conv2d(bb, data, weight, spec, row, self.name, "im2col")
         ) is not None:
             return out
         return super().emit_conv2d(bb, data, weight, spec, row)
 
     def schedule(self, sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
-        if int8_vnni.is_int8_block(sch, block):
-            int8_vnni.schedule(sch, block)
+        if dot_product.is_dot_block(sch, block):
+            dot_product.schedule(sch, block)
             return
         if str(sch.get(block).annotations["dlas.op"]) == "dense":
             schedule_dense(sch, block)

@@ -102,11 +102,37 @@ def _dot_u8s8_avx512(scope: str) -> Any:
 
 
 # --- bf16 x bf16 -> f32 ---------------------------------------------------------------------
+# bfloat16 operands are their 16-bit patterns (uint16): TVM's BF16 legalization turns every
+# bfloat16-typed TIR expression (loads and reinterprets included) into float32, so the packed
+# operands must never be typed bfloat16 in TIR. LLVM's intrinsic takes <32 x bfloat>; a tiny
+# LLVM IR function bitcasts integer vectors into it, imported into the kernel's module with
+# the ``pragma_import_llvm`` loop annotation (the schedule adds it) and inlined by LLVM.
+BF16_EXTERN = "dlas_dpbf16ps"
+BF16_LLVM_IR = f"""
+declare <16 x float> @llvm.x86.avx512bf16.dpbf16ps.512(<16 x float>, <32 x bfloat>, <32 x bfloat>)
+define <16 x float> @{BF16_EXTERN}(<16 x float> %acc, <16 x i32> %a, <16 x i32> %b) {{
+  %x = bitcast <16 x i32> %a to <32 x bfloat>
+  %y = bitcast <16 x i32> %b to <32 x bfloat>
+  %r = call <16 x float> @llvm.x86.avx512bf16.dpbf16ps.512(<16 x float> %acc, <32 x bfloat> %x, <32 x bfloat> %y)
+  ret <16 x float> %r
+}}
+"""  # noqa: E501
+
+
+def bf16_value(bits: Any) -> Any:
+    """The float32 value of a bfloat16 bit pattern (uint16) - exact."""
+    from tvm import tirx
+
+    return tirx.reinterpret(
+        "float32", tirx.shift_left(bits.astype("uint32"), tirx.const(16, "uint32"))
+    )
+
+
 def _dot_bf16_desc(scope: str) -> Any:
     @T.prim_func(s_tir=True)
     def func(
-        A: T.Buffer((2,), "bfloat16", offset_factor=1),
-        B: T.Buffer((16, 2), "bfloat16", offset_factor=1),
+        A: T.Buffer((2,), "uint16", offset_factor=1),
+        B: T.Buffer((16, 2), "uint16", offset_factor=1),
         C: T.Buffer((16,), "float32", offset_factor=1, scope=scope),
     ) -> None:
         with T.sblock("root"):
@@ -116,7 +142,12 @@ def _dot_bf16_desc(scope: str) -> Any:
                 for k in T.serial(0, 2):
                     with T.sblock("update"):
                         vi, vk = T.axis.remap("SR", [i, k])
-                        C[vi] = C[vi] + T.cast(A[vk], "float32") * T.cast(B[vi, vk], "float32")
+                        C[vi] = C[vi] + T.reinterpret(
+                            T.shift_left(T.cast(A[vk], "uint32"), T.uint32(16)), dtype="float32"
+                        ) * T.reinterpret(
+                            T.shift_left(T.cast(B[vi, vk], "uint32"), T.uint32(16)),
+                            dtype="float32",
+                        )
 
     return func
 
@@ -124,24 +155,27 @@ def _dot_bf16_desc(scope: str) -> Any:
 def _dot_bf16_avx512(scope: str) -> Any:
     @T.prim_func(s_tir=True)
     def func(
-        A: T.Buffer((2,), "bfloat16", offset_factor=1),
-        B: T.Buffer((16, 2), "bfloat16", offset_factor=1),
+        A: T.Buffer((2,), "uint16", offset_factor=1),
+        B: T.Buffer((16, 2), "uint16", offset_factor=1),
         C: T.Buffer((16,), "float32", offset_factor=1, scope=scope),
     ) -> None:
         with T.sblock("root"):
             T.reads(C[0:16], A[0:2], B[0:16, 0:2])
             T.writes(C[0:16])
-            a_i32 = T.reinterpret(A.vload([0], "bfloat16x2"), dtype="int32")
-            a_bf16x32 = T.reinterpret(T.broadcast(a_i32, 16), dtype="bfloat16x32")
-            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx512bf16.dpbf16ps.512"),
+            a_i32 = T.reinterpret(A.vload([0], "uint16x2"), dtype="int32")
+            C[T.ramp(T.int32(0), 1, 16)] = T.call_pure_extern(
+                "float32x16",
+                BF16_EXTERN,
                 C.vload([0], dtype="float32x16"),
-                a_bf16x32,
-                B.vload([0, 0], dtype="bfloat16x32"),
-                dtype="float32x16",
+                T.broadcast(a_i32, 16),
+                T.reinterpret(B.vload([0, 0], dtype="uint16x32"), dtype="int32x16"),
             )
 
     return func
+
+
+# Intrinsics whose implementation calls LLVM IR that must be imported into the module.
+LLVM_IMPORTS = {BF16_INTRIN: BF16_LLVM_IR}
 
 
 # The ``.local`` variants accumulate into a "local" buffer: the register tile of a kernel

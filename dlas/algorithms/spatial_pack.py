@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from tvm import relax, s_tir, te, tirx
 
-from . import int8_vnni
+from . import dot_product
 from .base import (
     CHANNEL_CHUNK,
     LANES,
@@ -84,7 +84,7 @@ class SpatialPack(PackedAlgorithm):
         row: dict[str, Any],
     ) -> relax.Expr:
         if (
-            out := int8_vnni.try_conv2d(bb, data, weight, spec, row, self.name, "nchwc")
+            out := dot_product.try_conv2d(bb, data, weight, spec, row, self.name, "nchwc")
         ) is not None:
             return out
         if spec.depthwise:
@@ -150,8 +150,8 @@ class SpatialPack(PackedAlgorithm):
 
     # --- schedule ----------------------------------------------------------------------
     def schedule(self, sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
-        if int8_vnni.is_int8_block(sch, block):
-            int8_vnni.schedule(sch, block)
+        if dot_product.is_dot_block(sch, block):
+            dot_product.schedule(sch, block)
             return
         if str(sch.get(block).annotations["dlas.op"]) == "depthwise":
             self._schedule_depthwise(sch, block)

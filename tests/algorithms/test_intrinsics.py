@@ -19,6 +19,9 @@ CASES = [
     (intrinsics.VNNI_INTRIN, intrinsics.VNNI_FEATURE, "vpdpbusd", ("uint8", "int8"), "int32", 4),
     (intrinsics.AVX512_INTRIN, intrinsics.AVX512BW_FEATURE, "vpmaddubsw", ("uint8", "int8"),
      "int32", 4),
+    # bfloat16 operands travel as their bit patterns (uint16).
+    (intrinsics.BF16_INTRIN, intrinsics.BF16_FEATURE, "vdpbf16ps", ("uint16", "uint16"),
+     "float32", 2),
 ]  # fmt: skip
 
 
@@ -36,20 +39,25 @@ def _tensorized(name: str, dtypes: tuple[str, str], acc: str, depth: int, target
     b = te.placeholder((k // depth, 16, depth), dtypes[1], name="B")
     ko = te.reduce_axis((0, k // depth), "ko")
     ki = te.reduce_axis((0, depth), "ki")
+
+    def value(x, y):
+        if dtypes[0] == "uint16":
+            return intrinsics.bf16_value(x) * intrinsics.bf16_value(y)
+        return x.astype(acc) * y.astype(acc)
+
     c = te.compute(
         (m, 16),
-        lambda i, j: te.sum(
-            a[i, ko * depth + ki].astype(acc) * b[ko, j, ki].astype(acc), axis=[ko, ki]
-        ),
+        lambda i, j: te.sum(value(a[i, ko * depth + ki], b[ko, j, ki]), axis=[ko, ki]),
         name="C",
     )
     sch = s_tir.Schedule(te.create_prim_func([a, b, c]))
     block = sch.get_sblock("C")
     i, j, ko_, ki_ = sch.get_loops(block)
     sch.reorder(i, ko_, j, ki_)
-    init = sch.decompose_reduction(block, ko_)
-    del init
+    sch.decompose_reduction(block, ko_)
     sch.tensorize(j, name)
+    if name in intrinsics.LLVM_IMPORTS:
+        sch.annotate(i, "pragma_import_llvm", intrinsics.LLVM_IMPORTS[name])
     return tvm.compile(sch.mod, target=target), (m, k)
 
 
@@ -75,7 +83,7 @@ def test_intrinsic_builds_computes_and_emits_its_instruction(case, tmp_path):
         a = rng.standard_normal((m, k)).astype(ml_dtypes.bfloat16)
         b = rng.standard_normal((k // depth, 16, depth)).astype(ml_dtypes.bfloat16)
         ref = a.astype(np.float64) @ b.transpose(0, 2, 1).reshape(k, 16).astype(np.float64)
-        args = [a, b, np.zeros((m, 16), "float32")]
+        args = [a.view(np.uint16), b.view(np.uint16), np.zeros((m, 16), "float32")]
     assert np.abs(ref).max() > 0  # the reference varies
     dev = tvm.cpu()
     tensors = [tvm.runtime.tensor(x, dev) for x in args]
