@@ -183,6 +183,7 @@ def _compile_tvm(
             target,
             schedule=tuner.default_schedules and target.kind.name == "llvm",
         )
+        prepared.compression.report_lowering(lowered.layers)  # e.g. int8 instruction family
         program = tuner.compile(lowered, target, ctx)
         _store_build(entry, spec, mod, lowered, program, cfg, device)
         # What apply_relax found (quantized layers...): a cache hit skips apply_relax.
@@ -243,6 +244,7 @@ def _log_compression(cfg: Config, prepared: Prepared, metrics: dict[str, float])
     metrics.update(compression.metrics)
     for name, table in compression.tables.items():
         mlflow.log_table(table, name)
+    mlflow.set_tags(compression.tags)
     if prepared.reference is None:
         return
     if compression.baseline:

@@ -126,6 +126,16 @@ def algorithm_supports_compute_dtypes(cfg: Config) -> str | None:
     )
 
 
+@rule
+def compression_has_cpu_features(cfg: Config) -> str | None:
+    from dlas.compression import COMPRESSIONS
+    from dlas.compression.target_features import missing_cpu_features
+
+    if cfg.compression.name not in COMPRESSIONS:
+        return None
+    return missing_cpu_features(COMPRESSIONS.get(cfg.compression.name), cfg)
+
+
 def problems(cfg: Config) -> list[str]:
     return [reason for check in RULES if (reason := check(cfg))]
 

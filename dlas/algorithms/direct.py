@@ -46,6 +46,8 @@ def padded_width(spec: ConvSpec) -> tuple[int, int]:
 
 class Direct(Algorithm):
     name = "direct"
+    # int8/bfloat16 through the dot-product kernels where the CPU has them (dot_product).
+    dtypes = ("float32", "float16", "int8", "uint8", "bfloat16")
     packs_weights = False
 
     def emit_conv2d(

@@ -66,6 +66,8 @@ def im2col(data: te.Tensor, spec: ConvSpec) -> te.Tensor:
 
 class Gemm(PackedAlgorithm):
     name = "gemm"
+    # int8/bfloat16 through the dot-product kernels where the CPU has them (dot_product).
+    dtypes = ("float32", "float16", "int8", "uint8", "bfloat16")
 
     def select(self, spec: ConvSpec) -> tuple[Algorithm, str]:
         if spec.in_per_group == 1:

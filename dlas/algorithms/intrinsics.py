@@ -199,7 +199,7 @@ register()
 
 
 # --- which family a target gets --------------------------------------------------------------
-def _has(feature: str, target: Any) -> bool:
+def has_feature(feature: str, target: Any) -> bool:
     from tvm.target import codegen
 
     if target is None or target.kind.name != "llvm":
@@ -213,9 +213,9 @@ def _has(feature: str, target: Any) -> bool:
 def int8_isa(target: Any) -> str:
     """The instruction family dlas's int8 kernels use on ``target``: ``vnni`` (vpdpbusd),
     ``avx512bw`` (vpmaddubsw + vpmaddwd), or ``none`` (widened int32 arithmetic)."""
-    if _has(VNNI_FEATURE, target):
+    if has_feature(VNNI_FEATURE, target):
         return "vnni"
-    if _has(AVX512BW_FEATURE, target):
+    if has_feature(AVX512BW_FEATURE, target):
         return "avx512bw"
     return "none"
 
@@ -225,4 +225,4 @@ def int8_intrinsic(target: Any) -> str | None:
 
 
 def has_bf16(target: Any) -> bool:
-    return _has(BF16_FEATURE, target)
+    return has_feature(BF16_FEATURE, target)

@@ -68,6 +68,8 @@ def unpack(packed: te.Tensor, spec: ConvSpec, block: int) -> te.Tensor:
 
 class SpatialPack(PackedAlgorithm):
     name = "spatial_pack"
+    # int8/bfloat16 through the dot-product kernels where the CPU has them (dot_product).
+    dtypes = ("float32", "float16", "int8", "uint8", "bfloat16")
 
     def select(self, spec: ConvSpec) -> tuple[Algorithm, str]:
         if spec.in_per_group == 1 and not spec.depthwise:

@@ -78,3 +78,13 @@ class Int8(Compression):
             {"compression/int8_layers.json": table},
         )
         return mod
+
+    def report_lowering(self, layers: list[dict[str, Any]]) -> None:
+        """``compression.int8_isa``: the instruction family of the int8 kernels (the one most
+        layers use; ``none`` when every layer runs widened int32 arithmetic)."""
+        self.report_relax({}, {}, {"compression.int8_isa": kernel_family(layers)})
+
+
+def kernel_family(layers: list[dict[str, Any]]) -> str:
+    families = [r.get("kernel") for r in layers if r.get("kernel") not in (None, "widened")]
+    return max(set(families), key=families.count) if families else "none"

@@ -65,7 +65,7 @@ def _tensorized(name: str, dtypes: tuple[str, str], acc: str, depth: int, target
 def test_intrinsic_builds_computes_and_emits_its_instruction(case, tmp_path):
     name, feature, instruction, dtypes, acc, depth = case
     target = host_target()
-    if not intrinsics._has(feature, target):
+    if not intrinsics.has_feature(feature, target):
         pytest.skip(f"this CPU ({target.mcpu}) has no {feature}")
     lib, (m, k) = _tensorized(name, dtypes, acc, depth, target)
     rng = np.random.default_rng(0)
