@@ -122,7 +122,9 @@ def compile_program(
 
     tuner = create_tuner(cfg.tuning)
     work_dir = cache.root / "work"
-    ctx = TuneContext(cache=cache, work_dir=work_dir, device=device)
+    ctx = TuneContext(
+        cache=cache, work_dir=work_dir, device=device, compression=prepared.compression
+    )
     start = time.perf_counter()
     if not tuner.uses_tvm:
         mlflow.set_tag("dlas.algorithm.applies", "false")

@@ -92,8 +92,11 @@ def relax_compression_needs_tvm(cfg: Config) -> str | None:
     if cfg.compression.name not in COMPRESSIONS or cfg.tuning.name not in TUNERS:
         return None
     compression = COMPRESSIONS.get(cfg.compression.name)
-    if not compression.acts_on_relax or getattr(TUNERS.get(cfg.tuning.name), "uses_tvm", True):
+    tuner = TUNERS.get(cfg.tuning.name)
+    if not compression.acts_on_relax or getattr(tuner, "uses_tvm", True):
         return None
+    if cfg.compression.name in getattr(tuner, "peer_compressions", ()):
+        return None  # the baseline runs its own library's version of it
     torch_side = [n for n in COMPRESSIONS.names() if not COMPRESSIONS.get(n).acts_on_relax]
     return (
         f"compression={cfg.compression.name} rewrites the TVM (Relax) module and "

@@ -59,11 +59,13 @@ class Int8(Compression):
     def __init__(self, cfg: Int8Config) -> None:
         super().__init__(cfg)
         self.ranges: dict[str, list[Range]] = {}
+        self.calibration_samples: list[torch.Tensor] = []
 
     def apply_torch(self, model: nn.Module, data: DataBundle, train_cfg: TrainConfig) -> nn.Module:
         size = self.cfg.calibration_batch_size
         batches = data.calibration_batches(self.cfg.calibration_batches * size, batch_size=size)
         self.ranges = calibrate(model, batches)
+        self.calibration_samples = batches  # the peers' int8 (dlas.tuning.int8_peers) too
         self.metrics["compression/calibration_samples"] = float(sum(len(b) for b in batches))
         return model
 

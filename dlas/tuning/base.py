@@ -20,6 +20,9 @@ class TuneContext:
     work_dir: Path
     # The dlas Device the program is for (devices may bring their own MetaSchedule runner).
     device: Any = None
+    # The run's compression (baselines with their own implementation of it read its
+    # calibration samples: dlas.tuning.int8_peers).
+    compression: Any = None
     # Filled by the tuner; the pipeline logs them.
     metrics: dict[str, float] = field(default_factory=dict)
     artifacts: dict[str, Path] = field(default_factory=dict)
@@ -32,6 +35,8 @@ class Tuner:
     uses_tvm: bool = True
     # Whether dlas.algorithms.lower should apply its default schedules before compile().
     default_schedules: bool = True
+    # Relax-side compressions a baseline implements with its own library (its peer).
+    peer_compressions: tuple[str, ...] = ()
 
     def __init__(self, cfg: TuningConfig) -> None:
         self.cfg = cfg

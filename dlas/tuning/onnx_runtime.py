@@ -14,7 +14,7 @@ from torch import nn
 from dlas.data import InputSpec
 from dlas.devices import Program
 from dlas.tuning.base import TuneContext
-from dlas.tuning.baselines import Baseline, device_threads
+from dlas.tuning.baselines import Baseline, device_threads, is_int8
 from dlas.tuning.registry import TUNERS
 
 INSTALL_HINT = "pip install dlas[onnx]"
@@ -55,8 +55,21 @@ def export_onnx(model: nn.Module, spec: InputSpec, path: Path, opset: int) -> No
 
 @TUNERS.register("onnxruntime")
 class OnnxRuntime(Baseline):
+    peer_compressions = ("int8",)
+
     def wrap(self, model: nn.Module, spec: InputSpec, ctx: TuneContext) -> Program:
         ort = require_onnxruntime()
+        if is_int8(ctx):
+            from dlas.tuning.int8_peers import onnxruntime_int8
+
+            forward, _ = onnxruntime_int8(
+                model, spec, ctx.compression.calibration_samples, ctx.work_dir,
+                self.cfg.opset, device_threads(),
+            )  # fmt: skip
+            return Program(
+                function=forward,
+                description=f"ONNX Runtime {ort.__version__} static QDQ int8; {self.note()}",
+            )
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix="onnx-", dir=ctx.work_dir))
         try:
