@@ -1,6 +1,6 @@
 """Low precision that pays: dlas fp32/int8/bf16/fp16 against PyTorch and ONNX Runtime int8.
 
-    python benchmarks/low_precision.py                                  # the issue's rows
+    python benchmarks/low_precision.py                  # the issue's rows (PYTHONPATH=. in a checkout)
     python benchmarks/low_precision.py --rows resnet18:32 --runs 100 --algorithm spatial_pack
 
 Batch 1, 2 threads everywhere (TVM_NUM_THREADS, torch.set_num_threads, ORT intra-op). All
@@ -36,8 +36,9 @@ def compose(model: str, cache_dir: str) -> object:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
 
-    from dlas.config import validate
+    from dlas.config import register_schemas, validate
 
+    register_schemas()
     with initialize_config_module("dlas.conf", version_base=None):
         cfg = hydra_compose("config", overrides=[f"model={model}", f"paths.cache_dir={cache_dir}"])
     return validate(cfg)

@@ -4,7 +4,7 @@ One output vector is 16 lanes (channels); one instruction adds, to each lane, a 
 product of ``depth`` input elements (the same ones for all 16 lanes, broadcast) with a
 16 x ``depth`` block of weights:
 
-* int8: ``vpdpbusd`` (AVX512-VNNI; ``vpmaddubsw`` + ``vpmaddwd`` on AVX512-BW), u8 x s8,
+* int8: ``vpdpbusd`` (AVX512-VNNI; elsewhere widened int32, see ``intrinsics.int8_isa``), u8 x s8,
   depth 4, int32 lanes;
 * bf16: ``vdpbf16ps`` (AVX512-BF16), depth 2, float32 lanes. bfloat16 values travel as their
   16-bit patterns (``uint16``) inside the kernel: TVM legalizes every bfloat16-typed

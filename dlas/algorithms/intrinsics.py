@@ -211,17 +211,20 @@ def has_feature(feature: str, target: Any) -> bool:
 
 
 def int8_isa(target: Any) -> str:
-    """The instruction family dlas's int8 kernels use on ``target``: ``vnni`` (vpdpbusd),
-    ``avx512bw`` (vpmaddubsw + vpmaddwd), or ``none`` (widened int32 arithmetic)."""
+    """The instruction family dlas's int8 kernels use on ``target``: ``vnni`` (vpdpbusd) or
+    ``none`` (widened int32 arithmetic).
+
+    AVX512-BW's ``vpmaddubsw`` (``dot_16x4_avx512``) adds u8 x s8 pairs into *saturating*
+    int16: with full-range u8 activations and [-127, 127] weights a pair reaches 64770, so the
+    kernels would not be exact; it needs 7-bit activations (or weights) first, which the
+    quantizer does not do yet. Until then AVX-512 CPUs without VNNI run widened int32."""
     if has_feature(VNNI_FEATURE, target):
         return "vnni"
-    if has_feature(AVX512BW_FEATURE, target):
-        return "avx512bw"
     return "none"
 
 
 def int8_intrinsic(target: Any) -> str | None:
-    return {"vnni": VNNI_INTRIN, "avx512bw": AVX512_INTRIN}.get(int8_isa(target))
+    return VNNI_INTRIN if int8_isa(target) == "vnni" else None
 
 
 def has_bf16(target: Any) -> bool:
