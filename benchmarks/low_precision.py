@@ -128,14 +128,19 @@ def systems_for(model, spec, samples, algorithm: str, target, work_dir) -> dict[
     return systems
 
 
-def interleaved(systems: dict[str, Callable], x: np.ndarray, runs: int, block: int) -> dict:
+def interleaved(
+    systems: dict[str, Callable], x: np.ndarray, runs: int, block: int, settle: float
+) -> dict:
     samples: dict[str, list[float]] = {name: [] for name in systems}
     for f in systems.values():  # warm-up
         for _ in range(3):
             f(x)
     while min(len(s) for s in samples.values()) < runs:
         for name, f in systems.items():
-            f(x)  # first call of a block: other systems' threads may still spin
+            # TVM's worker threads spin for a while after a call: let them go idle before
+            # another library's threads need the cores (untimed), then one untimed call.
+            time.sleep(settle)
+            f(x)
             for _ in range(block):
                 start = time.perf_counter()
                 f(x)
@@ -157,6 +162,7 @@ def main() -> None:
     parser.add_argument("--algorithm", default="spatial_pack")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--block", type=int, default=10)
+    parser.add_argument("--settle", type=float, default=0.2, help="seconds idle between blocks")
     parser.add_argument("--test-limit", type=int, default=300)
     parser.add_argument("--cache-dir", default=".cache/dlas")
     parser.add_argument(
@@ -199,7 +205,7 @@ def main() -> None:
             samples = [torch.randn(8, 3, size, size) for _ in range(2)]
         systems = systems_for(model, spec, samples, args.algorithm, target, Path("/tmp/dlas-lp"))
         x = samples[0][:1].numpy()
-        medians = interleaved(systems, x, args.runs, args.block)
+        medians = interleaved(systems, x, args.runs, args.block, args.settle)
         accuracy = {n: top1(f, data, args.test_limit) for n, f in systems.items()} if data else {}
         fp32 = medians["dlas fp32"]
         for sys_name, ms in medians.items():
