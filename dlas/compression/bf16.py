@@ -95,7 +95,8 @@ def to_bf16(mod: Any) -> tuple[Any, dict[str, list]]:
             super().visit_var_binding_(binding)
             var = binding.var
             if var in feeds and isinstance(var, relax.DataflowVar):
-                new = self.get_var_remap(var) or var
+                new = self.get_var_remap(var)
+                new = var if new is None else new  # None when the binding is unchanged
                 self.narrow[var] = self.builder_.emit(relax.op.astype(new, "bfloat16"))
                 wide = relax.op.astype(self.narrow[var], "float32")
                 self.set_var_remap(var, self.builder_.emit(wide))

@@ -155,7 +155,8 @@ def quantize_module(mod: Any, ranges: dict[str, list[Range]]) -> tuple[Any, dict
             super().visit_var_binding_(binding)
             var = binding.var
             if var in feeds and isinstance(var, relax.DataflowVar):
-                new = self.get_var_remap(var) or var  # None when the binding is unchanged
+                new = self.get_var_remap(var)
+                new = var if new is None else new  # None when the binding is unchanged
                 xq = self._quantize(new, feeds[var])
                 self.quantized[var] = xq
                 dtype, scale, _, _ = feeds[var].qparams()
