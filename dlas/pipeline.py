@@ -133,7 +133,9 @@ def compile_program(cfg: Config, prepared: PreparedModel, device: Device, cache:
     from dlas.tuning import TuneContext, create_tuner
 
     tuner = create_tuner(cfg.tuning)
-    ctx = TuneContext(cache=cache, work_dir=cache.root / "work", device=device)
+    ctx = TuneContext(
+        cache=cache, work_dir=cache.root / "work", device=device, compression=prepared.compression
+    )
     start = time.perf_counter()
     if tuner.uses_tvm:
         # One build per entry, whichever concurrent job gets there first (dlas.cache).
@@ -201,6 +203,7 @@ def _compile_tvm(
             target,
             schedule=tuner.default_schedules and target.kind.name == "llvm",
         )
+        prepared.compression.report_lowering(lowered.layers)  # e.g. int8 instruction family
         program = tuner.compile(lowered, target, ctx)
         _store_build(entry, spec, mod, lowered, program, cfg, device, prepared, ctx)
         program.library = str(library)
@@ -330,7 +333,11 @@ def compare_to_dense(cfg: Config, prepared: PreparedModel, metrics: dict[str, fl
     """Compression metrics and per-layer tables (both sides), and the drop vs dense: a dense
     run becomes the reference of the compressed runs of its checkpoint."""
     compression = prepared.compression
-    found = Findings(metrics=dict(compression.metrics), tables=dict(compression.tables))
+    found = Findings(
+        metrics=dict(compression.metrics),
+        tags=dict(compression.tags),
+        tables=dict(compression.tables),
+    )
     if compression.baseline:
         made_by = {"algorithm": cfg.algorithm.name, "tuning": cfg.tuning.name}
         prepared.reference.record_dense(metrics, {**made_by, "device": cfg.device.name})

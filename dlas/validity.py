@@ -153,8 +153,11 @@ def relax_compression_needs_tvm(cfg: Config) -> str | None:
     if cfg.compression.name not in COMPRESSIONS or cfg.tuning.name not in TUNERS:
         return None
     compression = COMPRESSIONS.get(cfg.compression.name)
-    if not compression.acts_on_relax or TUNERS.get(cfg.tuning.name).uses_tvm:
+    tuner = TUNERS.get(cfg.tuning.name)
+    if not compression.acts_on_relax or tuner.uses_tvm:
         return None
+    if cfg.compression.name in tuner.peer_compressions:
+        return None  # the baseline runs its own library's version of it
     torch_side = [n for n in COMPRESSIONS.names() if not COMPRESSIONS.get(n).acts_on_relax]
     return (
         f"compression={cfg.compression.name} rewrites the TVM (Relax) module and "
@@ -184,6 +187,16 @@ def algorithm_supports_compute_dtypes(cfg: Config) -> str | None:
         f"algorithm={', '.join(lacking)} does not compute in {'/'.join(needed)}, which "
         f"compression={cfg.compression.name} needs; algorithms that do: {', '.join(working)}"
     )
+
+
+@rule
+def compression_has_cpu_features(cfg: Config) -> str | None:
+    from dlas.compression import COMPRESSIONS
+    from dlas.compression.target_features import missing_cpu_features
+
+    if cfg.compression.name not in COMPRESSIONS:
+        return None
+    return missing_cpu_features(COMPRESSIONS.get(cfg.compression.name), cfg)
 
 
 def problems(cfg: Config) -> list[str]:

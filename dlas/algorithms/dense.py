@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from tvm import relax, s_tir, te
 
+from . import dot_product
 from .constants import value_of
 from .legalize import default_legalize, dense_row, matmul_shapes, out_dtype
 from .schedules import extent, finish_reduction, tile
@@ -38,8 +39,11 @@ def legalize_matmul(
     if weight is None:
         row = {**row, "algorithm": "topi", "fallback": "weights are not constants"}
         return default_legalize(bb, call), row
-    out = emit_dense(bb, call.args[0], weight, out_dtype(call))
-    return out, {**row, "algorithm": "gemm", "fallback": ""}
+    row = {**row, "algorithm": "gemm", "fallback": ""}
+    out = dot_product.try_dense(bb, call.args[0], weight, row)  # u8/s8 or bf16 data
+    if out is None:
+        out = emit_dense(bb, call.args[0], weight, out_dtype(call))
+    return out, row
 
 
 def emit_dense(

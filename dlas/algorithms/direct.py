@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from tvm import relax, s_tir, te
 
+from . import dot_product
 from .base import Algorithm
 from .legalize import call_te, padded_input
 from .packing import channel_blocks, unpack
@@ -44,6 +45,8 @@ def padded_width(spec: ConvSpec) -> tuple[int, int]:
 
 class Direct(Algorithm):
     name = "direct"
+    # int8/bfloat16 through the dot-product kernels where the CPU has them (dot_product).
+    dtypes = ("float32", "float16", "int8", "uint8", "bfloat16")
     packs_weights = False
 
     def emit_conv2d(
@@ -54,6 +57,10 @@ class Direct(Algorithm):
         spec: ConvSpec,
         row: dict[str, Any],
     ) -> relax.Expr:
+        if (
+            out := dot_product.try_conv2d(bb, data, weight, spec, row, self.name, "narrow")
+        ) is not None:
+            return out
         if isinstance(weight, np.ndarray) and across_channels(spec):
             packed = relax.const(pack_channels(weight, spec))
             return call_te(bb, self._conv_channels, data, packed, spec=spec, name="conv2d")
@@ -108,6 +115,9 @@ class Direct(Algorithm):
         return unpack(conv, spec, cbo)
 
     def schedule(self, sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
+        if dot_product.is_dot_block(sch, block):
+            dot_product.schedule(sch, block)
+            return
         if str(sch.get(block).annotations["dlas.op"]) == "channels":
             self._schedule_channels(sch, block)
             return

@@ -10,9 +10,12 @@ Depthwise convs have no useful GEMM form (K = KH*KW, one channel per group): dir
 
 from __future__ import annotations
 
-import numpy as np
-from tvm import s_tir, te, tirx
+from typing import Any
 
+import numpy as np
+from tvm import relax, s_tir, te, tirx
+
+from . import dot_product
 from .base import Algorithm, PackedAlgorithm
 from .dense import schedule_dense
 from .registry import ALGORITHMS
@@ -54,6 +57,8 @@ def im2col(data: te.Tensor, spec: ConvSpec) -> te.Tensor:
 
 class Gemm(PackedAlgorithm):
     name = "gemm"
+    # int8/bfloat16 through the dot-product kernels where the CPU has them (dot_product).
+    dtypes = ("float32", "float16", "int8", "uint8", "bfloat16")
 
     def select(self, spec: ConvSpec) -> tuple[Algorithm, str]:
         if spec.in_per_group == 1:
@@ -100,7 +105,24 @@ class Gemm(PackedAlgorithm):
 
         return te.compute((spec.batch, spec.out_channels, spec.out_h, ow), value, name="unpack")
 
+    def emit_conv2d(
+        self,
+        bb: relax.BlockBuilder,
+        data: relax.Expr,
+        weight: np.ndarray,
+        spec: ConvSpec,
+        row: dict[str, Any],
+    ) -> relax.Expr:
+        if (
+            out := dot_product.try_conv2d(bb, data, weight, spec, row, self.name, "im2col")
+        ) is not None:
+            return out
+        return super().emit_conv2d(bb, data, weight, spec, row)
+
     def schedule(self, sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
+        if dot_product.is_dot_block(sch, block):
+            dot_product.schedule(sch, block)
+            return
         if str(sch.get(block).annotations["dlas.op"]) == "dense":
             schedule_dense(sch, block)
             return

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from tvm import relax, s_tir, te
 
+from . import dot_product
 from .base import Algorithm, PackedAlgorithm
 from .legalize import call_te
 from .packing import channel_blocks, pack_data, unpack
@@ -32,6 +33,8 @@ from .shapes import (
 
 class SpatialPack(PackedAlgorithm):
     name = "spatial_pack"
+    # int8/bfloat16 through the dot-product kernels where the CPU has them (dot_product).
+    dtypes = ("float32", "float16", "int8", "uint8", "bfloat16")
 
     def select(self, spec: ConvSpec) -> tuple[Algorithm, str]:
         if spec.in_per_group == 1 and not spec.depthwise:
@@ -47,6 +50,10 @@ class SpatialPack(PackedAlgorithm):
         spec: ConvSpec,
         row: dict[str, Any],
     ) -> relax.Expr:
+        if (
+            out := dot_product.try_conv2d(bb, data, weight, spec, row, self.name, "nchwc")
+        ) is not None:
+            return out
         if spec.depthwise:
             packed = relax.const(self.pack_depthwise(weight, spec))
             return call_te(bb, self._depthwise, data, packed, spec=spec, name="conv2d")
@@ -110,6 +117,9 @@ class SpatialPack(PackedAlgorithm):
 
     # --- schedule ----------------------------------------------------------------------
     def schedule(self, sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
+        if dot_product.is_dot_block(sch, block):
+            dot_product.schedule(sch, block)
+            return
         if str(sch.get(block).annotations["dlas.op"]) == "depthwise":
             self._schedule_depthwise(sch, block)
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dlas.compression import (  # noqa: F401  (registration)
+    bf16,
     channel_pruning,
     dense,
     fp16,

@@ -25,16 +25,20 @@ class Compression:
     needs_calibration: bool = False
     # Input dtypes the lowered conv2d/matmul see (an algorithm must support all of them).
     compute_dtypes: tuple[str, ...] = ("float32",)
+    # CPU features (LLVM names -> what they are) an llvm target must have to run this option.
+    required_cpu_features: dict[str, str] = {}
 
     def __init__(self, cfg: CompressionConfig) -> None:
         self.cfg = cfg
         self.metrics: dict[str, float] = {}
         # name -> column-oriented table ({column: [values]}), logged with mlflow.log_table.
         self.tables: dict[str, dict[str, list]] = {}
+        # name -> string (MLflow tags), e.g. the instruction family of the int8 kernels.
+        self.tags: dict[str, str] = {}
         self.info: dict[str, Any] = {}
         self.cache: Cache | None = None
         self.checkpoint_spec: dict = {}
-        self._relax_report: dict[str, Any] = {"metrics": {}, "tables": {}}
+        self._relax_report: dict[str, Any] = {"metrics": {}, "tables": {}, "tags": {}}
 
     def bind(self, cache: Cache | None, checkpoint_spec: dict) -> None:
         """Where compressed checkpoints may be cached and which trained checkpoint they come
@@ -54,10 +58,19 @@ class Compression:
         """The config a compressed checkpoint depends on (besides the trained model's)."""
         return dataclasses.asdict(self.cfg)
 
-    def report_relax(self, metrics: dict[str, float], tables: dict[str, dict[str, list]]) -> None:
+    def report_relax(
+        self,
+        metrics: dict[str, float],
+        tables: dict[str, dict[str, list]],
+        tags: dict[str, str] | None = None,
+    ) -> None:
         """Record what apply_relax found (subclasses call this): a cached build skips
         apply_relax, so the pipeline stores this report with the library and restores it."""
-        self.restore_relax_report({"metrics": metrics, "tables": tables})
+        self.restore_relax_report({"metrics": metrics, "tables": tables, "tags": tags or {}})
+
+    def report_lowering(self, layers: list[dict[str, Any]]) -> None:
+        """What the algorithm layer made of the rewritten module (one row per conv/dense,
+        ``dlas.algorithms.LoweredModule.layers``); called after lowering, before the build."""
 
     def relax_report(self) -> dict[str, Any]:
         return self._relax_report
@@ -65,5 +78,7 @@ class Compression:
     def restore_relax_report(self, report: dict[str, Any]) -> None:
         self._relax_report["metrics"].update(report.get("metrics", {}))
         self._relax_report["tables"].update(report.get("tables", {}))
+        self._relax_report["tags"].update(report.get("tags", {}))
         self.metrics.update(report.get("metrics", {}))
         self.tables.update(report.get("tables", {}))
+        self.tags.update(report.get("tags", {}))

@@ -59,11 +59,13 @@ class Int8(Compression):
     def __init__(self, cfg: Int8Config) -> None:
         super().__init__(cfg)
         self.ranges: dict[str, list[Range]] = {}
+        self.calibration_samples: list[torch.Tensor] = []
 
     def apply_torch(self, model: nn.Module, data: DataBundle, train_cfg: TrainConfig) -> nn.Module:
         size = self.cfg.calibration_batch_size
         batches = data.calibration_batches(self.cfg.calibration_batches * size, batch_size=size)
         self.ranges = calibrate(model, batches)
+        self.calibration_samples = batches  # the peers' int8 (dlas.tuning.int8_peers) too
         self.metrics["compression/calibration_samples"] = float(sum(len(b) for b in batches))
         return model
 
@@ -78,3 +80,13 @@ class Int8(Compression):
             {"compression/int8_layers.json": table},
         )
         return mod
+
+    def report_lowering(self, layers: list[dict[str, Any]]) -> None:
+        """``compression.int8_isa``: the instruction family of the int8 kernels (the one most
+        layers use; ``none`` when every layer runs widened int32 arithmetic)."""
+        self.report_relax({}, {}, {"compression.int8_isa": kernel_family(layers)})
+
+
+def kernel_family(layers: list[dict[str, Any]]) -> str:
+    families = [r.get("kernel") for r in layers if r.get("kernel") not in (None, "widened")]
+    return max(set(families), key=families.count) if families else "none"

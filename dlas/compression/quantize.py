@@ -9,9 +9,14 @@ Each float layer ``y = op(x, W)`` with a constant weight and a calibrated input 
 Zero points are 0 (symmetric), so padding with zeros stays exact and the int32 sums need no
 correction terms. Inputs known to be non-negative (after ReLU) use uint8 with s_x = max/255,
 others int8 with s_x = max|x|/127: u8 x s8 is the operand pair of x86 VNNI (vpdpbusd).
-Weights use [-127, 127] so that negating a weight never overflows. Between layers the int32
-result is rescaled to float, the float elementwise ops (bias, BatchNorm, ReLU, adds) run and
-the next layer re-quantizes: after fusion this is one requantizing elementwise kernel.
+Weights use [-127, 127] so that negating a weight never overflows.
+
+Activations stay 8-bit between layers: a tensor that feeds quantized layers is quantized once,
+right where it is produced (one scale per tensor), and its other readers (a residual add, a
+pooling) read ``xq.astype(float32) * s_x``. So the float value has a single reader, the
+quantizer, which FuseOps fuses into the producing conv's epilogue together with the rescale,
+bias, BatchNorm, ReLU/ReLU6 and residual add: the conv kernel writes u8/s8, and the float
+arithmetic of the requantization lives in registers only.
 """
 
 from __future__ import annotations
@@ -54,101 +59,139 @@ def quantize_weight(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     return q, scale.reshape(-1)
 
 
+@dataclass
+class _Decision:
+    """What happens to one conv2d/matmul binding."""
+
+    row: int
+    weight: np.ndarray | None = None
+    transposed: bool = False
+    reason: str | None = None
+    range: Range | None = None
+
+
+ROW_COLUMNS = ("layer", "op", "weight_shape", "status", "input_dtype", "input_scale", "reason")
+
+
 def quantize_module(mod: Any, ranges: dict[str, list[Range]]) -> tuple[Any, dict[str, list]]:
     """Rewrite every quantizable conv2d/matmul of ``mod``; the others stay float and get the
     reason in the returned table (one row per layer)."""
     import tvm
     from tvm import relax
 
-    rows: dict[str, list] = {
-        "layer": [],
-        "op": [],
-        "weight_shape": [],
-        "status": [],
-        "input_dtype": [],
-        "input_scale": [],
-        "reason": [],
-    }
+    rows: dict[str, list] = {c: [] for c in ROW_COLUMNS}
     remaining = {key: list(found) for key, found in ranges.items()}
+    decisions: dict[Any, _Decision] = {}
+    feeds: dict[Any, Range] = {}  # tensor (original var) -> merged range of its int8 readers
+
+    def weight_of(call: Any, values: dict) -> tuple[np.ndarray | None, bool, str | None]:
+        """The float32 weight as PyTorch stores it (conv OIHW, linear [out, in]), whether the
+        op sees it transposed, and why it cannot be quantized (or None)."""
+        data, arg = call.args[0], call.args[1]
+        if str(data.ty.dtype) != "float32":
+            return None, False, f"input is {data.ty.dtype}, not float32"
+        if call.op.name == "relax.nn.conv2d":
+            attrs = call.attrs
+            if (attrs.data_layout, attrs.kernel_layout) != ("NCHW", "OIHW"):
+                return None, False, f"layout {attrs.data_layout}/{attrs.kernel_layout}"
+            if isinstance(arg, tvm.ir.GenericConst):
+                return arg.value.numpy(), False, None
+            return None, False, "weight is not a constant"
+        bound = values.get(arg) if isinstance(arg, relax.Var) else None
+        if (  # linear: matmul(x, permute_dims(W))
+            isinstance(bound, relax.Call)
+            and bound.op.name == "relax.permute_dims"
+            and isinstance(bound.args[0], tvm.ir.GenericConst)
+            and len(bound.args[0].ty.shape) == 2
+        ):
+            return bound.args[0].value.numpy(), True, None
+        if isinstance(arg, tvm.ir.GenericConst) and len(arg.ty.shape) == 2:
+            return arg.value.numpy().T, True, None
+        return None, False, "weight is not a constant 2-D matrix"
+
+    def plan(func: Any) -> None:
+        """Decide every layer (in program order, as calibration recorded them)."""
+        values: dict = {}
+        for block in func.body.blocks:
+            for binding in block.bindings:
+                values[binding.var] = call = binding.value
+                if not (
+                    isinstance(call, relax.Call)
+                    and isinstance(call.op, tvm.ir.Op)
+                    and call.op.name in QUANTIZED_OPS
+                ):
+                    continue
+                weight, transposed, why = weight_of(call, values)
+                found = remaining.get(fingerprint(weight)) if weight is not None else None
+                if why is None and not found:
+                    why = "no calibration range for this layer (never reached by calibration)"
+                if why is None and not isinstance(call.args[0], relax.Var):
+                    why = "input is not a variable"
+                d = _Decision(len(rows["layer"]), weight, transposed, why)
+                d.range = found.pop(0) if why is None else None
+                decisions[binding.var] = d
+                x = call.args[0]
+                if d.range is not None:
+                    old = feeds.get(x, d.range)
+                    feeds[x] = Range(min(old.low, d.range.low), max(old.high, d.range.high))
+                rows["layer"].append(d.row)
+                rows["op"].append(call.op.name.removeprefix("relax."))
+                shape = "x".join(map(str, weight.shape)) if weight is not None else ""
+                rows["weight_shape"].append(shape)
+                rows["status"].append("float" if why else "int8")
+                rows["reason"].append(why or "")
+                rows["input_dtype"].append(None)
+                rows["input_scale"].append(None)
 
     @relax.expr_functor.mutator
     class Rewriter(relax.PyExprMutator):
-        def visit_call_(self, call: relax.Call) -> relax.Expr:
-            call = super().visit_call_(call)
-            if not (isinstance(call.op, tvm.ir.Op) and call.op.name in QUANTIZED_OPS):
-                return call
-            weight, transposed, why = self._weight(call)
-            row = len(rows["layer"])
-            rows["layer"].append(row)
-            rows["op"].append(call.op.name.removeprefix("relax."))
-            rows["weight_shape"].append(
-                "x".join(map(str, weight.shape)) if weight is not None else ""
+        def __init__(self, mod: Any) -> None:
+            super().__init__(mod)
+            self.binding: Any = None
+            self.quantized: dict = {}  # original var -> its u8/s8 var
+
+        def visit_var_binding_(self, binding: Any) -> None:
+            self.binding = binding
+            super().visit_var_binding_(binding)
+            var = binding.var
+            if var in feeds and isinstance(var, relax.DataflowVar):
+                new = self.get_var_remap(var)
+                new = var if new is None else new  # None when the binding is unchanged
+                xq = self._quantize(new, feeds[var])
+                self.quantized[var] = xq
+                dtype, scale, _, _ = feeds[var].qparams()
+                dq = relax.op.multiply(relax.op.astype(xq, "float32"), _scalar(scale))
+                self.set_var_remap(var, self.builder_.emit(dq))
+
+        def visit_call_(self, call: Any) -> Any:
+            binding = self.binding
+            decision = (
+                decisions.get(binding.var)
+                if binding is not None and call.same_as(binding.value)
+                else None
             )
-            found = remaining.get(fingerprint(weight)) if weight is not None else None
-            if why is None and not found:
-                why = "no calibration range for this layer"
-            if why is not None:
-                rows["status"].append("float")
-                rows["input_dtype"].append(str(call.args[0].ty.dtype))
-                rows["input_scale"].append(None)
-                rows["reason"].append(why)
-                return call
-            dtype, scale, qmin, qmax = found.pop(0).qparams()
-            rows["status"].append("int8")
-            rows["input_dtype"].append(dtype)
-            rows["input_scale"].append(scale)
-            rows["reason"].append("")
-            return self._quantized(call, weight, transposed, dtype, scale, qmin, qmax)
-
-        def _weight(self, call: relax.Call) -> tuple[np.ndarray | None, bool, str | None]:
-            """The layer's float32 weight as PyTorch stores it (conv OIHW, linear [out, in]),
-            whether the op sees it transposed, and why it cannot be quantized (or None)."""
-            data, arg = call.args[0], call.args[1]
-            if str(data.ty.dtype) != "float32":
-                return None, False, f"input is {data.ty.dtype}, not float32"
-            if call.op.name == "relax.nn.conv2d":
-                attrs = call.attrs
-                if (attrs.data_layout, attrs.kernel_layout) != ("NCHW", "OIHW"):
-                    return None, False, f"layout {attrs.data_layout}/{attrs.kernel_layout}"
-                if isinstance(arg, tvm.ir.GenericConst):
-                    return arg.value.numpy(), False, None
-                return None, False, "weight is not a constant"
-            if isinstance(arg, relax.Var):  # linear: matmul(x, permute_dims(W))
-                bound = self.lookup_binding(arg)
-                if (
-                    isinstance(bound, relax.Call)
-                    and bound.op.name == "relax.permute_dims"
-                    and isinstance(bound.args[0], tvm.ir.GenericConst)
-                    and len(bound.args[0].ty.shape) == 2
-                ):
-                    return bound.args[0].value.numpy(), True, None
-            if isinstance(arg, tvm.ir.GenericConst) and len(arg.ty.shape) == 2:
-                return arg.value.numpy().T, True, None
-            return None, False, "weight is not a constant 2-D matrix"
-
-        def _quantized(
-            self,
-            call: relax.Call,
-            weight: np.ndarray,
-            transposed: bool,
-            dtype: str,
-            scale: float,
-            qmin: int,
-            qmax: int,
-        ) -> relax.Expr:
-            op, bb = relax.op, self.builder_
+            new = super().visit_call_(call)
+            if decision is None or decision.reason is not None:
+                if decision is not None:
+                    rows["input_dtype"][decision.row] = str(new.args[0].ty.dtype)
+                return new
             x = call.args[0]
-            xq = bb.emit(
-                op.astype(
-                    op.clip(
-                        op.round(op.multiply(x, relax.const(1 / scale, "float32"))),
-                        float(qmin),
-                        float(qmax),
-                    ),
-                    dtype,
-                )
-            )
-            wq, w_scale = quantize_weight(weight, axis=0)
+            if x not in self.quantized:  # a function parameter (the model input)
+                self.quantized[x] = self._quantize(new.args[0], feeds[x])
+            dtype, scale, _, _ = feeds[x].qparams()
+            rows["input_dtype"][decision.row] = dtype
+            rows["input_scale"][decision.row] = scale
+            return self._layer(new, self.quantized[x], decision, scale)
+
+        def _quantize(self, x: Any, found: Range) -> Any:
+            op = relax.op
+            dtype, scale, qmin, qmax = found.qparams()
+            scaled = op.round(op.multiply(x, _scalar(1 / scale)))
+            return self.builder_.emit(op.astype(op.clip(scaled, float(qmin), float(qmax)), dtype))
+
+        def _layer(self, call: Any, xq: Any, d: _Decision, scale: float) -> Any:
+            op, bb = relax.op, self.builder_
+            wq, w_scale = quantize_weight(d.weight, axis=0)
             if call.op.name == "relax.nn.conv2d":
                 a = call.attrs
                 acc = bb.emit(
@@ -167,14 +210,18 @@ def quantize_module(mod: Any, ranges: dict[str, list[Range]]) -> tuple[Any, dict
                 )
                 rescale = (scale * w_scale).reshape(1, -1, 1, 1)
             else:
-                wq = np.ascontiguousarray(wq.T) if transposed else wq
+                wq = np.ascontiguousarray(wq.T) if d.transposed else wq
                 acc = bb.emit(op.matmul(xq, relax.const(wq), out_dtype="int32"))
                 rescale = scale * w_scale
             return op.multiply(op.astype(acc, "float32"), relax.const(rescale.astype(np.float32)))
 
+    def _scalar(value: float) -> Any:
+        return relax.const(value, "float32")
+
     rewriter = Rewriter(mod)
     for gvar, func in mod.functions.items():
         if isinstance(func, relax.Function):
+            plan(func)
             rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
     # Drops the float weights' transposes that the int8 matmuls no longer read.
     return relax.transform.DeadCodeElimination()(rewriter.builder_.get()), rows

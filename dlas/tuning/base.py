@@ -21,6 +21,9 @@ class TuneContext:
     work_dir: Path | None = None
     # The dlas Device the program is for (its threads; its own MetaSchedule runner, if any).
     device: Any = None
+    # The run's compression (baselines with their own implementation of it read its
+    # calibration samples: dlas.tuning.int8_peers).
+    compression: Any = None
     # Filled by the tuner; the pipeline hands them to tracking. artifacts: artifact path ->
     # local file or folder (see dlas.results.Findings.files).
     metrics: dict[str, float] = field(default_factory=dict)
@@ -34,6 +37,8 @@ class Tuner:
     uses_tvm: bool = True
     # Whether dlas.algorithms.lower should apply its default schedules before compile().
     default_schedules: bool = True
+    # Relax-side compressions a baseline implements with its own library (its peer).
+    peer_compressions: tuple[str, ...] = ()
 
     def __init__(self, cfg: TuningConfig) -> None:
         self.cfg = cfg

@@ -48,14 +48,28 @@ class Baseline(Tuner):
 
 @TUNERS.register("pytorch")
 class PyTorchEager(Baseline):
-    """PyTorch eager mode (oneDNN convolutions on CPU)."""
+    """PyTorch eager mode (oneDNN convolutions on CPU); with ``compression=int8``, PyTorch's
+    own static int8 (x86 quantized engine) calibrated on the same samples."""
+
+    peer_compressions = ("int8",)
 
     def wrap(self, model: nn.Module, spec: InputSpec, ctx: TuneContext) -> Program:
         ctx.metrics["baseline/threads"] = float(torch.get_num_threads())
+        what = "eager"
+        if is_int8(ctx):
+            from dlas.tuning.int8_peers import pytorch_int8
+
+            model = pytorch_int8(model, ctx.compression.calibration_samples)
+            what = "static int8 (FX, x86 quantized engine)"
         return Program(
             function=torch_function(model.eval()),
-            description=f"PyTorch {torch.__version__} eager; {self.note()}",
+            description=f"PyTorch {torch.__version__} {what}; {self.note()}",
         )
+
+
+def is_int8(ctx: TuneContext) -> bool:
+    """The run asks for int8 (the baseline then runs its own library's int8)."""
+    return ctx.compression is not None and ctx.compression.cfg.name == "int8"
 
 
 @TUNERS.register("torch_compile")

@@ -14,7 +14,7 @@ from torch import nn
 from dlas.data import InputSpec
 from dlas.devices import Program
 from dlas.tuning.base import TuneContext
-from dlas.tuning.baselines import Baseline
+from dlas.tuning.baselines import Baseline, is_int8
 from dlas.tuning.registry import TUNERS
 
 INSTALL_HINT = "pip install dlas[onnx]"
@@ -66,8 +66,21 @@ def onnx_file(model: nn.Module, spec: InputSpec, folder: Path, opset: int) -> Pa
 
 @TUNERS.register("onnxruntime")
 class OnnxRuntime(Baseline):
+    peer_compressions = ("int8",)
+
     def wrap(self, model: nn.Module, spec: InputSpec, ctx: TuneContext) -> Program:
         ort = require_onnxruntime()
+        if is_int8(ctx):
+            from dlas.tuning.int8_peers import onnxruntime_int8
+
+            forward, _ = onnxruntime_int8(
+                model, spec, ctx.compression.calibration_samples, ctx.work_dir,
+                self.cfg.opset, self.threads(ctx),
+            )  # fmt: skip
+            return Program(
+                function=forward,
+                description=f"ONNX Runtime {ort.__version__} static QDQ int8; {self.note()}",
+            )
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix="onnx-", dir=ctx.work_dir))
         try:

@@ -1,0 +1,395 @@
+"""int8 and bfloat16 convolutions and dense layers through the x86 dot-product instructions.
+
+One output vector is 16 lanes (channels); one instruction adds, to each lane, a short dot
+product of ``depth`` input elements (the same ones for all 16 lanes, broadcast) with a
+16 x ``depth`` block of weights:
+
+* int8: ``vpdpbusd`` (AVX512-VNNI; elsewhere widened int32, see ``intrinsics.int8_isa``), u8 x s8,
+  depth 4, int32 lanes;
+* bf16: ``vdpbf16ps`` (AVX512-BF16), depth 2, float32 lanes. bfloat16 values travel as their
+  16-bit patterns (``uint16``) inside the kernel: TVM legalizes every bfloat16-typed
+  expression to float32, which would undo the packed operands.
+
+So the reduction is split ``k = kq * depth + ii`` with ``ii`` innermost in both operands:
+
+* data: NCHW[cbi]c (``cbi`` a multiple of ``depth``; ``spatial_pack`` packs up to 16
+  channels, ``direct`` the fewest it can, ``depth``) or, for ``gemm``, im2col rows
+  ``[N, OH*OW, K]`` (K padded to a multiple of ``depth``);
+* weights, packed at compile time: ``[OC/16, IC/cbi, KH, KW, cbi/depth, 16, depth]``
+  (``gemm``: ``[OC/16, K/depth, 16, depth]``), channels and K padded with zeros;
+* the (16, depth) block of the update is tensorized (:mod:`dlas.algorithms.intrinsics`).
+
+``vpdpbusd`` multiplies unsigned by signed bytes. Signed (int8) activations are shifted by
++128 while being packed (padding too: padded zeros become 128) and the exact correction
+``128 * sum(W[oc])`` is subtracted from every output: the int32 sums stay exact.
+
+Depthwise and grouped layers have no channel reduction per output vector: they keep their
+algorithm's own (widened) kernel, and the layer table says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tvm
+from tvm import relax, s_tir, te, tirx
+
+from . import intrinsics
+from .schedules import attach_epilogue, extent, pixel_tile
+from .shapes import LANES, STAGE_ATTRS, ConvSpec, largest_divisor, main_attrs, round_up
+
+SHIFT = 128  # int8 -> uint8
+# Input channels (spatial forms) / K elements (gemm) reduced per pass over a row of tiles:
+# a chunk's weights (16 lanes x chunk) stay in L1 across the row.
+CHANNEL_CHUNK = 64
+K_CHUNK = 576
+OP_PREFIX = "dot"
+# Block annotation: the tensor intrinsic chosen for the target at legalization (scheduling
+# runs outside the target's scope).
+INTRIN_KEY = "dlas.intrin"
+
+
+@dataclass(frozen=True)
+class Flavor:
+    name: str
+    inputs: tuple[str, ...]  # data dtypes it computes
+    depth: int
+    storage: str  # packed data dtype
+    acc: str
+
+    def intrinsic(self, target: Any) -> str | None:
+        if self.name == "int8":
+            return intrinsics.int8_intrinsic(target)
+        return intrinsics.BF16_INTRIN if intrinsics.has_bf16(target) else None
+
+    def isa(self, target: Any) -> str:
+        if self.name == "int8":
+            return intrinsics.int8_isa(target)
+        return "avx512bf16" if intrinsics.has_bf16(target) else "none"
+
+    def element(self, value: tirx.PrimExpr, signed: bool) -> tirx.PrimExpr:
+        """A data element as the kernel stores it."""
+        if self.name == "bf16":
+            return tirx.reinterpret("uint16", value)
+        return (value.astype("int32") + SHIFT).astype("uint8") if signed else value
+
+    def product(self, a: tirx.PrimExpr, b: tirx.PrimExpr) -> tirx.PrimExpr:
+        """What the tensor intrinsic's description multiplies (term for term)."""
+        if self.name == "bf16":
+            return intrinsics.bf16_value(a) * intrinsics.bf16_value(b)
+        return a.astype("int32") * b.astype("int32")
+
+    def weights(self, weight: np.ndarray) -> np.ndarray:
+        return weight.view(np.uint16) if self.name == "bf16" else weight.astype(np.int8)
+
+
+INT8 = Flavor("int8", ("uint8", "int8"), 4, "uint8", "int32")
+BF16 = Flavor("bf16", ("bfloat16",), 2, "uint16", "float32")
+
+
+def flavor_of(dtype: str) -> Flavor | None:
+    return next((f for f in (INT8, BF16) if dtype in f.inputs), None)
+
+
+def current_target() -> Any:
+    return tvm.target.Target.current(allow_none=True)
+
+
+def unsupported(spec: ConvSpec, flavor: Flavor) -> str | None:
+    """Why this conv cannot run through the dot product (None when it can)."""
+    if spec.out_dtype != flavor.acc:
+        return f"{spec.dtype} -> {spec.out_dtype} is not {flavor.name} -> {flavor.acc}"
+    if spec.groups > 1:
+        kind = "depthwise" if spec.depthwise else "grouped"
+        return f"{flavor.name} {kind}: no channel reduction per output vector"
+    if flavor.intrinsic(current_target()) is None:
+        return f"{flavor.name} on a target without its dot-product instruction"
+    return None
+
+
+def is_dot_block(sch: s_tir.Schedule, block: Any) -> bool:
+    return str(sch.get(block).annotations.get("dlas.op", "")).startswith(OP_PREFIX)
+
+
+# --- packing (numpy, compile time) -------------------------------------------------------
+def in_block(in_channels: int, limit: int, depth: int) -> tuple[int, int]:
+    """(padded input channels, channels per packed block): blocks are multiples of depth."""
+    padded = round_up(in_channels, depth)
+    return padded, depth * largest_divisor(padded // depth, max(1, limit // depth))
+
+
+def pack_conv_weight(weight: np.ndarray, cbi: int, depth: int) -> np.ndarray:
+    """OIHW -> [OC/16, ICp/cbi, KH, KW, cbi/depth, 16, depth], zeros past OC and IC."""
+    oc, ic, kh, kw = weight.shape
+    icp = round_up(ic, depth)
+    w = np.pad(weight, [(0, round_up(oc, LANES) - oc), (0, icp - ic), (0, 0), (0, 0)])
+    w = w.reshape(-1, LANES, icp // cbi, cbi // depth, depth, kh, kw)
+    return np.ascontiguousarray(w.transpose(0, 2, 5, 6, 3, 1, 4))
+
+
+def pack_gemm_weight(weight: np.ndarray, depth: int) -> np.ndarray:
+    """[OC, K] -> [OC/16, Kp/depth, 16, depth]."""
+    oc, k = weight.shape
+    w = np.pad(weight, [(0, round_up(oc, LANES) - oc), (0, round_up(k, depth) - k)])
+    w = w.reshape(-1, LANES, w.shape[1] // depth, depth)
+    return np.ascontiguousarray(w.transpose(0, 2, 1, 3))
+
+
+def correction(weight: np.ndarray, signed: bool) -> np.ndarray:
+    """What the +128 shift adds to each output channel's int8 sum (zeros when unsigned)."""
+    oc = weight.shape[0]
+    sums = weight.reshape(oc, -1).astype(np.int64).sum(axis=1) * (SHIFT if signed else 0)
+    return np.pad(sums, (0, round_up(oc, LANES) - oc)).astype(np.int32)
+
+
+# --- emission ----------------------------------------------------------------------------
+def _attrs(algorithm: str, form: str, flavor: Flavor) -> dict:
+    name = flavor.intrinsic(current_target())
+    return {**main_attrs(algorithm, f"{OP_PREFIX}_{form}"), INTRIN_KEY: name}
+
+
+def emit_conv2d(
+    bb: relax.BlockBuilder,
+    data: relax.Expr,
+    weight: np.ndarray,
+    spec: ConvSpec,
+    algorithm: str,
+    form: str,
+) -> relax.Expr:
+    """``form``: ``nchwc`` (channel blocks of up to 16), ``narrow`` (blocks of one ``depth``)
+    or ``im2col``; the block is tagged with ``algorithm`` so that its schedule finds it."""
+    flavor = flavor_of(spec.dtype)
+    signed = spec.dtype == "int8"
+    corr = relax.const(correction(weight.astype(np.int64), signed) if flavor is INT8 else 0)
+    w = flavor.weights(weight)
+    attrs = _attrs(algorithm, form, flavor)
+    if form == "im2col":
+        packed = relax.const(pack_gemm_weight(w.reshape(spec.out_channels, -1), flavor.depth))
+
+        def compute(d: te.Tensor, p: te.Tensor, c: te.Tensor) -> te.Tensor:
+            return _gemm_conv(d, p, c, spec, flavor, attrs)
+    else:
+        limit = LANES if form == "nchwc" else flavor.depth
+        _, cbi = in_block(spec.in_channels, limit, flavor.depth)
+        packed = relax.const(pack_conv_weight(w, cbi, flavor.depth))
+
+        def compute(d: te.Tensor, p: te.Tensor, c: te.Tensor) -> te.Tensor:
+            return _packed_conv(d, p, c, spec, flavor, cbi, attrs)
+
+    return bb.call_te(compute, data, packed, corr, primfunc_name_hint=f"conv2d_{flavor.name}")
+
+
+def _pad_value(flavor: Flavor, signed: bool) -> tirx.PrimExpr:
+    return tirx.const(SHIFT if signed else 0, flavor.storage)
+
+
+def _pack_data(data: te.Tensor, spec: ConvSpec, flavor: Flavor, cbi: int) -> te.Tensor:
+    top, left, bottom, right = spec.padding
+    h, w = spec.height, spec.width
+    icp = round_up(spec.in_channels, flavor.depth)
+    signed = spec.dtype == "int8"
+
+    def value(n, cb, y, x, ci):
+        c = cb * cbi + ci
+        inside = tirx.all(y >= top, y < h + top, x >= left, x < w + left, c < spec.in_channels)
+        pixel = flavor.element(data[n, c, y - top, x - left], signed)
+        return tirx.if_then_else(inside, pixel, _pad_value(flavor, signed))
+
+    shape = (spec.batch, icp // cbi, h + top + bottom, w + left + right, cbi)
+    return te.compute(shape, value, name="data_pack", attrs=STAGE_ATTRS)
+
+
+def _unpack(conv: te.Tensor, corr: te.Tensor, spec: ConvSpec, flavor: Flavor) -> te.Tensor:
+    shape = (spec.batch, spec.out_channels, spec.out_h, spec.out_w)
+
+    def value(n, c, y, x):
+        out = conv[n, c // LANES, y, x, c % LANES]
+        return out - corr[c] if flavor is INT8 else out
+
+    return te.compute(shape, value, name="unpack")
+
+
+def _packed_conv(
+    data: te.Tensor,
+    packed: te.Tensor,
+    corr: te.Tensor,
+    spec: ConvSpec,
+    flavor: Flavor,
+    cbi: int,
+    attrs: dict,
+) -> te.Tensor:
+    d = _pack_data(data, spec, flavor, cbi)
+    (sh, sw), (dh, dw) = spec.strides, spec.dilation
+    depth = flavor.depth
+    ib = te.reduce_axis((0, int(d.shape[1])), "ib")
+    kh = te.reduce_axis((0, spec.kernel_h), "kh")
+    kw = te.reduce_axis((0, spec.kernel_w), "kw")
+    iq = te.reduce_axis((0, cbi // depth), "iq")
+    ii = te.reduce_axis((0, depth), "ii")
+
+    def value(n, ob, y, x, oi):
+        pixel = d[n, ib, y * sh + kh * dh, x * sw + kw * dw, iq * depth + ii]
+        return te.sum(
+            flavor.product(pixel, packed[ob, ib, kh, kw, iq, oi, ii]), axis=[ib, kh, kw, iq, ii]
+        )
+
+    shape = (spec.batch, int(packed.shape[0]), spec.out_h, spec.out_w, LANES)
+    return _unpack(te.compute(shape, value, name="conv", attrs=attrs), corr, spec, flavor)
+
+
+def _gemm_conv(
+    data: te.Tensor, packed: te.Tensor, corr: te.Tensor, spec: ConvSpec, flavor: Flavor, attrs: dict
+) -> te.Tensor:
+    kh_, kw_ = spec.kernel_h, spec.kernel_w
+    (sh, sw), (dh, dw) = spec.strides, spec.dilation
+    top, left, _, _ = spec.padding
+    ow, depth = spec.out_w, flavor.depth
+    k_pad = int(packed.shape[1]) * depth
+    signed = spec.dtype == "int8"
+
+    def col_value(n, p, k):  # K ordered (c, kh, kw) as the OIHW weight flattens
+        c = k // (kh_ * kw_)
+        y = (p // ow) * sh + (k // kw_ % kh_) * dh - top
+        x = (p % ow) * sw + (k % kw_) * dw - left
+        inside = tirx.all(k < spec.reduction, y >= 0, y < spec.height, x >= 0, x < spec.width)
+        pixel = flavor.element(data[n, c, y, x], signed)
+        return tirx.if_then_else(inside, pixel, _pad_value(flavor, signed))
+
+    col = te.compute(
+        (spec.batch, spec.out_h * ow, k_pad), col_value, name="im2col", attrs=STAGE_ATTRS
+    )
+    kq = te.reduce_axis((0, k_pad // depth), "kq")
+    ii = te.reduce_axis((0, depth), "ii")
+
+    def value(n, ob, y, x, oi):
+        return te.sum(
+            flavor.product(col[n, y * ow + x, kq * depth + ii], packed[ob, kq, oi, ii]),
+            axis=[kq, ii],
+        )
+
+    shape = (spec.batch, int(packed.shape[0]), spec.out_h, ow, LANES)
+    return _unpack(te.compute(shape, value, name="conv", attrs=attrs), corr, spec, flavor)
+
+
+def emit_dense(
+    bb: relax.BlockBuilder, data: relax.Expr, weight: np.ndarray, algorithm: str
+) -> relax.Expr:
+    """``data @ weight`` for 8-bit or bf16 data [M, K] and a constant [K, N] weight."""
+    flavor = flavor_of(str(data.ty.dtype))
+    signed = str(data.ty.dtype) == "int8"
+    w = np.ascontiguousarray(weight.T)  # [N, K]
+    packed = relax.const(pack_gemm_weight(flavor.weights(w), flavor.depth))
+    corr = relax.const(correction(w.astype(np.int64), signed) if flavor is INT8 else 0)
+    columns, depth = w.shape[0], flavor.depth
+    attrs = _attrs(algorithm, "dense", flavor)
+
+    def compute(a: te.Tensor, b: te.Tensor, c: te.Tensor) -> te.Tensor:
+        m, k = (int(v) for v in a.shape)
+        k_pad = int(b.shape[1]) * depth
+        rows = te.compute(
+            (m, k_pad),
+            lambda i, j: tirx.if_then_else(
+                j < k,
+                flavor.element(a[i, tirx.min(j, k - 1)], signed),
+                _pad_value(flavor, signed),
+            ),
+            name="data_pack",
+            attrs=STAGE_ATTRS,
+        )
+        kq = te.reduce_axis((0, k_pad // depth), "kq")
+        ii = te.reduce_axis((0, depth), "ii")
+        acc = te.compute(
+            (1, int(b.shape[0]), 1, m, LANES),
+            lambda n, ob, y, x, oi: te.sum(
+                flavor.product(rows[x, kq * depth + ii], b[ob, kq, oi, ii]), axis=[kq, ii]
+            ),
+            name="dense",
+            attrs=attrs,
+        )
+
+        def crop(i, j):
+            out = acc[0, j // LANES, 0, i, j % LANES]
+            return out - c[j] if flavor is INT8 else out
+
+        return te.compute((m, columns), crop, name="crop")
+
+    return bb.call_te(compute, data, packed, corr, primfunc_name_hint=f"dense_{flavor.name}")
+
+
+# --- schedule ----------------------------------------------------------------------------
+def schedule(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
+    """Register tile of pixels x (1 or 2) 16-lane vectors over the whole reduction; the
+    reduction chunked over a row of tiles; the (16, depth) update tensorized."""
+    name = str(sch.get(block).annotations[INTRIN_KEY])
+    n, ob, y, x, oi, first, *middle, ii = sch.get_loops(block)
+    depth = extent(sch, ii)
+    vectors = 2 if extent(sch, ob) % 2 == 0 else 1
+    rows, cols = pixel_tile(extent(sch, y), extent(sch, x), vectors)
+    ob_o, ob_i = sch.split(ob, [None, vectors])
+    y_o, y_i = sch.split(y, [None, rows])
+    x_o, x_i = sch.split(x, [None, cols])
+    # Channel blocks (spatial forms: `first` steps cbi = depth * iq channels) or K groups
+    # (im2col, dense) reduced per pass over a row of tiles.
+    if middle:
+        limit = max(1, CHANNEL_CHUNK // (depth * extent(sch, middle[-1])))
+    else:
+        limit = K_CHUNK // depth
+    r_o, r_i = sch.split(first, [None, largest_divisor(extent(sch, first), limit)])
+    sch.reorder(n, ob_o, y_o, r_o, x_o, r_i, *middle, y_i, x_i, ob_i, oi, ii)
+    fused = sch.fuse(n, ob_o, y_o)
+    if extent(sch, fused) > 1:
+        sch.parallel(fused)
+    attach_epilogue(sch, block, fused)
+    for lp in (y_i, x_i, ob_i):
+        if extent(sch, lp) > 1:
+            sch.unroll(lp)
+    init = sch.decompose_reduction(block, r_o)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.tensorize(oi, name + intrinsics.LOCAL)
+    if name in intrinsics.LLVM_IMPORTS:  # the LLVM IR the intrinsic's extern call inlines
+        sch.annotate(fused, "pragma_import_llvm", intrinsics.LLVM_IMPORTS[name])
+
+
+# --- entry points for the algorithms -----------------------------------------------------
+def try_conv2d(
+    bb: relax.BlockBuilder,
+    data: relax.Expr,
+    weight: np.ndarray | relax.Expr,
+    spec: ConvSpec,
+    row: dict[str, Any],
+    algorithm: str,
+    form: str,
+) -> relax.Expr | None:
+    """The tensorized conv in ``form`` when ``spec`` allows it, else None (the caller's own
+    kernel runs). int8/bf16 layers get a ``kernel`` column (the instruction family); one
+    that cannot use the dot product says why in ``fallback``."""
+    flavor = flavor_of(spec.dtype)
+    if flavor is None:
+        return None
+    why = unsupported(spec, flavor)
+    if why is None and not isinstance(weight, np.ndarray):
+        why = "weights are not compile-time constants"
+    if why is not None:
+        row["kernel"] = "widened"
+        row["fallback"] = row.get("fallback") or f"{why}: widened {flavor.acc} arithmetic"
+        return None
+    row["kernel"] = flavor.isa(current_target())
+    return emit_conv2d(bb, data, weight, spec, algorithm, form)
+
+
+def try_dense(
+    bb: relax.BlockBuilder, data: relax.Expr, weight: np.ndarray, row: dict[str, Any]
+) -> relax.Expr | None:
+    """The tensorized dense layer for 8-bit or bf16 data when the target has the
+    instruction, else None."""
+    flavor = flavor_of(str(data.ty.dtype))
+    if flavor is None:
+        return None
+    if flavor.intrinsic(current_target()) is None:
+        row["kernel"] = "widened"
+        row["fallback"] = f"{flavor.name} on a target without its dot-product instruction"
+        return None
+    row["kernel"] = flavor.isa(current_target())
+    return emit_dense(bb, data, weight, "gemm")

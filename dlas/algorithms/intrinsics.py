@@ -1,0 +1,231 @@
+"""x86 tensor intrinsics for the low-precision kernels, and the CPU features that enable them.
+
+``dot_16x4_vnni`` (u8 x s8 -> i32, 16 output lanes, 4-deep) is registered by TVM itself, but
+its implementation passes ``int32x16`` operands to ``llvm.x86.avx512.vpdpbusd.512``, which
+since LLVM 20 takes ``(<16 x i32>, <64 x i8>, <64 x i8>)``: LLVM verification fails and every
+kernel (and every MetaSchedule candidate) tensorized with it fails to build. Importing this
+module re-registers the same description with an implementation that reinterprets the
+operands as 64-byte vectors, once per process: dlas's in-process builder and MetaSchedule's
+tuner then both get the working one.
+
+``dot_16x2_bf16`` is the bfloat16 analogue for AVX512-BF16 (``vdpbf16ps``): 16 float32 lanes,
+each += a pair of bf16 products.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tvm.s_tir import TensorIntrin
+from tvm.script import tirx as T
+
+VNNI_INTRIN = "dot_16x4_vnni"
+AVX512_INTRIN = "dot_16x4_avx512"
+BF16_INTRIN = "dot_16x2_bf16"
+
+# LLVM feature names (as ``target_has_features`` spells them) of each instruction family.
+VNNI_FEATURE = "avx512vnni"
+AVX512BW_FEATURE = "avx512bw"
+BF16_FEATURE = "avx512bf16"
+
+
+# --- u8 x s8 -> s32 -------------------------------------------------------------------------
+def _dot_u8s8_desc(scope: str) -> Any:
+    @T.prim_func(s_tir=True)
+    def func(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((16, 4), "int8", offset_factor=1),
+        C: T.Buffer((16,), "int32", offset_factor=1, scope=scope),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.writes(C[0:16])
+            for i in T.serial(0, 16):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    return func
+
+
+def _dot_u8s8_vnni(scope: str) -> Any:
+    @T.prim_func(s_tir=True)
+    def func(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((16, 4), "int8", offset_factor=1),
+        C: T.Buffer((16,), "int32", offset_factor=1, scope=scope),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.writes(C[0:16])
+            a_i32 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
+            a_u8x64 = T.reinterpret(T.broadcast(a_i32, 16), dtype="int8x64")
+            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+                C.vload([0], dtype="int32x16"),
+                a_u8x64,
+                B.vload([0, 0], dtype="int8x64"),
+                dtype="int32x16",
+            )
+
+    return func
+
+
+def _dot_u8s8_avx512(scope: str) -> Any:
+    @T.prim_func(s_tir=True)
+    def func(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((16, 4), "int8", offset_factor=1),
+        C: T.Buffer((16,), "int32", offset_factor=1, scope=scope),
+    ) -> None:
+        # AVX-512 without VNNI: vpmaddubsw (u8 x s8 pairs -> saturating s16) + vpmaddwd (x 1).
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.writes(C[0:16])
+            a_i32 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
+            a_u8x64 = T.reinterpret(T.broadcast(a_i32, 16), dtype="int8x64")
+            pairs = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.pmaddubs.w.512"),
+                a_u8x64,
+                B.vload([0, 0], dtype="int8x64"),
+                dtype="int16x32",
+            )
+            C[T.ramp(T.int32(0), 1, 16)] = C.vload([0], dtype="int32x16") + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.pmaddw.d.512"),
+                pairs,
+                T.broadcast(T.int16(1), 32),
+                dtype="int32x16",
+            )
+
+    return func
+
+
+# --- bf16 x bf16 -> f32 ---------------------------------------------------------------------
+# bfloat16 operands are their 16-bit patterns (uint16): TVM's BF16 legalization turns every
+# bfloat16-typed TIR expression (loads and reinterprets included) into float32, so the packed
+# operands must never be typed bfloat16 in TIR. LLVM's intrinsic takes <32 x bfloat>; a tiny
+# LLVM IR function bitcasts integer vectors into it, imported into the kernel's module with
+# the ``pragma_import_llvm`` loop annotation (the schedule adds it) and inlined by LLVM.
+BF16_EXTERN = "dlas_dpbf16ps"
+BF16_LLVM_IR = f"""
+declare <16 x float> @llvm.x86.avx512bf16.dpbf16ps.512(<16 x float>, <32 x bfloat>, <32 x bfloat>)
+define <16 x float> @{BF16_EXTERN}(<16 x float> %acc, <16 x i32> %a, <16 x i32> %b) {{
+  %x = bitcast <16 x i32> %a to <32 x bfloat>
+  %y = bitcast <16 x i32> %b to <32 x bfloat>
+  %r = call <16 x float> @llvm.x86.avx512bf16.dpbf16ps.512(<16 x float> %acc, <32 x bfloat> %x, <32 x bfloat> %y)
+  ret <16 x float> %r
+}}
+"""  # noqa: E501
+
+
+def bf16_value(bits: Any) -> Any:
+    """The float32 value of a bfloat16 bit pattern (uint16) - exact."""
+    from tvm import tirx
+
+    return tirx.reinterpret(
+        "float32", tirx.shift_left(bits.astype("uint32"), tirx.const(16, "uint32"))
+    )
+
+
+def _dot_bf16_desc(scope: str) -> Any:
+    @T.prim_func(s_tir=True)
+    def func(
+        A: T.Buffer((2,), "uint16", offset_factor=1),
+        B: T.Buffer((16, 2), "uint16", offset_factor=1),
+        C: T.Buffer((16,), "float32", offset_factor=1, scope=scope),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:2], B[0:16, 0:2])
+            T.writes(C[0:16])
+            for i in T.serial(0, 16):
+                for k in T.serial(0, 2):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.reinterpret(
+                            T.shift_left(T.cast(A[vk], "uint32"), T.uint32(16)), dtype="float32"
+                        ) * T.reinterpret(
+                            T.shift_left(T.cast(B[vi, vk], "uint32"), T.uint32(16)),
+                            dtype="float32",
+                        )
+
+    return func
+
+
+def _dot_bf16_avx512(scope: str) -> Any:
+    @T.prim_func(s_tir=True)
+    def func(
+        A: T.Buffer((2,), "uint16", offset_factor=1),
+        B: T.Buffer((16, 2), "uint16", offset_factor=1),
+        C: T.Buffer((16,), "float32", offset_factor=1, scope=scope),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:2], B[0:16, 0:2])
+            T.writes(C[0:16])
+            a_i32 = T.reinterpret(A.vload([0], "uint16x2"), dtype="int32")
+            C[T.ramp(T.int32(0), 1, 16)] = T.call_pure_extern(
+                "float32x16",
+                BF16_EXTERN,
+                C.vload([0], dtype="float32x16"),
+                T.broadcast(a_i32, 16),
+                T.reinterpret(B.vload([0, 0], dtype="uint16x32"), dtype="int32x16"),
+            )
+
+    return func
+
+
+# Intrinsics whose implementation calls LLVM IR that must be imported into the module.
+LLVM_IMPORTS = {BF16_INTRIN: BF16_LLVM_IR}
+
+
+# The ``.local`` variants accumulate into a "local" buffer: the register tile of a kernel
+# whose epilogue is attached to it (tensorize compares buffer scopes).
+LOCAL = ".local"
+
+
+def register() -> None:
+    """(Re-)register the intrinsics (global and ``.local`` accumulators); idempotent."""
+    pairs = {
+        VNNI_INTRIN: (_dot_u8s8_desc, _dot_u8s8_vnni),
+        AVX512_INTRIN: (_dot_u8s8_desc, _dot_u8s8_avx512),
+        BF16_INTRIN: (_dot_bf16_desc, _dot_bf16_avx512),
+    }
+    for name, (desc, impl) in pairs.items():
+        TensorIntrin.register(name, desc("global"), impl("global"), override=True)
+        TensorIntrin.register(name + LOCAL, desc("local"), impl("local"), override=True)
+
+
+register()
+
+
+# --- which family a target gets --------------------------------------------------------------
+def has_feature(feature: str, target: Any) -> bool:
+    from tvm.target import codegen
+
+    if target is None or target.kind.name != "llvm":
+        return False
+    try:
+        return bool(codegen.target_has_features(feature, target))
+    except Exception:  # noqa: BLE001 - a triple LLVM does not know has no such feature
+        return False
+
+
+def int8_isa(target: Any) -> str:
+    """The instruction family dlas's int8 kernels use on ``target``: ``vnni`` (vpdpbusd) or
+    ``none`` (widened int32 arithmetic).
+
+    AVX512-BW's ``vpmaddubsw`` (``dot_16x4_avx512``) adds u8 x s8 pairs into *saturating*
+    int16: with full-range u8 activations and [-127, 127] weights a pair reaches 64770, so the
+    kernels would not be exact; it needs 7-bit activations (or weights) first, which the
+    quantizer does not do yet. Until then AVX-512 CPUs without VNNI run widened int32."""
+    if has_feature(VNNI_FEATURE, target):
+        return "vnni"
+    return "none"
+
+
+def int8_intrinsic(target: Any) -> str | None:
+    return VNNI_INTRIN if int8_isa(target) == "vnni" else None
+
+
+def has_bf16(target: Any) -> bool:
+    return has_feature(BF16_FEATURE, target)
