@@ -7,8 +7,6 @@ Both are static post-training quantizations calibrated on the same samples as dl
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,8 +14,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-
-from dlas.data import InputSpec
 
 
 def pytorch_int8(model: nn.Module, samples: list[torch.Tensor]) -> nn.Module:
@@ -35,15 +31,14 @@ def pytorch_int8(model: nn.Module, samples: list[torch.Tensor]) -> nn.Module:
 
 
 def onnxruntime_int8(
-    model: nn.Module,
-    spec: InputSpec,
+    float_path: Path,
     samples: list[torch.Tensor],
-    work_dir: Path,
-    opset: int,
+    folder: Path,
     threads: int | None,
 ) -> tuple[Callable[[np.ndarray], np.ndarray], Any]:
-    """``quantize_static`` (QDQ, u8 activations, s8 per-channel weights) of the exported
-    model; returns the forward function and the session."""
+    """``quantize_static`` (QDQ, u8 activations, s8 per-channel weights) of the float ONNX
+    graph at ``float_path`` (intermediate files go to ``folder``); returns the forward function
+    and the session."""
     import onnxruntime as ort
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -52,8 +47,6 @@ def onnxruntime_int8(
         quantize_static,
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from dlas.tuning.onnx_runtime import export_onnx
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -64,27 +57,21 @@ def onnxruntime_int8(
         def get_next(self) -> dict | None:
             return next(self.items, None)
 
-    work_dir.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="onnx-int8-", dir=work_dir))
-    try:
-        float_path, pre_path, q_path = (folder / n for n in ("f.onnx", "p.onnx", "q.onnx"))
-        export_onnx(model, spec, float_path, opset)
-        quant_pre_process(str(float_path), str(pre_path))
-        quantize_static(
-            str(pre_path),
-            str(q_path),
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-        )
-        options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(q_path), options, providers=["CPUExecutionProvider"])
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    pre_path, q_path = folder / "pre.onnx", folder / "int8.onnx"
+    quant_pre_process(str(float_path), str(pre_path))
+    quantize_static(
+        str(pre_path),
+        str(q_path),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+    )
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(q_path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
 
     def forward(x: np.ndarray) -> np.ndarray:

@@ -70,21 +70,19 @@ class OnnxRuntime(Baseline):
 
     def wrap(self, model: nn.Module, spec: InputSpec, ctx: TuneContext) -> Program:
         ort = require_onnxruntime()
-        if is_int8(ctx):
-            from dlas.tuning.int8_peers import onnxruntime_int8
-
-            forward, _ = onnxruntime_int8(
-                model, spec, ctx.compression.calibration_samples, ctx.work_dir,
-                self.cfg.opset, self.threads(ctx),
-            )  # fmt: skip
-            return Program(
-                function=forward,
-                description=f"ONNX Runtime {ort.__version__} static QDQ int8; {self.note()}",
-            )
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix="onnx-", dir=ctx.work_dir))
         try:
             path = onnx_file(model, spec, folder, self.cfg.opset)
+            if is_int8(ctx):
+                from dlas.tuning.int8_peers import onnxruntime_int8
+
+                samples = ctx.compression.calibration_samples
+                forward, _ = onnxruntime_int8(path, samples, folder, self.threads(ctx))
+                return Program(
+                    function=forward,
+                    description=f"ONNX Runtime {ort.__version__} static QDQ int8; {self.note()}",
+                )
             options = ort.SessionOptions()
             options.graph_optimization_level = getattr(
                 ort.GraphOptimizationLevel, _LEVELS[self.cfg.graph_optimization]
