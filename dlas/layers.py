@@ -47,6 +47,8 @@ class Layer:
     # Whether the layer's choice changes the trained model (runs that differ only in other
     # layers share one trained checkpoint and one dense baseline).
     shapes_model: bool = False
+    # Said after the registered names when they are too many to list.
+    more: str = ""
 
     @property
     def registry(self) -> Any:
@@ -92,6 +94,7 @@ LAYERS: tuple[Layer, ...] = (
     Layer(
         "model", "model", ModelConfig, "dlas.models:MODELS", "dlas.models:model_from_config",
         factory_args=("model", "dataset"), shapes_model=True,
+        more="any torchvision classifier: model=torchvision model.name=<name>",
     ),
     Layer(
         "compression", "model optimization", CompressionConfig,

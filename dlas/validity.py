@@ -54,9 +54,10 @@ def options_are_registered(cfg: Config) -> str | None:
         close = difflib.get_close_matches(chosen, known, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         shown = known if len(known) <= 40 else [n for n in known if n in layer.registry]
+        more = f"; or {layer.more}" if layer.more and shown != known else ""
         reasons.append(
             f"{layer.group}.{layer.key}={chosen!r} is not a registered {layer.group} "
-            f"option{hint}; registered: {', '.join(shown)}"
+            f"option{hint}; registered: {', '.join(shown)}{more}"
         )
     return "; ".join(reasons) or None
 

@@ -9,6 +9,7 @@ from mlflow.tracking import MlflowClient
 from dlas import pipeline
 from dlas.config import ConfigError
 from dlas.tracking import tracking_uri
+from dlas.validity import InvalidCombination
 
 
 def _runs(cfg) -> list:
@@ -101,12 +102,12 @@ def test_missing_dataset_is_a_failed_run_naming_the_path(compose_cfg, tiny, tmp_
     assert "latency/median_ms" not in run.data.metrics
 
 
-def test_unknown_model_is_a_failed_run_listing_models(compose_cfg, tiny):
+def test_unknown_model_is_refused_before_any_run_listing_models(compose_cfg, tiny):
     cfg = compose_cfg(*tiny("model.name=nope"))
-    with pytest.raises(ValueError, match="Available models"):
+    with pytest.raises(InvalidCombination, match="model.name='nope'") as err:
         pipeline.run(cfg)
-    (run,) = _runs(cfg)
-    assert run.info.status == "FAILED" and "resnet18" in run.data.tags["error.message"]
+    assert "resnet18" in str(err.value) and "model=torchvision model.name=" in str(err.value)
+    assert _runs(cfg) == []
 
 
 def test_out_of_range_value_records_nothing(compose_cfg, tiny):
