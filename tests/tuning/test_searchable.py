@@ -13,6 +13,9 @@ from dlas.algorithms import lower
 from dlas.tuning.seeding import default_schedule
 from tests.algorithms.util import Case, conv_module, host_target, random_weights
 
+# Task extraction and the mutator's set-up take minutes on 2 loaded cores.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def conv_task():
