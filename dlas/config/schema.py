@@ -83,6 +83,10 @@ class EvalConfig:
     compare_samples: int = 8
     # Also time PyTorch eager on the same model and input (local devices only).
     eager_baseline: bool = True
+    # Per-kernel profile of a local TVM build (profile/layers table; a few extra calls).
+    profile: bool = True
+    # perf/fraction_of_peak against this host's roofline (measured once, then cached).
+    roofline: bool = True
 
     def __post_init__(self) -> None:
         require(
