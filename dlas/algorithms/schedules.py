@@ -120,9 +120,9 @@ def inline_injective(sch: s_tir.Schedule, keep: Sequence[SBlockRV]) -> None:
             sch.compute_inline(block)
 
 
-def _elements(buffer: tirx.Buffer) -> int | None:
+def _elements(region: tvm.ir.TensorRegion) -> int | None:
     total = 1
-    for d in buffer.shape:
+    for d in region.source.shape:
         if not isinstance(d, tirx.IntImm):
             return None  # dynamic shape
         total *= int(d)
@@ -134,12 +134,12 @@ def broadcast_into_larger(sch: s_tir.Schedule, block: SBlockRV) -> bool:
     writes = sch.get(block).writes
     if len(writes) != 1:
         return False
-    size = _elements(writes[0].buffer)
+    size = _elements(writes[0])
     if size is None:
         return False
     for consumer in sch.get_consumers(block):
         out = sch.get(consumer).writes
-        larger = _elements(out[0].buffer) if len(out) == 1 else None
+        larger = _elements(out[0]) if len(out) == 1 else None
         if larger is not None and larger >= BROADCAST_RATIO * size:
             return True
     return False

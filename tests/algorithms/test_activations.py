@@ -59,6 +59,17 @@ def test_silu_model_matches_pytorch(built):
         assert relative_error(out, ref) <= 1e-4
 
 
+def test_squeeze_excitation_gets_default_schedules(caplog):
+    """The gate (a per-channel sigmoid broadcast over the map) stays its own block, and every
+    fused function keeps its default schedule (none falls back to the generic one)."""
+    spec = InputSpec(3, 16, 10)
+    with caplog.at_level("WARNING", logger="dlas.algorithms.schedules"):
+        lowered = lower(export(SiluNet().eval(), spec), "direct", host_target())
+    assert not [r.getMessage() for r in caplog.records if "schedule failed" in r.getMessage()]
+    gated = [f.script() for _, f in lowered.mod.functions_items() if "sigmoid" in str(f)]
+    assert any("T.parallel" in code and "T.vectorized" in code for code in gated)
+
+
 def test_no_scalar_exp_calls(built):
     if shutil.which("objdump") is None:
         pytest.skip("objdump not installed (binutils)")
