@@ -60,6 +60,7 @@ STUDY = [
     "resnet50@224",
     "densenet161@224",
 ]
+SETTLE_S = 0.05
 ALGORITHMS = ["direct", "spatial_pack", "winograd", "gemm"]
 PEERS = {
     "eager": TuningConfig(name="pytorch"),
@@ -104,7 +105,11 @@ def round_robin(systems: dict[str, Callable[[], None]], rounds: int, calls: int)
     times: dict[str, list[float]] = {k: [] for k in systems}
     for _ in range(rounds):
         for name, fn in systems.items():
-            fn()  # untimed: the previous system's idle threads may still hold the cores
+            # TVM's and ONNX Runtime's idle workers spin for a while after a call; with 2
+            # cores they would take them from whoever comes next (OpenMP barriers suffer
+            # most). A pause, then one untimed call.
+            time.sleep(SETTLE_S)
+            fn()
             for _ in range(calls):
                 start = time.perf_counter()
                 fn()
