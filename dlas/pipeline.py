@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Bump when lowering or building changes what a cached library contains.
-BUILD_VERSION = 2
+BUILD_VERSION = 3  # 3: vectorized exp/sigmoid; kernels.json
 
 
 def run(cfg: DictConfig, parent_run_id: str | None = None) -> dict[str, float]:
@@ -230,6 +230,9 @@ def _store_build(
     # Linked for the device's triple (its cross compiler, if any).
     device.export_library(program.executable, tmp / "model.so")
     (tmp / "layers.json").write_text(json.dumps(lowered.layers, indent=1, default=str))
+    from dlas.profile import KERNELS_FILE, kernel_costs  # the profile's GFLOP/s per kernel
+
+    (tmp / KERNELS_FILE).write_text(json.dumps(kernel_costs(lowered.mod)))
     (tmp / "compression.json").write_text(
         json.dumps(prepared.compression.relax_report(), default=str)
     )
@@ -307,6 +310,10 @@ def measure(cfg: Config, prepared: PreparedModel, device: Device, build: Build) 
         found.metrics[m.SPEEDUP_VS_EAGER] = (
             found.metrics[m.EAGER_LATENCY] / found.metrics[m.LATENCY]
         )
+    # perf/gflops, perf/fraction_of_peak (roofline) and the profile/layers table.
+    from dlas.perf import perf_findings
+
+    found.merge(perf_findings(cfg, prepared, device, build.program, build.entry, found.metrics))
     return Measurement(samples, found)
 
 

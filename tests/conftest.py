@@ -49,6 +49,8 @@ def tiny_overrides(tmp: Path, *extra: str) -> list[str]:
         "dataset.test_limit=24",
         "device.timed_runs=5",
         "eval.compare_samples=4",
+        # The host roofline takes seconds to measure per fresh cache dir (tests/perf covers it).
+        "eval.roofline=false",
         f"paths.cache_dir={tmp / 'cache'}",
         f"paths.mlruns_dir={tmp / 'mlruns'}",
         *extra,

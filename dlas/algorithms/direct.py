@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from tvm import relax, s_tir, te
+from tvm import relax, s_tir, te, tirx
 
 from . import dot_product
 from .base import Algorithm
@@ -27,6 +27,7 @@ from .shapes import (
     CHANNEL_CHUNK,
     LANES,
     MAX_ACCUMULATORS,
+    STAGE_ATTRS,
     ConvSpec,
     largest_divisor,
     main_attrs,
@@ -73,7 +74,19 @@ class Direct(Algorithm):
         (sh, sw), (dh, dw) = spec.strides, spec.dilation
         need_h = (spec.out_h - 1) * sh + (spec.kernel_h - 1) * dh + 1
         need_w = (width - 1) * sw + (spec.kernel_w - 1) * dw + 1
-        padded = padded_input(data, spec, need_h, need_w)
+        if sw > 1:
+            # Strided rows are gathers: split the padded input into its sw column phases
+            # once, so each output row reads one contiguous phase row per kw.
+            phases = padded_phases(data, spec, need_h, need_w)
+
+            def read(n, c, h, x, kw):
+                return phases[n, c, h, (kw * dw) % sw, x + (kw * dw) // sw]
+        else:
+            padded = padded_input(data, spec, need_h, need_w)
+
+            def read(n, c, h, x, kw):
+                return padded[n, c, h, x + kw * dw]
+
         rc = te.reduce_axis((0, spec.in_per_group), "rc")
         kh = te.reduce_axis((0, spec.kernel_h), "kh")
         kw = te.reduce_axis((0, spec.kernel_w), "kw")
@@ -82,7 +95,7 @@ class Direct(Algorithm):
 
         def value(n, oc, y, x):
             channel = rc if spec.groups == 1 else oc // ocg * icg + rc
-            pixel = padded[n, channel, y * sh + kh * dh, x * sw + kw * dw]
+            pixel = read(n, channel, y * sh + kh * dh, x, kw)
             return te.sum(pixel.astype(acc) * weight[oc, rc, kh, kw].astype(acc), axis=[rc, kh, kw])
 
         shape = (spec.batch, spec.out_channels, spec.out_h, width)
@@ -160,6 +173,22 @@ class Direct(Algorithm):
             chunk=largest_divisor(extent(sch, rc), CHANNEL_CHUNK),
             inner=[kh, kw],
         )
+
+
+def padded_phases(data: te.Tensor, spec: ConvSpec, height: int, width: int) -> te.Tensor:
+    """Zero-padded input [N, C, height, sw, ceil(width / sw)], column w at [.., w % sw, w // sw]
+    (one pass, pad included): a stride-sw row becomes sw contiguous rows."""
+    top, left = spec.padding[0], spec.padding[1]
+    sw = spec.strides[1]
+    zero = tirx.const(0, data.dtype)
+
+    def value(n, c, h, p, q):
+        w = q * sw + p
+        inside = tirx.all(h >= top, h < spec.height + top, w >= left, w < spec.width + left)
+        return tirx.if_then_else(inside, data[n, c, h - top, w - left], zero)
+
+    shape = (spec.batch, spec.in_channels, height, sw, -(-width // sw))
+    return te.compute(shape, value, name="phases", attrs=STAGE_ATTRS)
 
 
 def across_channels(spec: ConvSpec) -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 import tvm
 from tvm import relax
 
+from .activations import activation_legalizers
 from .base import Algorithm
 from .constants import FoldConstants
 from .registry import ALGORITHMS
@@ -58,7 +59,13 @@ def lower(
         relax.transform.FoldConstant(),
         relax.transform.CanonicalizeBindings(),
         relax.transform.DeadCodeElimination(),
-        relax.transform.LegalizeOps({"relax.nn.conv2d": algo.conv2d, "relax.matmul": algo.dense}),
+        relax.transform.LegalizeOps(
+            {
+                "relax.nn.conv2d": algo.conv2d,
+                "relax.matmul": algo.dense,
+                **activation_legalizers(),  # vectorizable exp/sigmoid (no expf calls)
+            }
+        ),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.DeadCodeElimination(),
         relax.transform.FuseOps(),

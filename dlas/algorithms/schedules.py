@@ -31,6 +31,8 @@ MAX_WHOLE_VECTOR = 256
 MAX_EPILOGUE_VECTOR = 64
 MAX_UNROLLED_ELEMENTS = 512
 SCHEDULED_ATTR = "tirx.is_scheduled"
+# A block whose consumer writes this many times more elements is a broadcast operand.
+BROADCAST_RATIO = 16
 
 ScheduleFn = Callable[[s_tir.Schedule, SBlockRV], None]
 # The largest inner factor MetaSchedule may move a register-tile split to (its mutator keeps
@@ -131,9 +133,38 @@ def inline_injective(sch: s_tir.Schedule, keep: Sequence[SBlockRV]) -> None:
         # in the reduction's vector loop and scalarize it.
         if any(is_reduction(sch, c) for c in sch.get_consumers(block)):
             continue
+        # A per-channel value broadcast over a feature map (the squeeze-excitation gate,
+        # sigmoid included) stays a block: inlined, it would be recomputed per pixel.
+        if broadcast_into_larger(sch, block):
+            continue
         # An output block, or one that reads what it writes, stays.
         with contextlib.suppress(ScheduleError):
             sch.compute_inline(block)
+
+
+def _elements(region: tvm.ir.TensorRegion) -> int | None:
+    total = 1
+    for d in region.source.shape:
+        if not isinstance(d, tirx.IntImm):
+            return None  # dynamic shape
+        total *= int(d)
+    return total
+
+
+def broadcast_into_larger(sch: s_tir.Schedule, block: SBlockRV) -> bool:
+    """True when a consumer writes at least BROADCAST_RATIO times more elements than ``block``."""
+    writes = sch.get(block).writes
+    if len(writes) != 1:
+        return False
+    size = _elements(writes[0])
+    if size is None:
+        return False
+    for consumer in sch.get_consumers(block):
+        out = sch.get(consumer).writes
+        larger = _elements(out[0]) if len(out) == 1 else None
+        if larger is not None and larger >= BROADCAST_RATIO * size:
+            return True
+    return False
 
 
 # --- tiles and epilogues -----------------------------------------------------------------

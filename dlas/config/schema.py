@@ -99,6 +99,10 @@ class EvalConfig:
     # noisy_load before or after timing (other work was competing for the cores).
     noisy_ci_fraction: float = 0.1
     noisy_load: float = 1.0
+    # Per-kernel profile of a local TVM build (profile/layers table; a few extra calls).
+    profile: bool = True
+    # perf/fraction_of_peak against this host's roofline (measured once, then cached).
+    roofline: bool = True
 
     def __post_init__(self) -> None:
         require(

@@ -36,6 +36,10 @@ GRID = [
     # MobileNetV2 has these): gemm's epilogue once read blocks other threads had not written.
     Case(1, 12, 16, 16, 72, 1),
     Case(1, 16, 12, 12, 40, 3, pad=1),
+    # Strided depthwise rows read column phases (direct): odd widths, 5x5, stride 3, dilation.
+    Case(1, 16, 23, 23, 16, 5, stride=2, pad=2, groups=16),
+    Case(1, 8, 20, 19, 8, 3, stride=3, pad=1, groups=8),
+    Case(1, 8, 21, 21, 8, 3, stride=2, pad=2, groups=8, dilation=2),
 ]
 
 

@@ -1,0 +1,66 @@
+"""Per-kernel profile of one model's untuned dlas build (the table every TVM run logs).
+
+    python -m benchmarks.profile_model efficientnet_b0@224 --algorithm direct --top 25
+
+Random weights; 2 threads (TVM_NUM_THREADS). Columns: time per model call, share, achieved
+GFLOP/s (TIR estimate: 2 x MACs + epilogue), GB/s over the kernel's arguments, flop per
+argument byte, and whether the host's roofline calls it compute- or memory-bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+THREADS = int(os.environ.setdefault("TVM_NUM_THREADS", "2"))
+
+import tvm  # noqa: E402
+from tvm import relax  # noqa: E402
+
+from benchmarks.peers import prepare  # noqa: E402
+from dlas.algorithms import lower  # noqa: E402
+from dlas.compiler.build import build  # noqa: E402
+from dlas.compiler.export import export  # noqa: E402
+from dlas.devices.local_cpu import resolve_target_dict  # noqa: E402
+from dlas.devices.roofline import load_or_measure  # noqa: E402
+from dlas.profile import kernel_costs, profile_kernels, profile_table  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model", help="name@px, e.g. mobilenet_v2@224")
+    parser.add_argument("--algorithm", default="direct")
+    parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--cache-dir", default=".cache/dlas")
+    args = parser.parse_args()
+    name, size = args.model.split("@")
+    model, spec, x = prepare(name, int(size))
+    target = tvm.target.Target(resolve_target_dict({"kind": "llvm", "mcpu": "auto"}, THREADS))
+    roofline = load_or_measure(Path(args.cache_dir), THREADS, target)
+    lowered = lower(export(model, spec), args.algorithm, target)
+    costs = kernel_costs(lowered.mod)
+    executable = build(lowered.mod, target)
+    dev = tvm.cpu()
+    kernels = profile_kernels(relax.VirtualMachine(executable, dev), dev, x, args.repeat)
+    table = profile_table(kernels, costs, roofline.peak("float32"), roofline.bandwidth_for)
+    total = sum(table["ms"])
+    print(
+        f"{args.model} {args.algorithm}: {total:.2f} ms in {len(kernels)} kernels; peak "
+        f"{roofline.peak('float32'):.0f} GFLOP/s, {roofline.bandwidth} GB/s; "
+        f"load {os.getloadavg()}"
+    )
+    cols = ["ms", "share", "gflops", "gbs", "flop_per_byte", "bound", "of_roofline", "calls"]
+    print(f"{'kernel':60s} " + " ".join(f"{c:>8s}" for c in cols))
+    for i in range(min(args.top, len(table["kernel"]))):
+        cells = [table[c][i] for c in cols]
+        print(f"{table['kernel'][i][:60]:60s} " + " ".join(f"{str(c):>8s}" for c in cells))
+    by_bound: dict[str, float] = {}
+    for bound, ms in zip(table["bound"], table["ms"], strict=True):
+        by_bound[str(bound)] = by_bound.get(str(bound), 0.0) + ms
+    print("time by bound:", {k: round(v, 2) for k, v in by_bound.items()})
+
+
+if __name__ == "__main__":
+    main()

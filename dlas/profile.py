@@ -1,0 +1,153 @@
+"""Per-kernel profile of a compiled Relax model: where a call's time goes.
+
+At build time :func:`kernel_costs` records, per PrimFunc of the lowered module, its float
+operations (TVM's TIR estimate: MACs x 2 plus the epilogue) and the bytes of its arguments
+(what it must read and write at least once). At measure time :func:`profile_kernels` times
+every PrimFunc call of a few whole-model calls through the VM's instrument hook, and
+:func:`profile_table` joins the two: time, share of the call, achieved GFLOP/s, arithmetic
+intensity and, with a roofline, the fraction of the attainable peak (compute- or
+memory-bound, whichever the kernel's intensity says).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dlas.results import Table
+
+# The cache entry's file of kernel costs, beside model.so.
+KERNELS_FILE = "kernels.json"
+
+
+def kernel_costs(mod: Any) -> dict[str, dict[str, float]]:
+    """{PrimFunc name: {"flops": float operations, "bytes": argument bytes}} of a lowered
+    (scheduled or not) IRModule; functions the estimator cannot read get flops 0."""
+    from tvm import tirx
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    costs = {}
+    for gv, func in mod.functions_items():
+        if not isinstance(func, tirx.PrimFunc):
+            continue
+        try:
+            flops = float(estimate_tir_flops(tvm_module_of(gv.name_hint, func)))
+        except Exception:  # noqa: BLE001 - unknown loop forms: time it, report no GFLOP/s
+            flops = 0.0
+        size = 0
+        for param in func.params:  # in TVM 0.27 a tensor parameter is its buffer
+            shape = getattr(param, "shape", None)
+            try:
+                size += int(np.prod([int(d) for d in shape or ()])) * _itemsize(str(param.dtype))
+            except (TypeError, ValueError):  # dynamic shape: unknown size
+                continue
+        costs[gv.name_hint] = {"flops": flops, "bytes": float(size)}
+    return costs
+
+
+def tvm_module_of(name: str, func: Any) -> Any:
+    import tvm
+
+    return tvm.IRModule({name: func})
+
+
+def _itemsize(dtype: str) -> int:
+    bits = int("".join(ch for ch in dtype if ch.isdigit()) or 8)
+    return max(1, bits // 8)
+
+
+@dataclass
+class KernelTime:
+    name: str
+    calls: int  # per model call
+    ms: float  # per model call, median over the profiled calls
+
+
+def profile_kernels(vm: Any, dev: Any, x: np.ndarray, repeat: int) -> list[KernelTime]:
+    """Each PrimFunc's time per model call (median of ``repeat`` profiled calls, after one
+    warm-up), on a VM that does nothing else afterwards. The hook costs a Python call per kernel (~µs), so the total exceeds the
+    unprofiled latency slightly; shares are what to read."""
+    import tvm
+
+    runs: list[dict[str, float]] = []
+    calls: dict[str, int] = defaultdict(int)
+    current: dict[str, float] = defaultdict(float)
+    started: dict[str, float] = {}
+
+    def instrument(func, symbol, before, ret, *args):  # noqa: ANN001, ARG001 - VM's signature
+        name = str(symbol)
+        if name.startswith("vm.builtin.") or name.startswith("relax."):
+            return 0
+        if before:
+            started[name] = time.perf_counter()
+        else:
+            dev.sync()
+            current[name] += time.perf_counter() - started.pop(name, time.perf_counter())
+            calls[name] += 1
+        return 0
+
+    data = tvm.runtime.tensor(x, dev)
+    vm.set_input("main", data)
+    vm.invoke_stateful("main")  # warm-up, unprofiled
+    vm.set_instrument(instrument)  # for good: the VM cannot unset it (use a VM of its own)
+    for _ in range(repeat):
+        current.clear()
+        vm.invoke_stateful("main")
+        runs.append(dict(current))
+    names = sorted({n for r in runs for n in r})
+    return [
+        KernelTime(
+            n,
+            calls[n] // max(1, repeat),
+            float(np.median([r.get(n, 0.0) for r in runs])) * 1e3,
+        )
+        for n in names
+    ]
+
+
+def profile_table(
+    kernels: list[KernelTime],
+    costs: dict[str, dict[str, float]],
+    peak_gflops: float | None = None,
+    bandwidth: Callable[[float], float | None] | None = None,
+) -> Table:
+    """The ``profile/layers`` table, slowest kernel first. ``bandwidth(bytes)`` is the GB/s a
+    kernel touching that many bytes can stream (L2's or memory's: the roofline's
+    ``bandwidth_for``). ``bound`` is ``compute`` when the kernel's intensity (flop per
+    argument byte) is above that ridge point, else ``memory``; ``of_roofline`` is the
+    achieved fraction of what the bound allows."""
+    total = sum(k.ms for k in kernels) or 1.0
+    rows = []
+    for k in sorted(kernels, key=lambda k: -k.ms):
+        cost = costs.get(k.name, {})
+        flops, size = cost.get("flops", 0.0), cost.get("bytes", 0.0)
+        seconds = k.ms / 1e3
+        gflops = flops / seconds / 1e9 if flops and seconds > 0 else None
+        intensity = flops / size if flops and size else None
+        bound = attainable = None
+        gbs = bandwidth(size) if bandwidth and size else None
+        ridge = peak_gflops / gbs if peak_gflops and gbs else None
+        if ridge is not None and intensity is not None:
+            bound = "compute" if intensity >= ridge else "memory"
+            attainable = min(peak_gflops, intensity * gbs)
+        rows.append(
+            {
+                "kernel": k.name,
+                "calls": k.calls,
+                "ms": round(k.ms, 4),
+                "share": round(k.ms / total, 4),
+                "gflop": round(flops / 1e9, 5) if flops else None,
+                "gflops": round(gflops, 2) if gflops else None,
+                "gbs": round(size / seconds / 1e9, 2) if size and seconds > 0 else None,
+                "flop_per_byte": round(intensity, 2) if intensity else None,
+                "bound": bound,
+                "of_roofline": round(gflops / attainable, 3) if gflops and attainable else None,
+            }
+        )
+    columns = list(rows[0]) if rows else ["kernel", "ms", "share"]
+    return {c: [r.get(c) for r in rows] for c in columns}

@@ -1,0 +1,58 @@
+"""Per-kernel profile: every fused kernel timed, costs from the TIR, roofline bounds."""
+
+from __future__ import annotations
+
+import torch
+import tvm
+from tvm import relax
+
+from dlas.algorithms import lower
+from dlas.compiler.build import build
+from dlas.compiler.export import export
+from dlas.data import InputSpec
+from dlas.profile import KernelTime, kernel_costs, profile_kernels, profile_table
+from tests.algorithms.util import host_target
+
+
+class Net(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(8, 32, 3, padding=1)
+        self.fc = torch.nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+def test_profile_of_a_built_model():
+    torch.manual_seed(0)
+    spec = InputSpec(8, 32, 10)
+    target = host_target()
+    lowered = lower(export(Net().eval(), spec), "direct", target)
+    costs = kernel_costs(lowered.mod)
+    dev = tvm.cpu()
+    vm = relax.VirtualMachine(build(lowered.mod, target), dev)
+    kernels = profile_kernels(vm, dev, torch.randn(spec.shape).numpy(), repeat=3)
+    names = {k.name for k in kernels}
+    assert names and names <= set(costs), names - set(costs)
+    conv = next(n for n in names if "conv2d" in n)
+    # 32 x 8 x 9 MACs per output pixel, 32 x 32 pixels (+ epilogue): at least 2 x MACs.
+    assert costs[conv]["flops"] >= 2 * 32 * 8 * 9 * 32 * 32
+    table = profile_table(kernels, costs, 100.0, lambda nbytes: 10.0)
+    assert abs(sum(table["share"]) - 1) < 0.01
+    row = table["kernel"].index(conv)
+    assert table["gflops"][row] > 0 and table["bound"][row] in ("compute", "memory")
+
+
+def test_bounds_follow_the_ridge_point():
+    kernels = [KernelTime("dense_math", 1, 1.0), KernelTime("copy", 1, 1.0)]
+    costs = {
+        "dense_math": {"flops": 50e9 * 1e-3, "bytes": 1e6},  # 50 flop/byte, 50 GFLOP/s
+        "copy": {"flops": 1e6, "bytes": 1e7},  # 0.1 flop/byte
+    }
+    table = profile_table(kernels, costs, peak_gflops=100.0, bandwidth=lambda nbytes: 10.0)
+    bound = dict(zip(table["kernel"], table["bound"], strict=True))
+    assert bound == {"dense_math": "compute", "copy": "memory"}
+    fraction = dict(zip(table["kernel"], table["of_roofline"], strict=True))
+    assert fraction["dense_math"] == 0.5  # 50 of 100 GFLOP/s
+    assert fraction["copy"] == 1.0  # 1 GFLOP/s of the 0.1 x 10 GB/s allowed

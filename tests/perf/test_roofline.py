@@ -1,0 +1,45 @@
+"""The host roofline: measured once per host and thread count, then read from the cache."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dlas.devices import roofline as rl
+
+
+def test_cache_entry_has_spec_and_is_reused(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_measure(threads, target=None):
+        calls.append(threads)
+        return rl.Roofline(threads, "cpu", {"float32": 100.0}, {"memory": 10.0, "cache": 50.0})
+
+    monkeypatch.setattr(rl, "measure", fake_measure)
+    first = rl.load_or_measure(tmp_path, 2)
+    again = rl.load_or_measure(tmp_path, 2)
+    assert calls == [2] and again == first
+    (spec_file,) = tmp_path.glob("roofline/*/spec.json")
+    spec = json.loads(spec_file.read_text())
+    assert spec["threads"] == 2 and spec["roofline_version"] == rl.ROOFLINE_VERSION
+    rl.load_or_measure(tmp_path, 1)  # another thread count is another entry
+    assert calls == [2, 1]
+
+
+def test_bandwidth_for_a_working_set():
+    roof = rl.Roofline(2, "cpu", {"float32": 100.0}, {"memory": 10.0, "cache": 50.0})
+    roof.cache_bytes = 1 << 20
+    assert roof.bandwidth_for(1000) == 50.0
+    assert roof.bandwidth_for(2 << 20) == 10.0
+
+
+@pytest.mark.slow
+def test_measured_roofline_is_plausible():
+    """Peaks per dtype only where /proc/cpuinfo has the instructions; figures > 0."""
+    roof = rl.measure(1)
+    assert roof.peaks["float32"] > 1.0
+    assert roof.bandwidth["memory"] > 0.1 and roof.bandwidth["cache"] > 0.1
+    flags = rl.cpu_flags()
+    assert ("bfloat16" in roof.peaks) <= bool(flags & set(rl.BF16_FLAGS))
+    assert ("int8" in roof.peaks) <= bool(flags & set(rl.INT8_FLAGS))
