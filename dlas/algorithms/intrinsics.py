@@ -183,6 +183,11 @@ LLVM_IMPORTS = {BF16_INTRIN: BF16_LLVM_IR}
 LOCAL = ".local"
 
 
+# The names this module registers over TVM's own (dlas.tuning.workers keeps them when TVM's
+# intrinsics are imported afterwards).
+REPLACED = (VNNI_INTRIN, AVX512_INTRIN)
+
+
 def register() -> None:
     """(Re-)register the intrinsics (global and ``.local`` accumulators); idempotent."""
     pairs = {

@@ -80,8 +80,23 @@ def import_tensor_intrinsics() -> None:
     MetaSchedule's x86 rules and default build expect them registered."""
     if "tvm.s_tir.tensor_intrin" in sys.modules:
         return
-    with _cheap_frame_info():
-        import tvm.s_tir.tensor_intrin  # noqa: F401
+    from tvm.s_tir import TensorIntrin
+
+    from dlas.algorithms.intrinsics import REPLACED
+
+    original = TensorIntrin.register
+
+    def register(name: str, desc: Any, impl: Any, override: bool = False) -> None:
+        # dlas's versions (LLVM 20 operand types) stay; TVM's would fail to build.
+        if name not in REPLACED:
+            original(name, desc, impl, override)
+
+    TensorIntrin.register = register  # type: ignore[method-assign]
+    try:
+        with _cheap_frame_info():
+            import tvm.s_tir.tensor_intrin  # noqa: F401
+    finally:
+        TensorIntrin.register = original  # type: ignore[method-assign]
 
 
 # --- builder -------------------------------------------------------------------------------

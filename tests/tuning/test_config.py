@@ -56,8 +56,6 @@ def test_metaschedule_options_reach_the_schema(compose_cfg):
         "tuning.trials_per_iter=0",
         "tuning.trials_per_task=0",
         "tuning.strategy=annealing",
-        "tuning.runner=rpc",
-        "tuning.builder=local",
         "tuning.cost_model=gbdt",
         "tuning.task_scheduler=fifo",
         "tuning.builder_workers=0",
@@ -66,6 +64,13 @@ def test_metaschedule_options_reach_the_schema(compose_cfg):
 def test_bad_metaschedule_values_are_refused(compose_cfg, override):
     with pytest.raises(ConfigError, match=override.split("=")[0]):
         validate(compose_cfg("tuning=metaschedule", override))
+
+
+@pytest.mark.parametrize("override", ["tuning.runner=rpc", "tuning.builder=local"])
+def test_unknown_metaschedule_components_are_refused_before_any_work(compose_cfg, override):
+    """Builder and runner names come from dlas.tuning.metaschedule.BUILDERS / RUNNERS."""
+    (reason,) = validity.problems(validate(compose_cfg("tuning=metaschedule", override)))
+    assert override.replace("=", "='") in reason and "expected one of" in reason
 
 
 @pytest.mark.parametrize(

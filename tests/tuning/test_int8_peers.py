@@ -10,6 +10,7 @@ from torch import nn
 
 from dlas.data import InputSpec
 from dlas.tuning.int8_peers import onnxruntime_int8, pytorch_int8
+from dlas.tuning.onnx_runtime import export_onnx
 
 
 def _model_and_samples():
@@ -41,7 +42,9 @@ def test_pytorch_int8_is_quantized_and_close():
 def test_onnxruntime_int8_is_quantized_and_close(tmp_path):
     pytest.importorskip("onnxruntime")
     model, samples = _model_and_samples()
-    forward, session = onnxruntime_int8(model, InputSpec(3, 12, 10), samples, tmp_path, 17, 1)
+    float_path = tmp_path / "float.onnx"
+    export_onnx(model, InputSpec(3, 12, 10), float_path, 17)
+    forward, session = onnxruntime_int8(float_path, samples, tmp_path, 1)
     x = samples[0][:1]
     with torch.inference_mode():
         _check(forward(x.numpy()), model(x).numpy())
