@@ -105,16 +105,6 @@ def test_rerun_of_a_tuned_configuration_shows_the_reuse(tuned):
     assert metrics["tune/tasks_with_records"] == first["tune/tasks_with_records"]
 
 
-def test_tuning_stops_when_tasks_stop_improving(tuned):
-    compose_cfg, tmp, _, _ = tuned
-    overrides = [o for o in TUNE if not o.startswith("tuning.trials=")]
-    stopping = ("tuning.stop_patience=1", "tuning.stop_min_improvement=0.9", "tuning.trials=64")
-    metrics, _ = run(compose_cfg, tmp, *overrides, *stopping, "tuning.seed=3")
-    assert metrics["tune/tasks_stopped_early"] >= 1
-    assert 0 < metrics["tune/new_trials"] < 64
-    assert metrics["compare/max_abs_logit_diff"] < 1e-3
-
-
 def test_tuned_untuned_and_pytorch_logits_agree(tuned):
     compose_cfg, tmp, _, _ = tuned
     run(compose_cfg, tmp, "tuning=untuned")
@@ -152,6 +142,17 @@ def test_second_run_reuses_the_shared_database(tuned):
     assert metrics["tune/new_trials"] == 0
     assert metrics["tune/trials"] == first["tune/trials"]
     assert metrics["tune/tasks_with_records"] == first["tune/tasks_with_records"]
+
+
+def test_tuning_stops_when_tasks_stop_improving(tuned):
+    # After the reuse tests: its 64-trial budget adds records to the shared database.
+    compose_cfg, tmp, _, _ = tuned
+    overrides = [o for o in TUNE if not o.startswith("tuning.trials=")]
+    stopping = ("tuning.stop_patience=1", "tuning.stop_min_improvement=0.9", "tuning.trials=64")
+    metrics, _ = run(compose_cfg, tmp, *overrides, *stopping, "tuning.seed=3")
+    assert metrics["tune/tasks_stopped_early"] >= 1
+    assert 0 < metrics["tune/new_trials"] < 64
+    assert metrics["compare/max_abs_logit_diff"] < 1e-3
 
 
 @pytest.mark.parametrize("baseline", ["pytorch", "onnxruntime"])
