@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from dlas.compression.base import Compression
+from dlas.compression.quantize import op_bindings
 from dlas.compression.registry import COMPRESSIONS
 
 HEAVY_OPS = ("relax.nn.conv2d", "relax.matmul")
@@ -49,7 +50,6 @@ def _constant_weight(call: Any, values: dict) -> np.ndarray | None:
 def to_bf16(mod: Any) -> tuple[Any, dict[str, list]]:
     """The rewritten module and one table row per conv2d/matmul (what it computes in)."""
     import ml_dtypes
-    import tvm
     from tvm import relax
 
     rows: dict[str, list] = {"layer": [], "op": [], "status": [], "reason": []}
@@ -57,31 +57,22 @@ def to_bf16(mod: Any) -> tuple[Any, dict[str, list]]:
     feeds: set = set()  # tensors read by converted ops
 
     def plan(func: Any) -> None:
-        values: dict = {}
-        for block in func.body.blocks:
-            for binding in block.bindings:
-                values[binding.var] = call = binding.value
-                if not (
-                    isinstance(call, relax.Call)
-                    and isinstance(call.op, tvm.ir.Op)
-                    and call.op.name in HEAVY_OPS
-                ):
-                    continue
-                weight = _constant_weight(call, values)
-                why = ""
-                if str(call.args[0].ty.dtype) != "float32":
-                    why = f"input is {call.args[0].ty.dtype}"
-                elif weight is None or weight.ndim not in (2, 4):
-                    why = "weight is not a constant"
-                elif not isinstance(call.args[0], relax.Var):
-                    why = "input is not a variable"
-                if not why:
-                    weights[binding.var] = weight
-                    feeds.add(call.args[0])
-                rows["layer"].append(len(rows["layer"]))
-                rows["op"].append(call.op.name.removeprefix("relax."))
-                rows["status"].append("float32" if why else "bfloat16")
-                rows["reason"].append(why)
+        for binding, call, values in op_bindings(func, HEAVY_OPS):
+            weight = _constant_weight(call, values)
+            why = ""
+            if str(call.args[0].ty.dtype) != "float32":
+                why = f"input is {call.args[0].ty.dtype}"
+            elif weight is None or weight.ndim not in (2, 4):
+                why = "weight is not a constant"
+            elif not isinstance(call.args[0], relax.Var):
+                why = "input is not a variable"
+            if not why:
+                weights[binding.var] = weight
+                feeds.add(call.args[0])
+            rows["layer"].append(len(rows["layer"]))
+            rows["op"].append(call.op.name.removeprefix("relax."))
+            rows["status"].append("float32" if why else "bfloat16")
+            rows["reason"].append(why)
 
     @relax.expr_functor.mutator
     class Rewriter(relax.PyExprMutator):

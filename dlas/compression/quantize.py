@@ -22,12 +22,31 @@ arithmetic of the requantization lives in registers only.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 QUANTIZED_OPS = ("relax.nn.conv2d", "relax.matmul")
+
+
+def op_bindings(func: Any, ops: tuple[str, ...]) -> Iterator[tuple[Any, Any, dict]]:
+    """Each binding of ``func`` that calls one of ``ops`` (in program order), with the map of
+    every value bound up to it (where a call's constant operands are looked up)."""
+    import tvm
+    from tvm import relax
+
+    values: dict = {}
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            values[binding.var] = call = binding.value
+            if (
+                isinstance(call, relax.Call)
+                and isinstance(call.op, tvm.ir.Op)
+                and call.op.name in ops
+            ):
+                yield binding, call, values
 
 
 def fingerprint(weight: np.ndarray) -> str:
@@ -111,37 +130,28 @@ def quantize_module(mod: Any, ranges: dict[str, list[Range]]) -> tuple[Any, dict
 
     def plan(func: Any) -> None:
         """Decide every layer (in program order, as calibration recorded them)."""
-        values: dict = {}
-        for block in func.body.blocks:
-            for binding in block.bindings:
-                values[binding.var] = call = binding.value
-                if not (
-                    isinstance(call, relax.Call)
-                    and isinstance(call.op, tvm.ir.Op)
-                    and call.op.name in QUANTIZED_OPS
-                ):
-                    continue
-                weight, transposed, why = weight_of(call, values)
-                found = remaining.get(fingerprint(weight)) if weight is not None else None
-                if why is None and not found:
-                    why = "no calibration range for this layer (never reached by calibration)"
-                if why is None and not isinstance(call.args[0], relax.Var):
-                    why = "input is not a variable"
-                d = _Decision(len(rows["layer"]), weight, transposed, why)
-                d.range = found.pop(0) if why is None else None
-                decisions[binding.var] = d
-                x = call.args[0]
-                if d.range is not None:
-                    old = feeds.get(x, d.range)
-                    feeds[x] = Range(min(old.low, d.range.low), max(old.high, d.range.high))
-                rows["layer"].append(d.row)
-                rows["op"].append(call.op.name.removeprefix("relax."))
-                shape = "x".join(map(str, weight.shape)) if weight is not None else ""
-                rows["weight_shape"].append(shape)
-                rows["status"].append("float" if why else "int8")
-                rows["reason"].append(why or "")
-                rows["input_dtype"].append(None)
-                rows["input_scale"].append(None)
+        for binding, call, values in op_bindings(func, QUANTIZED_OPS):
+            weight, transposed, why = weight_of(call, values)
+            found = remaining.get(fingerprint(weight)) if weight is not None else None
+            if why is None and not found:
+                why = "no calibration range for this layer (never reached by calibration)"
+            if why is None and not isinstance(call.args[0], relax.Var):
+                why = "input is not a variable"
+            d = _Decision(len(rows["layer"]), weight, transposed, why)
+            d.range = found.pop(0) if why is None else None
+            decisions[binding.var] = d
+            x = call.args[0]
+            if d.range is not None:
+                old = feeds.get(x, d.range)
+                feeds[x] = Range(min(old.low, d.range.low), max(old.high, d.range.high))
+            rows["layer"].append(d.row)
+            rows["op"].append(call.op.name.removeprefix("relax."))
+            shape = "x".join(map(str, weight.shape)) if weight is not None else ""
+            rows["weight_shape"].append(shape)
+            rows["status"].append("float" if why else "int8")
+            rows["reason"].append(why or "")
+            rows["input_dtype"].append(None)
+            rows["input_scale"].append(None)
 
     @relax.expr_functor.mutator
     class Rewriter(relax.PyExprMutator):
