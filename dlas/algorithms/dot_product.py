@@ -62,7 +62,7 @@ class Flavor:
     def intrinsic(self, target: Any) -> str | None:
         if self.name == "int8":
             return intrinsics.int8_intrinsic(target)
-        return intrinsics.BF16_INTRIN if intrinsics.has_bf16(target) else None
+        return intrinsics.bf16_intrinsic(target)
 
     def isa(self, target: Any) -> str:
         if self.name == "int8":

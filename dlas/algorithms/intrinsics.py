@@ -3,9 +3,9 @@
 ``dot_16x4_vnni`` (u8 x s8 -> i32, 16 output lanes, 4-deep) is registered by TVM itself, but
 its implementation passes ``int32x16`` operands to ``llvm.x86.avx512.vpdpbusd.512``, which
 since LLVM 20 takes ``(<16 x i32>, <64 x i8>, <64 x i8>)``: LLVM verification fails and every
-kernel (and every MetaSchedule candidate) tensorized with it fails to build. Importing this
-module re-registers the same description with an implementation that reinterprets the
-operands as 64-byte vectors, once per process: dlas's in-process builder and MetaSchedule's
+kernel (and every MetaSchedule candidate) tensorized with it fails to build.
+:func:`register_intrinsics` re-registers the same description with an implementation that
+reinterprets the operands as 64-byte vectors, once per process: dlas's in-process builder and MetaSchedule's
 tuner then both get the working one.
 
 ``dot_16x2_bf16`` is the bfloat16 analogue for AVX512-BF16 (``vdpbf16ps``): 16 float32 lanes,
@@ -14,10 +14,13 @@ each += a pair of bf16 products.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
+
+from dlas._tvmscript import cheap_frame_info
 
 VNNI_INTRIN = "dot_16x4_vnni"
 AVX512_INTRIN = "dot_16x4_avx512"
@@ -188,19 +191,19 @@ LOCAL = ".local"
 REPLACED = (VNNI_INTRIN, AVX512_INTRIN)
 
 
-def register() -> None:
-    """(Re-)register the intrinsics (global and ``.local`` accumulators); idempotent."""
+@functools.cache
+def register_intrinsics() -> None:
+    """Register the intrinsics (global and ``.local`` accumulators), once per process, before
+    the first kernel tensorizes with one: not on import, which every ``dlas`` command does."""
     pairs = {
         VNNI_INTRIN: (_dot_u8s8_desc, _dot_u8s8_vnni),
         AVX512_INTRIN: (_dot_u8s8_desc, _dot_u8s8_avx512),
         BF16_INTRIN: (_dot_bf16_desc, _dot_bf16_avx512),
     }
-    for name, (desc, impl) in pairs.items():
-        TensorIntrin.register(name, desc("global"), impl("global"), override=True)
-        TensorIntrin.register(name + LOCAL, desc("local"), impl("local"), override=True)
-
-
-register()
+    with cheap_frame_info():
+        for name, (desc, impl) in pairs.items():
+            TensorIntrin.register(name, desc("global"), impl("global"), override=True)
+            TensorIntrin.register(name + LOCAL, desc("local"), impl("local"), override=True)
 
 
 # --- which family a target gets --------------------------------------------------------------
@@ -229,7 +232,19 @@ def int8_isa(target: Any) -> str:
 
 
 def int8_intrinsic(target: Any) -> str | None:
-    return VNNI_INTRIN if int8_isa(target) == "vnni" else None
+    """The tensor intrinsic (registered) int8 kernels use on ``target``, if any."""
+    if int8_isa(target) != "vnni":
+        return None
+    register_intrinsics()
+    return VNNI_INTRIN
+
+
+def bf16_intrinsic(target: Any) -> str | None:
+    """The tensor intrinsic (registered) bf16 kernels use on ``target``, if any."""
+    if not has_bf16(target):
+        return None
+    register_intrinsics()
+    return BF16_INTRIN
 
 
 def has_bf16(target: Any) -> bool:

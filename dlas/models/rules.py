@@ -70,14 +70,13 @@ def onnx_model_has_no_pytorch_stage(cfg: Config) -> str | None:
     if cfg.compression.name in COMPRESSIONS:
         compression = COMPRESSIONS.get(cfg.compression.name)
         if not (compression.baseline or compression.acts_on_relax):
-            relax_side = [
-                n
-                for n in COMPRESSIONS.names()
-                if COMPRESSIONS.get(n).baseline or COMPRESSIONS.get(n).acts_on_relax
-            ]
+            names = COMPRESSIONS.names()
+            baseline = [n for n in names if COMPRESSIONS.get(n).baseline]
+            on_graph = [n for n in names if COMPRESSIONS.get(n).acts_on_relax]
             reasons.append(
                 f"compression={cfg.compression.name} changes and fine-tunes a PyTorch module; "
-                f"model=onnx is an ONNX graph: use compression={', '.join(relax_side)}"
+                f"model=onnx is an ONNX graph: use compression={', '.join(baseline)}, or one "
+                f"that rewrites the compiled graph: {', '.join(on_graph)}"
             )
     if cfg.tuning.name in TORCH_ONLY_TUNINGS:
         reasons.append(

@@ -94,19 +94,21 @@ def tune_contexts(
     tasks: list[Any],
     strategy: Any,
     seed: int | None,
+    stop: TuningStop | None = None,
 ) -> tuple[list[ms.TuneContext], list[float]]:
     """relax_integration.extracted_tasks_to_tune_contexts without its per-task file loggers.
     Those come from a logging.config.dictConfig call per tuning run, which reconfigures the
     whole process's logging, and it raised (AttributeError: 'NoneType' has no 'format', in
     _parameterize_config) on a later tuning run in the same process under pytest."""
     contexts, weights = [], []
-    for task, rand_state in zip(tasks, ms.utils.fork_seed(seed, n=len(tasks)), strict=True):
+    seeds = ms.utils.fork_seed(seed, n=len(tasks))
+    for task_id, (task, rand_state) in enumerate(zip(tasks, seeds, strict=True)):
         contexts.append(
             ms.TuneContext(
                 mod=task.dispatched[0],
                 target=task.target,
                 space_generator="post-order-apply",
-                search_strategy=strategy,
+                search_strategy=stop.search(strategy, task_id) if stop else strategy,
                 task_name=task.task_name,
                 rand_state=rand_state,
                 num_threads="physical",
@@ -231,7 +233,7 @@ class MetaSchedule(Tuner):
             known = {t.task_name: _best(store, t.dispatched[0]) for t in todo}
             todo = sorted(todo, key=lambda t: -(known[t.task_name] or math.inf) * t.weight)
             strategy = ms.SearchStrategy.create(cfg.strategy, **dict(cfg.strategy_options))
-            contexts, weights = tune_contexts(todo, strategy, cfg.seed)
+            contexts, weights = tune_contexts(todo, strategy, cfg.seed, stop)
             untuned = [store.default_us(t.dispatched[0]) for t in todo]
             progress = TrialProgress(
                 budget,

@@ -9,6 +9,7 @@ from typing import Any
 from tqdm import tqdm
 from tvm.ir.utils import derived_object
 from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+from tvm.s_tir.meta_schedule.search_strategy import PySearchStrategy, SearchStrategy
 
 
 @derived_object
@@ -69,7 +70,7 @@ class TrialProgress(PyMeasureCallback):
             text += f" (untuned≈{untuned:.4g} ms)"
         self.bar.set_postfix_str(text)
         if self.stop is not None:
-            self.stop.after_round(task_scheduler, task_id, self.best[task_id], len(self.weights))
+            self.stop.after_round(task_id, self.best[task_id])
 
     def estimate_ms(self, per_task: list[float | None] | None = None) -> float | None:
         """Sum over tasks of weight x seconds, in ms (tasks without a figure left out)."""
@@ -84,7 +85,8 @@ class TrialProgress(PyMeasureCallback):
 class TuningStop:
     """When tuning stops before its trial budget: a task whose best has not improved by
     ``min_improvement`` (a fraction) over ``patience`` of its rounds is done, and every task is
-    done once ``max_seconds`` of wall-clock time have passed."""
+    done once ``max_seconds`` of wall-clock time have passed. A done task ends through its
+    search strategy (:class:`StoppableSearch`)."""
 
     def __init__(
         self, patience: int | None, min_improvement: float, max_seconds: float | None
@@ -97,13 +99,7 @@ class TuningStop:
         self.stopped_tasks: set[int] = set()
         self.out_of_time = False
 
-    def after_round(self, scheduler: Any, task_id: int, best: float | None, num_tasks: int) -> None:
-        if self.deadline is not None and time.monotonic() > self.deadline:
-            if not self.out_of_time:
-                self.out_of_time = True
-                for other in range(num_tasks):
-                    self._terminate(scheduler, other)
-            return
+    def after_round(self, task_id: int, best: float | None) -> None:
         if self.patience is None or best is None:
             return
         reference = self.reference.get(task_id)
@@ -112,10 +108,45 @@ class TuningStop:
             return
         self.stale[task_id] = self.stale.get(task_id, 0) + 1
         if self.stale[task_id] >= self.patience:
-            self._terminate(scheduler, task_id)
             self.stopped_tasks.add(task_id)
 
-    @staticmethod
-    def _terminate(scheduler: Any, task_id: int) -> None:
-        if not bool(scheduler.tasks_[task_id].is_terminated):
-            scheduler.terminate_task(task_id)
+    def is_done(self, task_id: int) -> bool:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            self.out_of_time = True
+        return self.out_of_time or task_id in self.stopped_tasks
+
+    def search(self, strategy: SearchStrategy, task_id: int) -> SearchStrategy:
+        """``strategy`` (a fresh copy) for task ``task_id``, ending when the task is done."""
+        return StoppableSearch(strategy.clone(), self, task_id)
+
+
+@derived_object
+class StoppableSearch(PySearchStrategy):
+    """A task's search strategy that has no more candidates once :class:`TuningStop` says the
+    task is done, so that MetaSchedule's scheduler ends the task itself. Ending it from a
+    measure callback instead (``terminate_task``) crashes the scheduler whenever the callback
+    runs inside the join of the task it has just picked to run next (``Check failed:
+    !task->is_terminated``)."""
+
+    def __init__(self, inner: SearchStrategy, stop: TuningStop, task_id: int) -> None:
+        self.inner, self.stop, self.task_id = inner, stop, task_id
+
+    def _initialize_with_tune_context(self, context: Any) -> None:
+        self.inner._initialize_with_tune_context(context)
+
+    def pre_tuning(self, *args: Any) -> None:
+        self.inner.pre_tuning(*args)
+
+    def post_tuning(self) -> None:
+        self.inner.post_tuning()
+
+    def generate_measure_candidates(self) -> list[Any] | None:
+        if self.stop.is_done(self.task_id):
+            return None
+        return self.inner.generate_measure_candidates()
+
+    def notify_runner_results(self, measure_candidates: list[Any], results: list[Any]) -> None:
+        self.inner.notify_runner_results(measure_candidates, results)
+
+    def clone(self) -> SearchStrategy:
+        return StoppableSearch(self.inner.clone(), self.stop, self.task_id)

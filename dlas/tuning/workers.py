@@ -15,9 +15,7 @@ run also leaves those workers behind. Here:
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import inspect
 import itertools
 import os
 import shutil
@@ -26,7 +24,7 @@ import sys
 import tempfile
 import threading
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from unittest import mock
@@ -53,27 +51,6 @@ _IN_MEMORY_SUFFIX = ".in-memory"
 
 
 # --- tensor intrinsics ---------------------------------------------------------------------
-@contextlib.contextmanager
-def _cheap_frame_info() -> Iterator[None]:
-    """Let ``inspect.stack()`` skip source lookup. TVMScript calls it for every intrinsic it
-    parses, and under the import machinery each call scans all of ``sys.modules`` once per
-    frozen frame (``inspect.getmodule``): 99% of the import time. TVMScript only reads the
-    frames themselves (closure variables), never the source context."""
-    original = inspect.getframeinfo
-
-    def getframeinfo(frame: Any, context: int = 1) -> inspect.Traceback:
-        if inspect.istraceback(frame):
-            return original(frame, context)
-        code = frame.f_code
-        return inspect.Traceback(code.co_filename, frame.f_lineno, code.co_name, None, None)
-
-    inspect.getframeinfo = getframeinfo
-    try:
-        yield
-    finally:
-        inspect.getframeinfo = original
-
-
 @functools.cache
 def import_tensor_intrinsics() -> None:
     """Register TVM's tensor intrinsics (VNNI, AVX-512 dot products...) in seconds, not minutes.
@@ -82,7 +59,10 @@ def import_tensor_intrinsics() -> None:
         return
     from tvm.s_tir import TensorIntrin
 
-    from dlas.algorithms.intrinsics import REPLACED
+    from dlas._tvmscript import cheap_frame_info
+    from dlas.algorithms.intrinsics import REPLACED, register_intrinsics
+
+    register_intrinsics()
 
     original = TensorIntrin.register
 
@@ -93,7 +73,7 @@ def import_tensor_intrinsics() -> None:
 
     TensorIntrin.register = register  # type: ignore[method-assign]
     try:
-        with _cheap_frame_info():
+        with cheap_frame_info():
             import tvm.s_tir.tensor_intrin  # noqa: F401
     finally:
         TensorIntrin.register = original  # type: ignore[method-assign]

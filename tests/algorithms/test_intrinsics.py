@@ -67,6 +67,7 @@ def test_intrinsic_builds_computes_and_emits_its_instruction(case, tmp_path):
     target = host_target()
     if not intrinsics.has_feature(feature, target):
         pytest.skip(f"this CPU ({target.mcpu}) has no {feature}")
+    intrinsics.register_intrinsics()
     lib, (m, k) = _tensorized(name, dtypes, acc, depth, target)
     rng = np.random.default_rng(0)
     if dtypes[0] == "uint8":

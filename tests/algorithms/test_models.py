@@ -76,7 +76,11 @@ def pruned_resnet18():
     return prepare("resnet18", "cifar", 32, prune=0.8)
 
 
-@pytest.mark.parametrize("algorithm", DENSE)
+# Winograd's unrolled transforms take half a minute to build: its whole-model check is slow
+# (test_conv covers its kernels and fallbacks in the default suite).
+@pytest.mark.parametrize(
+    "algorithm", [pytest.param(a, marks=pytest.mark.slow) if a == "winograd" else a for a in DENSE]
+)
 def test_resnet18(resnet18, algorithm):
     layers = check(resnet18, algorithm)
     assert sum(row["op"] == "conv2d" for row in layers) == 20

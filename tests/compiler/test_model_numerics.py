@@ -16,8 +16,14 @@ from dlas.models import create_model
 from tests.conftest import STUDY_MODELS, calibrate_batchnorm
 
 
+# DenseNet-161 takes a minute to build: in the slow tier, with every other model here.
 @pytest.mark.parametrize(
-    ("name", "variant", "size"), STUDY_MODELS, ids=[f"{n}-{v}" for n, v, _ in STUDY_MODELS]
+    ("name", "variant", "size"),
+    [
+        pytest.param(*m, marks=pytest.mark.slow) if m[0] == "densenet161" else m
+        for m in STUDY_MODELS
+    ],
+    ids=[f"{n}-{v}" for n, v, _ in STUDY_MODELS],
 )
 def test_compiled_model_matches_pytorch(name, variant, size):
     torch.manual_seed(0)

@@ -2,45 +2,44 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+import time
+
+from tvm.s_tir import meta_schedule as ms
 
 from dlas.tuning.progress import TuningStop
 
 
-class FakeScheduler:
-    """The part of MetaSchedule's TaskScheduler that TuningStop uses."""
-
-    def __init__(self, tasks: int) -> None:
-        self.tasks_ = [SimpleNamespace(is_terminated=False) for _ in range(tasks)]
-
-    def terminate_task(self, task_id: int) -> None:
-        assert not self.tasks_[task_id].is_terminated, "terminated twice"
-        self.tasks_[task_id].is_terminated = True
-
-
 def test_a_task_stops_after_patience_rounds_without_improvement():
-    stop, sched = TuningStop(patience=2, min_improvement=0.05, max_seconds=None), FakeScheduler(2)
+    stop = TuningStop(patience=2, min_improvement=0.05, max_seconds=None)
     for best in (10.0, 9.0, 8.9, 8.8):  # 9.0 improves by 10%; 8.9 and 8.8 by < 5% of 9.0
-        stop.after_round(sched, 0, best, 2)
-    assert sched.tasks_[0].is_terminated and stop.stopped_tasks == {0}
+        assert not stop.is_done(0)
+        stop.after_round(0, best)
+    assert stop.is_done(0) and stop.stopped_tasks == {0}
     for best in (10.0, 9.0, 8.0, 7.0):  # keeps improving
-        stop.after_round(sched, 1, best, 2)
-    assert not sched.tasks_[1].is_terminated
+        stop.after_round(1, best)
+    assert not stop.is_done(1)
 
 
 def test_no_patience_never_stops_a_task_early():
-    stop, sched = (
-        TuningStop(patience=None, min_improvement=0.05, max_seconds=None),
-        FakeScheduler(1),
-    )
+    stop = TuningStop(patience=None, min_improvement=0.05, max_seconds=None)
     for _ in range(10):
-        stop.after_round(sched, 0, 5.0, 1)
-    assert not sched.tasks_[0].is_terminated
+        stop.after_round(0, 5.0)
+    assert not stop.is_done(0) and not stop.out_of_time
 
 
-def test_the_wall_clock_budget_ends_every_task_once():
-    stop, sched = TuningStop(patience=None, min_improvement=0.0, max_seconds=1e-9), FakeScheduler(3)
-    sched.tasks_[1].is_terminated = True  # already finished on its own
-    stop.after_round(sched, 0, 1.0, 3)
-    stop.after_round(sched, 2, 1.0, 3)  # a second call terminates nothing twice
-    assert stop.out_of_time and all(t.is_terminated for t in sched.tasks_)
+def test_the_wall_clock_budget_ends_every_task():
+    stop = TuningStop(patience=None, min_improvement=0.0, max_seconds=0.05)
+    assert not any(stop.is_done(t) for t in range(3))
+    time.sleep(0.1)
+    assert all(stop.is_done(t) for t in range(3)) and stop.out_of_time
+
+
+def test_a_done_task_gets_no_more_candidates_and_copies_keep_their_task():
+    stop = TuningStop(patience=1, min_improvement=0.5, max_seconds=None)
+    strategy = stop.search(ms.SearchStrategy.create("replay-trace"), task_id=3)
+    copy = strategy.clone()  # what each TuneContext gets
+    stop.after_round(3, 1.0)
+    stop.after_round(3, 0.9)  # not 50% better: done
+    # (An unfinished task would ask the uninitialized inner strategy, and fail.)
+    assert strategy.generate_measure_candidates() is None
+    assert copy.generate_measure_candidates() is None
