@@ -4,9 +4,9 @@
     python benchmarks/algorithms.py --models resnet18 --sizes 224 --sparsity ""
     python benchmarks/algorithms.py --models vgg16 --sizes 32 --algorithms "" --sparsity 0.9
 
-Batch 1, 2 threads on both sides. TVM: median of ``--repeat`` runs of the compiled module
-(``time_evaluator``, one call per run, after a warm-up). PyTorch: median of ``--repeat``
-eager calls under ``torch.no_grad`` after a warm-up. Models at <= 64 px are the CIFAR
+Batch 1, 2 threads on both sides. Every algorithm of a row group and PyTorch eager (under
+``torch.no_grad``) are called round-robin in one process, ``--repeat`` rounds after a warm-up,
+so all see the same machine load; medians (and minima) of those calls. Models at <= 64 px are the CIFAR
 variants. The sparse rows use the same model with every conv and linear weight magnitude-
 pruned (per layer) to the given sparsity, and put each sparse algorithm next to its dense
 counterpart on that same pruned model. Every compiled model is checked against PyTorch.
@@ -15,10 +15,14 @@ counterpart on that same pruned model. Every compiled model is checked against P
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,15 +75,17 @@ def give_batchnorm_statistics(model: torch.nn.Module, shape: tuple[int, ...]) ->
     model.eval()
 
 
-def torch_latency(model: torch.nn.Module, x: torch.Tensor, repeat: int) -> float:
-    with torch.no_grad():
-        model(x)
-        times = []
-        for _ in range(repeat):
+def interleaved(systems: dict[str, Callable[[], Any]], repeat: int) -> dict[str, list[float]]:
+    """Times (s) of ``repeat`` calls of each system, round-robin: all see the same load."""
+    for call in systems.values():
+        call()  # warm-up
+    times: dict[str, list[float]] = {k: [] for k in systems}
+    for _ in range(repeat):
+        for name, call in systems.items():
             start = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+            call()
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
 def measure(
@@ -95,36 +101,43 @@ def measure(
     with torch.no_grad():
         ref = model(x).numpy()
     mod = export(model, spec)
-    rows = []
+    dev = tvm.cpu()
+    data = tvm.runtime.tensor(x.numpy(), dev)
+    systems, built = {}, {}
     for algorithm in algorithms:
         start = time.perf_counter()
-        lowered = lower(mod, algorithm, target)
+        with target:  # algorithm=auto times its candidates on this target
+            lowered = lower(mod, algorithm, target)
         lowered_at = time.perf_counter()
-        executable = build(lowered.mod, target)
-        built_at = time.perf_counter()
-        dev = tvm.cpu()
-        vm = relax.VirtualMachine(executable, dev)
-        data = tvm.runtime.tensor(x.numpy(), dev)
+        vm = relax.VirtualMachine(build(lowered.mod, target), dev)
         out = vm["main"](data)[0].numpy()
         err = float(np.abs(out - ref).max() / np.abs(ref).max())
-        timer = vm.time_evaluator("main", dev, number=1, repeat=repeat, min_repeat_ms=0)
-        result = timer(data)
-        torch_ms = torch_latency(model, x, repeat)  # right after: same machine load
+        systems[algorithm] = functools.partial(vm["main"], data)
+        built[algorithm] = (lowered_at - start, time.perf_counter() - lowered_at, err)
+        print(f"# built {name}-{size} {algorithm}: {sum(built[algorithm][:2]):.0f} s", flush=True)
+
+    def eager() -> None:
+        with torch.no_grad():
+            model(x)
+
+    times = interleaved({**systems, "pytorch": eager}, repeat)
+    torch_ms = statistics.median(times["pytorch"]) * 1e3
+    rows = []
+    for algorithm in algorithms:
         rows.append(
             Row(
                 name,
                 size,
                 sparsity,
                 algorithm,
-                result.median * 1e3,
-                min(result.results) * 1e3,
+                statistics.median(times[algorithm]) * 1e3,
+                min(times[algorithm]) * 1e3,
                 torch_ms,
-                lowered_at - start,
-                built_at - lowered_at,
-                err,
+                *built[algorithm],
             )
         )
         print(format_row(rows[-1]), flush=True)
+    print(f"# load average {os.getloadavg()}", flush=True)
     return rows
 
 

@@ -20,6 +20,8 @@ import os
 import time
 from pathlib import Path
 
+from _libraries import retime, run_one
+
 COMPRESSIONS = {
     "dense": [],
     "weight_pruning 50%": ["compression=weight_pruning", "compression.amount=0.5"],
@@ -28,74 +30,6 @@ COMPRESSIONS = {
     "fp16": ["compression=fp16"],
     "int8": ["compression=int8"],
 }
-
-
-def run_one(overrides: list[str]) -> tuple[dict[str, float], Path | None]:
-    """One pipeline run: its metrics and the library it built (or found cached)."""
-    from hydra import compose, initialize_config_module
-
-    from dlas import pipeline
-
-    with initialize_config_module("dlas.conf", version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    return pipeline.run(cfg), library_of(cfg)
-
-
-def library_of(cfg) -> Path | None:
-    """The cached library of this config: same checkpoint, compression and algorithm (the
-    newest, if several targets or tunings match)."""
-    from dataclasses import asdict
-
-    from dlas.config import validate
-    from dlas.models.train import checkpoint_spec
-
-    typed = validate(cfg)
-    want = {
-        "checkpoint": json.loads(json.dumps(checkpoint_spec(typed.model, typed.dataset))),
-        "compression": json.loads(json.dumps(asdict(typed.compression))),
-        "algorithm": typed.algorithm.name,
-        "tuning": typed.tuning.name,
-    }
-    found = []
-    for spec_file in (Path(typed.paths.cache_dir) / "compiled").glob("*/spec.json"):
-        spec = json.loads(spec_file.read_text())
-        got = {
-            "checkpoint": spec.get("checkpoint"),
-            "compression": spec.get("compression"),
-            "algorithm": spec.get("algorithm", {}).get("name"),
-            "tuning": spec.get("tuning", {}).get("name"),
-        }
-        if got == want and (spec_file.parent / "model.so").exists():
-            found.append(spec_file.parent / "model.so")
-    return max(found, key=lambda p: p.stat().st_mtime) if found else None
-
-
-def retime(libraries: dict[tuple[str, str, str], Path], rounds: int = 15) -> dict:
-    """Median batch-1 latency (ms) of every library, timed round-robin in one process so
-    that all of them see the same machine load (2 shared cores make run-to-run noise large)."""
-    import numpy as np
-    import tvm
-    from tvm import relax
-
-    from dlas.config.schema import DatasetConfig
-    from dlas.data import load_dataset
-
-    data = load_dataset(DatasetConfig(name="digits", mean=[0.2] * 3, std=[0.3] * 3))
-    dev = tvm.cpu()
-    x = tvm.runtime.tensor(next(iter(data.test_loader(batch_size=1)))[0].numpy(), dev)
-    vms = {
-        k: relax.VirtualMachine(tvm.runtime.load_module(str(p)), dev) for k, p in libraries.items()
-    }
-    samples: dict = {k: [] for k in vms}
-    for vm in vms.values():
-        vm["main"](x)  # warm-up
-    for _ in range(rounds):
-        for k, vm in vms.items():
-            for _ in range(3):
-                start = time.perf_counter()
-                vm["main"](x)
-                samples[k].append((time.perf_counter() - start) * 1e3)
-    return {k: float(np.median(v)) for k, v in samples.items()}
 
 
 def main() -> None:
@@ -153,7 +87,7 @@ def main() -> None:
             rows.append(row)
 
     print(f"\nload average after the runs: {os.getloadavg()}")
-    retimed = retime(libraries)
+    retimed = retime(libraries, digits_input())
     for row in rows:
         for algorithm in algorithms:
             key = (row["model"], row["compression"], algorithm)
@@ -170,6 +104,14 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
+
+
+def digits_input() -> object:
+    from dlas.config.schema import DatasetConfig
+    from dlas.data import load_dataset
+
+    data = load_dataset(DatasetConfig(name="digits", mean=[0.2] * 3, std=[0.3] * 3))
+    return next(iter(data.test_loader(batch_size=1)))[0].numpy()
 
 
 if __name__ == "__main__":

@@ -1,14 +1,17 @@
 """Untuned vs MetaSchedule-tuned latency per conv algorithm, against PyTorch eager,
-torch.compile and ONNX Runtime, at batch 1 on 32x32 inputs.
+torch.compile and ONNX Runtime, at batch 1.
 
-    nice -n 10 python benchmarks/tuning.py [--models resnet18 mobilenet_v2]
+    nice -n 10 python benchmarks/tuning.py [--models resnet18 mobilenet_v2] [--size 32]
         [--algorithms direct gemm spatial_pack] [--trials 1024] [--tuned-algorithms [direct]]
         [--baselines pytorch torch_compile onnxruntime] [--timed-runs 50]
         [--dataset synthetic] [--cache-dir .cache/dlas-bench] [--override device.num_threads=1]
         [--reuse-check] [--json out.json]
 
 Every cell is one real ``dlas.pipeline.run`` (one MLflow run), measured with the pipeline's
-latency protocol. Tuning records go to the shared database under ``--cache-dir``, so a rerun
+latency protocol. At the end the TVM libraries of every cell are timed again round-robin in
+one process (``re-timed ms``; ``x re-timed`` is untuned direct's re-timed figure over the
+cell's): the ratios to quote, since each cell's own figure saw a different machine load.
+A 20-minute budget: ``--trials 100000 --tuning tuning.max_seconds=1200``. Tuning records go to the shared database under ``--cache-dir``, so a rerun
 with the same budget tunes nothing. ``--reuse-check`` then repeats each tuned run with its
 built library removed from the compile cache: the run must rebuild through the tuner and take
 every record from the database (``tune/new_trials`` 0). Timings on a shared machine are noisy:
@@ -24,35 +27,21 @@ import shutil
 import time
 from pathlib import Path
 
-
-def run_one(overrides: list[str]) -> dict[str, float]:
-    from hydra import compose, initialize_config_module
-
-    from dlas import pipeline
-
-    with initialize_config_module("dlas.conf", version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    return pipeline.run(cfg)
+import numpy as np
+from _libraries import library_of, retime, run_one
 
 
-def drop_compiled(cache_dir: str, model: str, algorithm: str, tuning: dict) -> int:
-    """Remove the built libraries of (model, algorithm, tuning) from the compile cache."""
-    removed = 0
-    for spec_file in Path(cache_dir).expanduser().glob("compiled/*/spec.json"):
-        spec = json.loads(spec_file.read_text())
-        if (
-            spec.get("tuning") == tuning
-            and spec.get("algorithm", {}).get("name") == algorithm
-            and spec.get("checkpoint", {}).get("model") == model
-        ):
-            shutil.rmtree(spec_file.parent)
-            removed += 1
-    return removed
+def drop_compiled(library: Path | None) -> None:
+    """Remove a built library's entry from the compile cache (the tuning records stay)."""
+    if library is not None:
+        shutil.rmtree(library.parent)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["resnet18", "mobilenet_v2"])
+    parser.add_argument("--size", type=int, default=32, help="input height and width")
+    parser.add_argument("--compression", default="dense")
     parser.add_argument("--algorithms", nargs="+", default=["direct", "gemm", "spatial_pack"])
     parser.add_argument(
         "--tuned-algorithms",
@@ -85,7 +74,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from dlas.algorithms import ALGORITHMS
-    from dlas.config import register_schemas, validate
+    from dlas.config import register_schemas
 
     register_schemas()
     algorithms = [a for a in args.algorithms if a in ALGORITHMS]
@@ -93,6 +82,8 @@ def main() -> None:
     tuned_algorithms = [a for a in wanted if a in ALGORITHMS]
     common = [
         f"dataset={args.dataset}",
+        f"dataset.image_size={args.size}",
+        f"compression={args.compression}",
         f"device.timed_runs={args.timed_runs}",
         "tracking.log_library=false",
         f"paths.cache_dir={args.cache_dir}",
@@ -101,10 +92,13 @@ def main() -> None:
     ]
     tune = ["tuning=metaschedule", f"tuning.trials={args.trials}", *args.tuning]
     rows: list[dict] = []
+    libraries: dict[tuple[str, str], Path] = {}
 
     def cell(model: str, label: str, overrides: list[str]) -> dict[str, float]:
         start = time.perf_counter()
-        m = run_one([f"model={model}", *common, *overrides])
+        m, library = run_one([f"model={model}", *common, *overrides])
+        if library is not None:
+            libraries[(model, label)] = library
         row = {
             "model": model,
             "config": label,
@@ -130,12 +124,16 @@ def main() -> None:
             cell(model, f"tuned {algorithm}", [f"algorithm={algorithm}", *tune])
             if args.reuse_check:
                 with_cfg = run_cfg([f"model={model}", *common, f"algorithm={algorithm}", *tune])
-                tuning = json.loads(json.dumps(vars(validate(with_cfg).tuning), default=str))
-                drop_compiled(args.cache_dir, model, algorithm, tuning)
+                drop_compiled(library_of(with_cfg))
                 cell(model, f"tuned {algorithm} (2nd run)", [f"algorithm={algorithm}", *tune])
         for baseline in args.baselines:
             cell(model, baseline, [f"tuning={baseline}"])
 
+    print(f"\nload average before re-timing: {os.getloadavg()}")
+    x = np.random.default_rng(0).standard_normal((1, 3, args.size, args.size))
+    for key, ms in retime(libraries, x).items():
+        row = next(r for r in rows if (r["model"], r["config"]) == key)
+        row["re-timed ms"] = ms
     print_table(rows)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
@@ -154,6 +152,8 @@ def print_table(rows: list[dict]) -> None:
         "model",
         "config",
         "ms",
+        "re-timed ms",
+        "x re-timed",
         "x vs untuned direct",
         "x vs eager",
         "eager ms",
@@ -178,6 +178,16 @@ def print_table(rows: list[dict]) -> None:
             (r["ms"] for r in rows if r["model"] == row["model"] and r["config"] == "pytorch"), None
         )
         row["x vs untuned direct"] = base / row["ms"] if base else None
+        retimed_base = next(
+            (
+                r.get("re-timed ms")
+                for r in rows
+                if r["model"] == row["model"] and r["config"] == "untuned direct"
+            ),
+            None,
+        )
+        retimed = row.get("re-timed ms")
+        row["x re-timed"] = retimed_base / retimed if retimed_base and retimed else None
         row["x vs eager"] = eager / row["ms"] if eager else None
         cells = [
             ""

@@ -91,6 +91,10 @@ def test_tuned_build_tunes_logs_and_matches_pytorch(tuned):
     )
     assert sum(r["new_trials"] for r in rows) == metrics["tune/new_trials"]
     assert any(r["source"] == "tuned" and r["best_us"] > 0 for r in rows)
+    # The default schedule stays a candidate: no task is built slower than its default, as
+    # measured by the same runner.
+    seeded = [r for r in rows if r["default_schedule_us"] is not None]
+    assert seeded and all(r["best_us"] <= r["default_schedule_us"] for r in seeded)
     # The shared database lives under the cache, per target.
     assert list((tmp / "cache" / "tuning").glob("*/database_tuning_record.json"))
 

@@ -1,0 +1,73 @@
+"""What the benchmark scripts share: the library a pipeline run built, and side-by-side timing.
+
+Benchmarks run as scripts (``python benchmarks/x.py``), so this module is imported by its name.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+
+def run_one(overrides: list[str]) -> tuple[dict[str, float], Path | None]:
+    """One real pipeline run: its metrics and the library it built (or found cached)."""
+    from hydra import compose, initialize_config_module
+
+    from dlas import pipeline
+
+    with initialize_config_module("dlas.conf", version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    return pipeline.run(cfg), library_of(cfg)
+
+
+def library_of(cfg: Any) -> Path | None:
+    """The cached library of this config: same checkpoint, compression, algorithm and tuning
+    (the newest, if several targets match)."""
+    from dlas.config import validate
+    from dlas.models.train import checkpoint_spec
+
+    def plain(value: Any) -> Any:
+        return json.loads(json.dumps(value, default=str))
+
+    typed = validate(cfg)
+    want = {
+        "checkpoint": plain(checkpoint_spec(typed.model, typed.dataset)),
+        "compression": plain(asdict(typed.compression)),
+        "algorithm": plain(vars(typed.algorithm)),
+        "tuning": plain(vars(typed.tuning)),
+    }
+    found = []
+    for spec_file in (Path(typed.paths.cache_dir) / "compiled").glob("*/spec.json"):
+        spec = json.loads(spec_file.read_text())
+        if {k: spec.get(k) for k in want} == want and (spec_file.parent / "model.so").exists():
+            found.append(spec_file.parent / "model.so")
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def retime(
+    libraries: dict[Any, Path], x: Any, rounds: int = 15, calls: int = 3
+) -> dict[Any, float]:
+    """Median batch-1 latency (ms) of every library on input ``x``, timed round-robin in one
+    process (``calls`` calls each per round) so that all of them see the same machine load."""
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    dev = tvm.cpu()
+    x = tvm.runtime.tensor(np.asarray(x, dtype="float32"), dev)
+    vms = {
+        k: relax.VirtualMachine(tvm.runtime.load_module(str(p)), dev) for k, p in libraries.items()
+    }
+    samples: dict = {k: [] for k in vms}
+    for vm in vms.values():
+        vm["main"](x)  # warm-up
+    for _ in range(rounds):
+        for k, vm in vms.items():
+            for _ in range(calls):
+                start = time.perf_counter()
+                vm["main"](x)
+                samples[k].append((time.perf_counter() - start) * 1e3)
+    return {k: float(np.median(v)) for k, v in samples.items()}
