@@ -89,7 +89,13 @@ def interleaved(systems: dict[str, Callable[[], Any]], repeat: int) -> dict[str,
 
 
 def measure(
-    name: str, size: int, sparsity: float, algorithms: list[str], repeat: int, target
+    name: str,
+    size: int,
+    sparsity: float,
+    algorithms: list[str],
+    repeat: int,
+    target,
+    tir_cse: bool = False,
 ) -> list[Row]:
     torch.manual_seed(0)
     spec = InputSpec(3, size, 10)
@@ -109,7 +115,8 @@ def measure(
         with target:  # algorithm=auto times its candidates on this target
             lowered = lower(mod, algorithm, target)
         lowered_at = time.perf_counter()
-        vm = relax.VirtualMachine(build(lowered.mod, target), dev)
+        with tvm.transform.PassContext(config={"tirx.disable_cse_tir": not tir_cse}):
+            vm = relax.VirtualMachine(build(lowered.mod, target), dev)
         out = vm["main"](data)[0].numpy()
         err = float(np.abs(out - ref).max() / np.abs(ref).max())
         systems[algorithm] = functools.partial(vm["main"], data)
@@ -166,6 +173,11 @@ def main() -> None:
     parser.add_argument("--sparsity", default="0.5,0.9", help="pruned rows ('' for none)")
     parser.add_argument("--sparse-sizes", default="32,224")
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument(
+        "--tir-cse",
+        action="store_true",
+        help="build with TIR's common-subexpression elimination (dlas builds skip it)",
+    )
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
 
@@ -177,13 +189,15 @@ def main() -> None:
     for name in split(args.models):
         for size in map(int, split(args.sizes)):
             if split(args.algorithms):
-                rows += measure(name, size, 0.0, split(args.algorithms), args.repeat, target)
+                rows += measure(
+                    name, size, 0.0, split(args.algorithms), args.repeat, target, args.tir_cse
+                )
         for size in map(int, split(args.sparse_sizes)):
             for level in map(float, split(args.sparsity)):
                 pairs = []
                 for sparse in (n for n in kernels if ALGORITHMS.get(n).sparse):
                     pairs += [ALGORITHMS.get(sparse).dense_counterpart, sparse]
-                rows += measure(name, size, level, pairs, args.repeat, target)
+                rows += measure(name, size, level, pairs, args.repeat, target, args.tir_cse)
     print(f"\n{HEADER}")
     for r in rows:
         print(format_row(r))

@@ -52,10 +52,10 @@ BUILD_CONFIG = {"tirx.disable_cse_tir": True}
 
 
 def build(lowered: tvm.IRModule, target: tvm.target.Target) -> relax.VMExecutable:
-    """Compile a module whose operators are already lowered to (scheduled) PrimFuncs (within
-    the caller's pass context, plus :data:`BUILD_CONFIG`)."""
+    """Compile a module whose operators are already lowered to (scheduled) PrimFuncs, in the
+    caller's pass context; :data:`BUILD_CONFIG` fills in what that context does not set."""
     outer = tvm.transform.PassContext.current()
-    config = {**dict(outer.config), **BUILD_CONFIG}
+    config = {**BUILD_CONFIG, **dict(outer.config)}
     with tvm.transform.PassContext(
         opt_level=outer.opt_level,
         required_pass=list(outer.required_pass),
