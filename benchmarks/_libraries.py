@@ -5,8 +5,10 @@ Benchmarks run as scripts (``python benchmarks/x.py``), so this module is import
 
 from __future__ import annotations
 
+import functools
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -47,11 +49,34 @@ def library_of(cfg: Any) -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
+# TVM's, ONNX Runtime's and PyTorch's idle worker threads spin for a while after a call; with
+# 2 cores they would take them from whichever system runs next (OpenMP barriers suffer most).
+SETTLE_S = 0.05
+
+
+def round_robin(
+    systems: dict[Any, Callable[[], Any]], rounds: int, calls: int, settle_s: float = SETTLE_S
+) -> dict[Any, list[float]]:
+    """Times (ms) of ``rounds`` x ``calls`` calls of each system, round-robin so that all see
+    the same machine load; before each system's calls a pause (the previous system's threads
+    go idle) and one untimed call."""
+    times: dict[Any, list[float]] = {k: [] for k in systems}
+    for _ in range(rounds):
+        for name, call in systems.items():
+            time.sleep(settle_s)
+            call()
+            for _ in range(calls):
+                start = time.perf_counter()
+                call()
+                times[name].append((time.perf_counter() - start) * 1e3)
+    return times
+
+
 def retime(
     libraries: dict[Any, Path], x: Any, rounds: int = 15, calls: int = 3
 ) -> dict[Any, float]:
     """Median batch-1 latency (ms) of every library on input ``x``, timed round-robin in one
-    process (``calls`` calls each per round) so that all of them see the same machine load."""
+    process (:func:`round_robin`)."""
     import numpy as np
     import tvm
     from tvm import relax
@@ -61,13 +86,7 @@ def retime(
     vms = {
         k: relax.VirtualMachine(tvm.runtime.load_module(str(p)), dev) for k, p in libraries.items()
     }
-    samples: dict = {k: [] for k in vms}
-    for vm in vms.values():
-        vm["main"](x)  # warm-up
-    for _ in range(rounds):
-        for k, vm in vms.items():
-            for _ in range(calls):
-                start = time.perf_counter()
-                vm["main"](x)
-                samples[k].append((time.perf_counter() - start) * 1e3)
-    return {k: float(np.median(v)) for k, v in samples.items()}
+    times = round_robin(
+        {k: functools.partial(vm["main"], x) for k, vm in vms.items()}, rounds, calls
+    )
+    return {k: float(np.median(v)) for k, v in times.items()}

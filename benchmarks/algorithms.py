@@ -5,8 +5,9 @@
     python benchmarks/algorithms.py --models vgg16 --sizes 32 --algorithms "" --sparsity 0.9
 
 Batch 1, 2 threads on both sides. Every algorithm of a row group and PyTorch eager (under
-``torch.no_grad``) are called round-robin in one process, ``--repeat`` rounds after a warm-up,
-so all see the same machine load; medians (and minima) of those calls. Models at <= 64 px are the CIFAR
+``torch.no_grad``) are called round-robin in one process (``--repeat`` rounds of 3 calls, each
+after a pause and an untimed call: ``_libraries.round_robin``), so all see the same machine
+load; medians (and minima) of those calls. Models at <= 64 px are the CIFAR
 variants. The sparse rows use the same model with every conv and linear weight magnitude-
 pruned (per layer) to the given sparsity, and put each sparse algorithm next to its dense
 counterpart on that same pruned model. Every compiled model is checked against PyTorch.
@@ -20,13 +21,12 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 import torch
 import tvm
+from _libraries import round_robin
 from tvm import relax
 
 from dlas.algorithms import ALGORITHMS, lower
@@ -75,19 +75,6 @@ def give_batchnorm_statistics(model: torch.nn.Module, shape: tuple[int, ...]) ->
     model.eval()
 
 
-def interleaved(systems: dict[str, Callable[[], Any]], repeat: int) -> dict[str, list[float]]:
-    """Times (s) of ``repeat`` calls of each system, round-robin: all see the same load."""
-    for call in systems.values():
-        call()  # warm-up
-    times: dict[str, list[float]] = {k: [] for k in systems}
-    for _ in range(repeat):
-        for name, call in systems.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
 def measure(
     name: str,
     size: int,
@@ -127,8 +114,8 @@ def measure(
         with torch.no_grad():
             model(x)
 
-    times = interleaved({**systems, "pytorch": eager}, repeat)
-    torch_ms = statistics.median(times["pytorch"]) * 1e3
+    times = round_robin({**systems, "pytorch": eager}, rounds=repeat, calls=3)
+    torch_ms = statistics.median(times["pytorch"])
     rows = []
     for algorithm in algorithms:
         rows.append(
@@ -137,8 +124,8 @@ def measure(
                 size,
                 sparsity,
                 algorithm,
-                statistics.median(times[algorithm]) * 1e3,
-                min(times[algorithm]) * 1e3,
+                statistics.median(times[algorithm]),
+                min(times[algorithm]),
                 torch_ms,
                 *built[algorithm],
             )

@@ -26,6 +26,7 @@ from pathlib import Path
 # Before TVM starts its pool: the same thread count everywhere.
 THREADS = int(os.environ.setdefault("TVM_NUM_THREADS", "2"))
 
+import _libraries  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import tvm  # noqa: E402
@@ -60,7 +61,6 @@ STUDY = [
     "resnet50@224",
     "densenet161@224",
 ]
-SETTLE_S = 0.05
 ALGORITHMS = ["direct", "spatial_pack", "winograd", "gemm"]
 PEERS = {
     "eager": TuningConfig(name="pytorch"),
@@ -102,18 +102,7 @@ def tvm_system(model, spec, x, algorithm, target) -> tuple[Callable[[], None], f
 
 
 def round_robin(systems: dict[str, Callable[[], None]], rounds: int, calls: int) -> dict:
-    times: dict[str, list[float]] = {k: [] for k in systems}
-    for _ in range(rounds):
-        for name, fn in systems.items():
-            # TVM's and ONNX Runtime's idle workers spin for a while after a call; with 2
-            # cores they would take them from whoever comes next (OpenMP barriers suffer
-            # most). A pause, then one untimed call.
-            time.sleep(SETTLE_S)
-            fn()
-            for _ in range(calls):
-                start = time.perf_counter()
-                fn()
-                times[name].append((time.perf_counter() - start) * 1e3)
+    times = _libraries.round_robin(systems, rounds, calls)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
