@@ -5,8 +5,8 @@ its implementation passes ``int32x16`` operands to ``llvm.x86.avx512.vpdpbusd.51
 since LLVM 20 takes ``(<16 x i32>, <64 x i8>, <64 x i8>)``: LLVM verification fails and every
 kernel (and every MetaSchedule candidate) tensorized with it fails to build.
 :func:`register_intrinsics` re-registers the same description with an implementation that
-reinterprets the operands as 64-byte vectors, once per process: dlas's in-process builder and MetaSchedule's
-tuner then both get the working one.
+reinterprets the operands as 64-byte vectors, once per process: dlas's in-process builder and
+MetaSchedule's tuner then both get the working one.
 
 ``dot_16x2_bf16`` is the bfloat16 analogue for AVX512-BF16 (``vdpbf16ps``): 16 float32 lanes,
 each += a pair of bf16 products.
