@@ -18,11 +18,13 @@ int8 (dlas, PyTorch, ONNX Runtime) is calibrated on the same training images.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import time
 from collections.abc import Callable
 
+import _libraries
 import numpy as np
 import torch
 
@@ -131,20 +133,13 @@ def systems_for(model, spec, samples, algorithm: str, target, work_dir) -> dict[
 def interleaved(
     systems: dict[str, Callable], x: np.ndarray, runs: int, block: int, settle: float
 ) -> dict:
-    samples: dict[str, list[float]] = {name: [] for name in systems}
+    """Median ms of each system over at least ``runs`` calls, ``block`` at a time round-robin
+    (``_libraries.round_robin``: a pause and an untimed call before each block)."""
     for f in systems.values():  # warm-up
         for _ in range(3):
             f(x)
-    while min(len(s) for s in samples.values()) < runs:
-        for name, f in systems.items():
-            # TVM's worker threads spin for a while after a call: let them go idle before
-            # another library's threads need the cores (untimed), then one untimed call.
-            time.sleep(settle)
-            f(x)
-            for _ in range(block):
-                start = time.perf_counter()
-                f(x)
-                samples[name].append((time.perf_counter() - start) * 1e3)
+    calls = {name: functools.partial(f, x) for name, f in systems.items()}
+    samples = _libraries.round_robin(calls, rounds=-(-runs // block), calls=block, settle_s=settle)
     return {name: statistics.median(s) for name, s in samples.items()}
 
 

@@ -166,27 +166,16 @@ def print_table(rows: list[dict]) -> None:
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for row in rows:
-        base = next(
-            (
-                r["ms"]
-                for r in rows
-                if r["model"] == row["model"] and r["config"] == "untuned direct"
-            ),
-            None,
+        untuned = next(
+            (r for r in rows if r["model"] == row["model"] and r["config"] == "untuned direct"),
+            {},
         )
         eager = next(
             (r["ms"] for r in rows if r["model"] == row["model"] and r["config"] == "pytorch"), None
         )
-        row["x vs untuned direct"] = base / row["ms"] if base else None
-        retimed_base = next(
-            (
-                r.get("re-timed ms")
-                for r in rows
-                if r["model"] == row["model"] and r["config"] == "untuned direct"
-            ),
-            None,
-        )
+        base, retimed_base = untuned.get("ms"), untuned.get("re-timed ms")
         retimed = row.get("re-timed ms")
+        row["x vs untuned direct"] = base / row["ms"] if base else None
         row["x re-timed"] = retimed_base / retimed if retimed_base and retimed else None
         row["x vs eager"] = eager / row["ms"] if eager else None
         cells = [
