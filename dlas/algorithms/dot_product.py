@@ -4,8 +4,9 @@ One output vector is 16 lanes (channels); one instruction adds, to each lane, a 
 product of ``depth`` input elements (the same ones for all 16 lanes, broadcast) with a
 16 x ``depth`` block of weights:
 
-* int8: ``vpdpbusd`` (AVX512-VNNI; elsewhere widened int32, see ``intrinsics.int8_isa``), u8 x s8,
-  depth 4, int32 lanes;
+* int8: ``vpdpbusd`` (AVX512-VNNI, u8 x s8), ``sdot`` (AArch64 +dotprod, s8 x s8) or
+  ``vpmaddubsw`` + ``vpmaddwd`` (AVX512-BW, u8 x s8 with 7-bit weights), depth 4, int32 lanes
+  (:class:`intrinsics.Int8Kernel`; elsewhere widened int32);
 * bf16: ``vdpbf16ps`` (AVX512-BF16), depth 2, float32 lanes. bfloat16 values travel as their
   16-bit patterns (``uint16``) inside the kernel: TVM legalizes every bfloat16-typed
   expression to float32, which would undo the packed operands.
@@ -19,9 +20,10 @@ So the reduction is split ``k = kq * depth + ii`` with ``ii`` innermost in both 
   (``gemm``: ``[OC/16, K/depth, 16, depth]``), channels and K padded with zeros;
 * the (16, depth) block of the update is tensorized (:mod:`dlas.algorithms.intrinsics`).
 
-``vpdpbusd`` multiplies unsigned by signed bytes. Signed (int8) activations are shifted by
-+128 while being packed (padding too: padded zeros become 128) and the exact correction
-``128 * sum(W[oc])`` is subtracted from every output: the int32 sums stay exact.
+``vpdpbusd`` multiplies unsigned by signed bytes, ``sdot`` signed by signed. Activations of
+the other kind are shifted by 128 while being packed (+128 for int8 into uint8, -128 for uint8
+into int8; padding too: padded zeros become the shift) and the exact correction
+``shift * sum(W[oc])`` is subtracted from every output: the int32 sums stay exact.
 
 Depthwise and grouped layers have no channel reduction per output vector: they keep their
 algorithm's own (widened) kernel, and the layer table says so.
@@ -40,7 +42,7 @@ from . import intrinsics
 from .schedules import attach_epilogue, extent, pixel_tile
 from .shapes import LANES, STAGE_ATTRS, ConvSpec, largest_divisor, main_attrs, round_up
 
-SHIFT = 128  # int8 -> uint8
+SHIFT = 128  # int8 <-> uint8
 # Input channels (spatial forms) / K elements (gemm) reduced per pass over a row of tiles:
 # a chunk's weights (16 lanes x chunk) stay in L1 across the row.
 CHANNEL_CHUNK = 64
@@ -56,7 +58,6 @@ class Flavor:
     name: str
     inputs: tuple[str, ...]  # data dtypes it computes
     depth: int
-    storage: str  # packed data dtype
     acc: str
 
     def intrinsic(self, target: Any) -> str | None:
@@ -69,11 +70,14 @@ class Flavor:
             return intrinsics.int8_isa(target)
         return "avx512bf16" if intrinsics.has_bf16(target) else "none"
 
-    def element(self, value: tirx.PrimExpr, signed: bool) -> tirx.PrimExpr:
-        """A data element as the kernel stores it."""
+    def operands(self, data_dtype: str) -> Operands:
+        """How the current target's kernel takes ``data_dtype`` activations and the weights."""
         if self.name == "bf16":
-            return tirx.reinterpret("uint16", value)
-        return (value.astype("int32") + SHIFT).astype("uint8") if signed else value
+            return Operands("uint16", 0, 0)
+        kernel = intrinsics.int8_kernel(current_target())
+        if kernel is None or kernel.data == data_dtype:
+            return Operands(data_dtype, 0, kernel.weight_shift if kernel else 0)
+        return Operands(kernel.data, SHIFT if data_dtype == "int8" else -SHIFT, kernel.weight_shift)
 
     def product(self, a: tirx.PrimExpr, b: tirx.PrimExpr) -> tirx.PrimExpr:
         """What the tensor intrinsic's description multiplies (term for term)."""
@@ -81,12 +85,50 @@ class Flavor:
             return intrinsics.bf16_value(a) * intrinsics.bf16_value(b)
         return a.astype("int32") * b.astype("int32")
 
+
+@dataclass(frozen=True)
+class Operands:
+    """The packed data's dtype, the shift that takes the activations there (see the module
+    docstring), and how many bits the weights are rounded down by (sums shifted back)."""
+
+    storage: str
+    shift: int
+    weight_shift: int
+
+    def element(self, value: tirx.PrimExpr) -> tirx.PrimExpr:
+        """A data element as the kernel stores it."""
+        if self.storage == "uint16":  # bf16 as its bit pattern
+            return tirx.reinterpret("uint16", value)
+        return (value.astype("int32") + self.shift).astype(self.storage) if self.shift else value
+
+    def pad(self) -> tirx.PrimExpr:
+        """What a padded zero becomes."""
+        return tirx.const(self.shift, self.storage)
+
     def weights(self, weight: np.ndarray) -> np.ndarray:
-        return weight.view(np.uint16) if self.name == "bf16" else weight.astype(np.int8)
+        """The weights the kernel multiplies by (before its sums are shifted back)."""
+        if self.storage == "uint16":
+            return weight.view(np.uint16)
+        if self.weight_shift:
+            weight = np.round(weight.astype(np.float64) / (1 << self.weight_shift))
+        return weight.astype(np.int8)
+
+    def correction(self, weight: np.ndarray) -> np.ndarray:
+        """What the shift adds to each output channel's sum (the kernel's weights)."""
+        oc = weight.shape[0]
+        sums = weight.reshape(oc, -1).astype(np.int64).sum(axis=1) * self.shift
+        return np.pad(sums, (0, round_up(oc, LANES) - oc)).astype(np.int32)
+
+    def result(self, acc: tirx.PrimExpr, corr: tirx.PrimExpr) -> tirx.PrimExpr:
+        """A lane of the accumulator as the layer's output."""
+        if self.storage == "uint16":
+            return acc
+        out = acc - corr
+        return out * (1 << self.weight_shift) if self.weight_shift else out
 
 
-INT8 = Flavor("int8", ("uint8", "int8"), 4, "uint8", "int32")
-BF16 = Flavor("bf16", ("bfloat16",), 2, "uint16", "float32")
+INT8 = Flavor("int8", ("uint8", "int8"), 4, "int32")
+BF16 = Flavor("bf16", ("bfloat16",), 2, "float32")
 
 
 def flavor_of(dtype: str) -> Flavor | None:
@@ -137,13 +179,6 @@ def pack_gemm_weight(weight: np.ndarray, depth: int) -> np.ndarray:
     return np.ascontiguousarray(w.transpose(0, 2, 1, 3))
 
 
-def correction(weight: np.ndarray, signed: bool) -> np.ndarray:
-    """What the +128 shift adds to each output channel's int8 sum (zeros when unsigned)."""
-    oc = weight.shape[0]
-    sums = weight.reshape(oc, -1).astype(np.int64).sum(axis=1) * (SHIFT if signed else 0)
-    return np.pad(sums, (0, round_up(oc, LANES) - oc)).astype(np.int32)
-
-
 # --- emission ----------------------------------------------------------------------------
 def _attrs(algorithm: str, form: str, flavor: Flavor) -> dict:
     name = flavor.intrinsic(current_target())
@@ -161,52 +196,46 @@ def emit_conv2d(
     """``form``: ``nchwc`` (channel blocks of up to 16), ``narrow`` (blocks of one ``depth``)
     or ``im2col``; the block is tagged with ``algorithm`` so that its schedule finds it."""
     flavor = flavor_of(spec.dtype)
-    signed = spec.dtype == "int8"
-    corr = relax.const(correction(weight.astype(np.int64), signed) if flavor is INT8 else 0)
-    w = flavor.weights(weight)
+    ops = flavor.operands(spec.dtype)
+    w = ops.weights(weight)
+    corr = relax.const(ops.correction(w))
     attrs = _attrs(algorithm, form, flavor)
     if form == "im2col":
         packed = relax.const(pack_gemm_weight(w.reshape(spec.out_channels, -1), flavor.depth))
 
         def compute(d: te.Tensor, p: te.Tensor, c: te.Tensor) -> te.Tensor:
-            return _gemm_conv(d, p, c, spec, flavor, attrs)
+            return _gemm_conv(d, p, c, spec, flavor, ops, attrs)
     else:
         limit = LANES if form == "nchwc" else flavor.depth
         _, cbi = in_block(spec.in_channels, limit, flavor.depth)
         packed = relax.const(pack_conv_weight(w, cbi, flavor.depth))
 
         def compute(d: te.Tensor, p: te.Tensor, c: te.Tensor) -> te.Tensor:
-            return _packed_conv(d, p, c, spec, flavor, cbi, attrs)
+            return _packed_conv(d, p, c, spec, flavor, ops, cbi, attrs)
 
     return bb.call_te(compute, data, packed, corr, primfunc_name_hint=f"conv2d_{flavor.name}")
 
 
-def _pad_value(flavor: Flavor, signed: bool) -> tirx.PrimExpr:
-    return tirx.const(SHIFT if signed else 0, flavor.storage)
-
-
-def _pack_data(data: te.Tensor, spec: ConvSpec, flavor: Flavor, cbi: int) -> te.Tensor:
+def _pack_data(data: te.Tensor, spec: ConvSpec, depth: int, ops: Operands, cbi: int) -> te.Tensor:
     top, left, bottom, right = spec.padding
     h, w = spec.height, spec.width
-    icp = round_up(spec.in_channels, flavor.depth)
-    signed = spec.dtype == "int8"
+    icp = round_up(spec.in_channels, depth)
 
     def value(n, cb, y, x, ci):
         c = cb * cbi + ci
         inside = tirx.all(y >= top, y < h + top, x >= left, x < w + left, c < spec.in_channels)
-        pixel = flavor.element(data[n, c, y - top, x - left], signed)
-        return tirx.if_then_else(inside, pixel, _pad_value(flavor, signed))
+        pixel = ops.element(data[n, c, y - top, x - left])
+        return tirx.if_then_else(inside, pixel, ops.pad())
 
     shape = (spec.batch, icp // cbi, h + top + bottom, w + left + right, cbi)
     return te.compute(shape, value, name="data_pack", attrs=STAGE_ATTRS)
 
 
-def _unpack(conv: te.Tensor, corr: te.Tensor, spec: ConvSpec, flavor: Flavor) -> te.Tensor:
+def _unpack(conv: te.Tensor, corr: te.Tensor, spec: ConvSpec, ops: Operands) -> te.Tensor:
     shape = (spec.batch, spec.out_channels, spec.out_h, spec.out_w)
 
     def value(n, c, y, x):
-        out = conv[n, c // LANES, y, x, c % LANES]
-        return out - corr[c] if flavor is INT8 else out
+        return ops.result(conv[n, c // LANES, y, x, c % LANES], corr[c])
 
     return te.compute(shape, value, name="unpack")
 
@@ -217,10 +246,11 @@ def _packed_conv(
     corr: te.Tensor,
     spec: ConvSpec,
     flavor: Flavor,
+    ops: Operands,
     cbi: int,
     attrs: dict,
 ) -> te.Tensor:
-    d = _pack_data(data, spec, flavor, cbi)
+    d = _pack_data(data, spec, flavor.depth, ops, cbi)
     (sh, sw), (dh, dw) = spec.strides, spec.dilation
     depth = flavor.depth
     ib = te.reduce_axis((0, int(d.shape[1])), "ib")
@@ -236,26 +266,30 @@ def _packed_conv(
         )
 
     shape = (spec.batch, int(packed.shape[0]), spec.out_h, spec.out_w, LANES)
-    return _unpack(te.compute(shape, value, name="conv", attrs=attrs), corr, spec, flavor)
+    return _unpack(te.compute(shape, value, name="conv", attrs=attrs), corr, spec, ops)
 
 
 def _gemm_conv(
-    data: te.Tensor, packed: te.Tensor, corr: te.Tensor, spec: ConvSpec, flavor: Flavor, attrs: dict
+    data: te.Tensor,
+    packed: te.Tensor,
+    corr: te.Tensor,
+    spec: ConvSpec,
+    flavor: Flavor,
+    ops: Operands,
+    attrs: dict,
 ) -> te.Tensor:
     kh_, kw_ = spec.kernel_h, spec.kernel_w
     (sh, sw), (dh, dw) = spec.strides, spec.dilation
     top, left, _, _ = spec.padding
     ow, depth = spec.out_w, flavor.depth
     k_pad = int(packed.shape[1]) * depth
-    signed = spec.dtype == "int8"
 
     def col_value(n, p, k):  # K ordered (c, kh, kw) as the OIHW weight flattens
         c = k // (kh_ * kw_)
         y = (p // ow) * sh + (k // kw_ % kh_) * dh - top
         x = (p % ow) * sw + (k % kw_) * dw - left
         inside = tirx.all(k < spec.reduction, y >= 0, y < spec.height, x >= 0, x < spec.width)
-        pixel = flavor.element(data[n, c, y, x], signed)
-        return tirx.if_then_else(inside, pixel, _pad_value(flavor, signed))
+        return tirx.if_then_else(inside, ops.element(data[n, c, y, x]), ops.pad())
 
     col = te.compute(
         (spec.batch, spec.out_h * ow, k_pad), col_value, name="im2col", attrs=STAGE_ATTRS
@@ -270,7 +304,7 @@ def _gemm_conv(
         )
 
     shape = (spec.batch, int(packed.shape[0]), spec.out_h, ow, LANES)
-    return _unpack(te.compute(shape, value, name="conv", attrs=attrs), corr, spec, flavor)
+    return _unpack(te.compute(shape, value, name="conv", attrs=attrs), corr, spec, ops)
 
 
 def emit_dense(
@@ -278,10 +312,10 @@ def emit_dense(
 ) -> relax.Expr:
     """``data @ weight`` for 8-bit or bf16 data [M, K] and a constant [K, N] weight."""
     flavor = flavor_of(str(data.ty.dtype))
-    signed = str(data.ty.dtype) == "int8"
-    w = np.ascontiguousarray(weight.T)  # [N, K]
-    packed = relax.const(pack_gemm_weight(flavor.weights(w), flavor.depth))
-    corr = relax.const(correction(w.astype(np.int64), signed) if flavor is INT8 else 0)
+    ops = flavor.operands(str(data.ty.dtype))
+    w = ops.weights(np.ascontiguousarray(weight.T))  # [N, K]
+    packed = relax.const(pack_gemm_weight(w, flavor.depth))
+    corr = relax.const(ops.correction(w))
     columns, depth = w.shape[0], flavor.depth
     attrs = _attrs(algorithm, "dense", flavor)
 
@@ -290,11 +324,7 @@ def emit_dense(
         k_pad = int(b.shape[1]) * depth
         rows = te.compute(
             (m, k_pad),
-            lambda i, j: tirx.if_then_else(
-                j < k,
-                flavor.element(a[i, tirx.min(j, k - 1)], signed),
-                _pad_value(flavor, signed),
-            ),
+            lambda i, j: tirx.if_then_else(j < k, ops.element(a[i, tirx.min(j, k - 1)]), ops.pad()),
             name="data_pack",
             attrs=STAGE_ATTRS,
         )
@@ -310,8 +340,7 @@ def emit_dense(
         )
 
         def crop(i, j):
-            out = acc[0, j // LANES, 0, i, j % LANES]
-            return out - c[j] if flavor is INT8 else out
+            return ops.result(acc[0, j // LANES, 0, i, j % LANES], c[j])
 
         return te.compute((m, columns), crop, name="crop")
 

@@ -8,6 +8,13 @@ kernel (and every MetaSchedule candidate) tensorized with it fails to build.
 reinterprets the operands as 64-byte vectors, once per process: dlas's in-process builder and
 MetaSchedule's tuner then both get the working one.
 
+Without VNNI, AVX512-BW's ``vpmaddubsw`` adds u8 x s8 pairs into *saturating* int16 lanes: a
+pair of full-range operands reaches 2 x 255 x 127 = 64770. As oneDNN does on such CPUs, the
+kernels then use 7-bit weights (``round(w / 2)``, |w| <= 64: a pair stays within 32640) and
+double their sums, so they are exact for the weights ``2 * round(w / 2)`` (one bit of weight
+precision lost). On AArch64 with the dot-product extension (``+dotprod``, Armv8.2+), ``sdot``
+multiplies signed bytes: ``dlas_dot_16x4_sdot`` covers the same 16 x 4 block with four of them.
+
 ``dot_16x2_bf16`` is the bfloat16 analogue for AVX512-BF16 (``vdpbf16ps``): 16 float32 lanes,
 each += a pair of bf16 products.
 """
@@ -15,6 +22,7 @@ each += a pair of bf16 products.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any
 
 from tvm.s_tir import TensorIntrin
@@ -24,19 +32,21 @@ from dlas._tvmscript import cheap_frame_info
 
 VNNI_INTRIN = "dot_16x4_vnni"
 AVX512_INTRIN = "dot_16x4_avx512"
+SDOT_INTRIN = "dlas_dot_16x4_sdot"
 BF16_INTRIN = "dot_16x2_bf16"
 
 # LLVM feature names (as ``target_has_features`` spells them) of each instruction family.
 VNNI_FEATURE = "avx512vnni"
 AVX512BW_FEATURE = "avx512bw"
 BF16_FEATURE = "avx512bf16"
+DOTPROD_FEATURE = "dotprod"
 
 
 # --- u8 x s8 -> s32 -------------------------------------------------------------------------
-def _dot_u8s8_desc(scope: str) -> Any:
+def _dot_x8s8_desc(scope: str, data: str = "uint8") -> Any:
     @T.prim_func(s_tir=True)
     def func(
-        A: T.Buffer((4,), "uint8", offset_factor=1),
+        A: T.Buffer((4,), data, offset_factor=1),
         B: T.Buffer((16, 4), "int8", offset_factor=1),
         C: T.Buffer((16,), "int32", offset_factor=1, scope=scope),
     ) -> None:
@@ -100,6 +110,33 @@ def _dot_u8s8_avx512(scope: str) -> Any:
                 T.broadcast(T.int16(1), 32),
                 dtype="int32x16",
             )
+
+    return func
+
+
+def _dot_s8s8_sdot(scope: str) -> Any:
+    # 16 lanes = four int32x4 accumulators, each += the same 4 bytes of A . 4 rows of B.
+    sdot = "llvm.aarch64.neon.sdot.v4i32.v16i8"
+
+    @T.prim_func(s_tir=True)
+    def func(
+        A: T.Buffer((4,), "int8", offset_factor=1),
+        B: T.Buffer((16, 4), "int8", offset_factor=1),
+        C: T.Buffer((16,), "int32", offset_factor=1, scope=scope),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.writes(C[0:16])
+            a_i32 = T.reinterpret(A.vload([0], "int8x4"), dtype="int32")
+            a_x16 = T.reinterpret(T.broadcast(a_i32, 4), dtype="int8x16")
+            for q in T.unroll(4):
+                C[T.ramp(q * 4, 1, 4)] = T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id(sdot),
+                    C.vload([q * 4], dtype="int32x4"),
+                    a_x16,
+                    B.vload([q * 4, 0], dtype="int8x16"),
+                    dtype="int32x4",
+                )
 
     return func
 
@@ -196,8 +233,9 @@ def register_intrinsics() -> None:
     """Register the intrinsics (global and ``.local`` accumulators), once per process, before
     the first kernel tensorizes with one: not on import, which every ``dlas`` command does."""
     pairs = {
-        VNNI_INTRIN: (_dot_u8s8_desc, _dot_u8s8_vnni),
-        AVX512_INTRIN: (_dot_u8s8_desc, _dot_u8s8_avx512),
+        VNNI_INTRIN: (_dot_x8s8_desc, _dot_u8s8_vnni),
+        AVX512_INTRIN: (_dot_x8s8_desc, _dot_u8s8_avx512),
+        SDOT_INTRIN: (lambda scope: _dot_x8s8_desc(scope, "int8"), _dot_s8s8_sdot),
         BF16_INTRIN: (_dot_bf16_desc, _dot_bf16_avx512),
     }
     with cheap_frame_info():
@@ -218,25 +256,44 @@ def has_feature(feature: str, target: Any) -> bool:
         return False
 
 
-def int8_isa(target: Any) -> str:
-    """The instruction family dlas's int8 kernels use on ``target``: ``vnni`` (vpdpbusd) or
-    ``none`` (widened int32 arithmetic).
+@dataclass(frozen=True)
+class Int8Kernel:
+    """An instruction family for u8/s8 x s8 -> s32 dot products of depth 4."""
 
-    AVX512-BW's ``vpmaddubsw`` (``dot_16x4_avx512``) adds u8 x s8 pairs into *saturating*
-    int16: with full-range u8 activations and [-127, 127] weights a pair reaches 64770, so the
-    kernels would not be exact; it needs 7-bit activations (or weights) first, which the
-    quantizer does not do yet. Until then AVX-512 CPUs without VNNI run widened int32."""
-    if has_feature(VNNI_FEATURE, target):
-        return "vnni"
-    return "none"
+    isa: str  # what the layer table and ``compression.int8_isa`` say
+    intrinsic: str
+    feature: str  # the LLVM feature the target needs
+    data: str  # the activations operand's dtype (the kernels shift the other kind by 128)
+    weight_shift: int  # weights are rounded to ``w >> weight_shift`` (and sums shifted back)
+
+
+# In order of preference.
+INT8_KERNELS = (
+    Int8Kernel("vnni", VNNI_INTRIN, VNNI_FEATURE, "uint8", 0),
+    Int8Kernel("dotprod", SDOT_INTRIN, DOTPROD_FEATURE, "int8", 0),
+    Int8Kernel("avx512bw", AVX512_INTRIN, AVX512BW_FEATURE, "uint8", 1),
+)
+
+
+def int8_kernel(target: Any) -> Int8Kernel | None:
+    """The dot-product family dlas's int8 kernels use on ``target`` (None: widened int32)."""
+    return next((k for k in INT8_KERNELS if has_feature(k.feature, target)), None)
+
+
+def int8_isa(target: Any) -> str:
+    """``vnni`` (vpdpbusd), ``dotprod`` (sdot), ``avx512bw`` (vpmaddubsw + vpmaddwd, 7-bit
+    weights) or ``none`` (widened int32 arithmetic)."""
+    kernel = int8_kernel(target)
+    return kernel.isa if kernel else "none"
 
 
 def int8_intrinsic(target: Any) -> str | None:
     """The tensor intrinsic (registered) int8 kernels use on ``target``, if any."""
-    if int8_isa(target) != "vnni":
+    kernel = int8_kernel(target)
+    if kernel is None:
         return None
     register_intrinsics()
-    return VNNI_INTRIN
+    return kernel.intrinsic
 
 
 def bf16_intrinsic(target: Any) -> str | None:

@@ -152,27 +152,12 @@ class MetaSchedule(Tuner):
         mods = {t.task_name: t.dispatched[0] for t in extracted}
         if cfg.records:
             store = RecordStore(resolve_records(cfg.records, ctx.work_dir), create=False)
-            todo, share = [], 0.0
+            new_trials: dict[str, int] = {}
+            log.info("MetaSchedule: no new trials, records from %s", store.path)
         else:
-            store = RecordStore.shared(ctx.cache.root, target)
-            share = self.share(len(extracted))
-            todo = [t for t in extracted if store.tuned_share(t.dispatched[0]) < share]
-        new_trials: dict[str, int] = {}
-        if todo and cfg.trials > 0:
-            log.info(
-                "MetaSchedule: %d of %d tasks need tuning (%.1f trials each), %d reuse %s",
-                len(todo),
-                len(extracted),
-                share,
-                len(extracted) - len(todo),
-                store.path,
-            )
-            new_trials = self._tune(todo, target, store, share, ctx)
-            store.mark_tuned({t.task_name: t.dispatched[0] for t in todo}, share)
-        else:
-            log.info(
-                "MetaSchedule: no new trials for %d tasks (records: %s)", len(extracted), store.path
-            )
+            with RecordStore.exclusive(ctx.cache.root, target) as (store, waited):
+                ctx.metrics["tune/records_lock_wait_s"] = waited
+                new_trials = self._tune_missing(extracted, target, store, ctx)
         tune_seconds = time.perf_counter() - started
 
         with target, store.database, tvm.transform.PassContext(opt_level=3):
@@ -188,6 +173,30 @@ class MetaSchedule(Tuner):
                 f"tvm-metaschedule ({sum(new_trials.values())} new trials, records {store.path})"
             ),
         )
+
+    def _tune_missing(
+        self, extracted: list[Any], target: Any, store: RecordStore, ctx: TuneContext
+    ) -> dict[str, int]:
+        """Tune the tasks the store has not seen with this run's per-task share; new trials
+        per task name."""
+        share = self.share(len(extracted))
+        todo = [t for t in extracted if store.tuned_share(t.dispatched[0]) < share]
+        if not todo or self.cfg.trials <= 0:
+            log.info(
+                "MetaSchedule: no new trials for %d tasks (records: %s)", len(extracted), store.path
+            )
+            return {}
+        log.info(
+            "MetaSchedule: %d of %d tasks need tuning (%.1f trials each), %d reuse %s",
+            len(todo),
+            len(extracted),
+            share,
+            len(extracted) - len(todo),
+            store.path,
+        )
+        new_trials = self._tune(todo, target, store, share, ctx)
+        store.mark_tuned({t.task_name: t.dispatched[0] for t in todo}, share)
+        return new_trials
 
     def share(self, num_tasks: int) -> float:
         """Trials each task is entitled to: the global budget spread evenly, capped per task.

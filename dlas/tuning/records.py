@@ -6,6 +6,11 @@ algorithm's compute are all part of it), so a conv seen in ResNet18 is reused by
 that has the same conv. Beside it, ``dlas_tuned.json`` says what budget each workload was
 already tuned with, so an identical (or smaller) request tunes nothing again even for
 workloads whose search space ran out before the budget did.
+
+Jobs that share ``cache_dir`` (parallel launchers, hosts on a shared file system) take turns
+on a database (:meth:`RecordStore.exclusive`): its tuning records name their workload by
+line number in the workload file, as counted by the job that loaded it, so two jobs that
+loaded the same files and both committed new workloads would attach records to the wrong ones.
 """
 
 from __future__ import annotations
@@ -14,13 +19,15 @@ import json
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import tvm
 from tvm.s_tir import meta_schedule as ms
 
-from dlas.cache import config_key, write_atomic
+from dlas.cache import config_key, entry_lock, write_atomic
 
 TUNED_FILE = "dlas_tuned.json"
 TABLE_FILE = "tasks.json"
@@ -61,10 +68,15 @@ class RecordStore:
         )
 
     @classmethod
-    def shared(
+    @contextmanager
+    def exclusive(
         cls, cache_root: str | Path, target: tvm.target.Target, module_equality: str = "structural"
-    ) -> RecordStore:
-        return cls(Path(cache_root) / "tuning" / target_key(target), module_equality)
+    ) -> Iterator[tuple[RecordStore, float]]:
+        """The shared store of ``target``, loaded and used by this job alone for the block
+        (every other job's commits are in it); yields it and the seconds spent waiting."""
+        path = Path(cache_root) / "tuning" / target_key(target)
+        with entry_lock(path / "database") as waited:
+            yield cls(path, module_equality), waited
 
     # --- queries ---------------------------------------------------------------------
     def workload_key(self, mod: tvm.IRModule) -> str | None:

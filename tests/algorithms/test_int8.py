@@ -1,11 +1,16 @@
 """int8 kernels: exact int32 sums against an integer reference over the conv test grid.
 
-Every algorithm computes ``conv2d(x_u8|s8, W_s8, out_dtype=int32)``; on a CPU with the u8 x s8
-dot product (VNNI, or AVX512-BW's vpmaddubsw pair) the dense algorithms run the tensorized
-kernels of :mod:`dlas.algorithms.int8_vnni` and the layer table says which layers did not.
+Every algorithm computes ``conv2d(x_u8|s8, W_s8, out_dtype=int32)``; on a CPU with a byte dot
+product (VNNI; AVX512-BW's vpmaddubsw pair, exact for its 7-bit weights ``2 * round(w / 2)``)
+the dense algorithms run the tensorized kernels of :mod:`dlas.algorithms.dot_product` and the
+layer table says which layers did not. AArch64 (``sdot``) is built and disassembled only:
+nothing here runs Arm code.
 """
 
 from __future__ import annotations
+
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -16,6 +21,7 @@ from tvm import relax
 from dlas.algorithms import intrinsics, lower
 from dlas.compiler.build import build
 from tests.algorithms.test_conv import GRID
+from tests.algorithms.test_intrinsics import disassemble
 from tests.algorithms.util import Case, host_target
 
 DENSE_KERNELS = ["direct", "gemm", "spatial_pack"]
@@ -60,6 +66,8 @@ def _reference(case: Case, x: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 def _check(algorithm: str, cases: list[Case], target) -> list[dict]:
+    kernel = intrinsics.int8_kernel(target)
+    halved = kernel is not None and kernel.weight_shift == 1
     rng = np.random.default_rng(0)
     dtypes = ["uint8" if i % 2 == 0 else "int8" for i in range(len(cases))]
     xs = [
@@ -69,15 +77,18 @@ def _check(algorithm: str, cases: list[Case], target) -> list[dict]:
     ]  # fmt: skip
     ws = [rng.integers(-127, 128, (c.oc, c.c // c.groups, c.k, c.k)).astype("int8") for c in cases]
     lowered = lower(_int8_module(cases, dtypes, ws), algorithm, target)
-    vm = relax.VirtualMachine(build(lowered.mod, target), tvm.cpu())
+    assert len(lowered.layers) == len(cases)
+    executable = build(lowered.mod, target)
+    vm = relax.VirtualMachine(executable, tvm.cpu())
     out = vm["main"](*(tvm.runtime.tensor(x, tvm.cpu()) for x in xs))
     for i, (case, x, w) in enumerate(zip(cases, xs, ws, strict=True)):
-        ref = _reference(case, x, w)
+        tensorized = lowered.layers[i]["kernel"] != "widened"
+        ref = _reference(case, x, np.round(w / 2) * 2 if halved and tensorized else w)
         assert np.abs(ref).max() > 1000  # the reference varies
         got = out[i].numpy()
         assert got.dtype == np.int32
         np.testing.assert_array_equal(got, ref, err_msg=f"{algorithm} {case.id} {dtypes[i]}")
-    return lowered.layers
+    return lowered.layers, executable
 
 
 # spatial_pack in the default suite; the other forms (same kernel, other data layouts) slow.
@@ -86,8 +97,27 @@ def _check(algorithm: str, cases: list[Case], target) -> list[dict]:
     [a if a == "spatial_pack" else pytest.param(a, marks=pytest.mark.slow) for a in DENSE_KERNELS],
 )
 def test_int8_conv_grid_is_exact(algorithm, caplog):
-    target = host_target()
-    layers = _check(algorithm, GRID + EXTRA, target)
+    _exact_on(host_target(), algorithm, caplog)
+
+
+def test_int8_without_vnni_uses_the_avx512bw_pair_exactly(caplog, tmp_path):
+    """An AVX-512 CPU without VNNI (Skylake-SP): this CPU runs its code too."""
+    host = host_target()
+    if not intrinsics.has_feature(intrinsics.AVX512BW_FEATURE, host):
+        pytest.skip(f"this CPU ({host.mcpu}) cannot run AVX512-BW code")
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
+    assert intrinsics.int8_isa(target) == "avx512bw"
+    layers, executable = _exact_on(target, "spatial_pack", caplog)
+    assert {r["kernel"] for r in layers if r["groups"] == 1} == {"avx512bw"}
+    if shutil.which("objdump") is None:
+        pytest.skip("objdump is not installed: instructions not checked")
+    executable.export_library(str(tmp_path / "lib.so"))
+    code = disassemble(str(tmp_path / "lib.so"))
+    assert re.search(r"\svpmaddubsw\s", code) and not re.search(r"\svpdpbusd\s", code)
+
+
+def _exact_on(target, algorithm: str, caplog) -> tuple[list[dict], object]:
+    layers, executable = _check(algorithm, GRID + EXTRA, target)
     assert "default schedule failed" not in caplog.text
     if intrinsics.int8_isa(target) == "none":
         pytest.skip(f"{target.mcpu} has no u8 x s8 dot product: only the int32 path was checked")
@@ -96,6 +126,7 @@ def test_int8_conv_grid_is_exact(algorithm, caplog):
         # Every ungrouped layer is tensorized; grouped/depthwise ones say why they are not.
         assert (row["kernel"] == "widened") == grouped, row
         assert bool(row["fallback"]) == (grouped or row["algorithm"] != algorithm), row
+    return layers, executable
 
 
 @pytest.mark.slow
@@ -148,3 +179,43 @@ def test_bf16_conv_grid_accumulates_in_float32(algorithm, caplog):
         assert np.abs(got - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max()), case.id
     kernels = {r["kernel"] for r in lowered.layers if r["groups"] == 1}
     assert kernels == {"avx512bf16"}
+
+
+@pytest.mark.parametrize(
+    ("mcpu", "isa"),
+    [("cortex-a76", "dotprod"), ("cortex-a73", "none"), ("carmel", "none")],
+    ids=["armv8.2-dotprod", "hikey970-a73", "xavier-carmel"],
+)
+def test_int8_on_aarch64_uses_sdot_where_the_target_has_it(mcpu, isa):
+    """Cross-compiled, not run: the generated assembly has ``sdot`` exactly when the target
+    has the dot-product extension (HiKey 970's A73 and Xavier's Carmel lack it, per LLVM)."""
+    target = tvm.target.Target(
+        {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": mcpu, "num-cores": 4}
+    )
+    assert intrinsics.int8_isa(target) == isa
+    cases = [*EXTRA, GRID[0]]
+    rng = np.random.default_rng(0)
+    dtypes = ["uint8", "int8", "uint8"][: len(cases)]
+    ws = [rng.integers(-127, 128, (c.oc, c.c // c.groups, c.k, c.k)).astype("int8") for c in cases]
+    lowered = lower(_int8_module(cases, dtypes, ws), "spatial_pack", target)
+    kernels = {r["kernel"] for r in lowered.layers if r["groups"] == 1}
+    assert kernels == ({"dotprod"} if isa == "dotprod" else {"widened"}), lowered.layers
+    (code,) = build(lowered.mod, target).mod.imports
+    asm = code.inspect_source("asm")
+    assert ("sdot\t" in asm or "sdot " in asm) == (isa == "dotprod")
+
+
+def test_signed_data_path_is_exact(monkeypatch, caplog):
+    """What ``sdot`` kernels compute (uint8 data shifted by -128 into int8, the correction
+    added back), run here with a stand-in s8 x s8 intrinsic whose implementation is its own
+    description, so that the arithmetic Arm runs is checked on this CPU."""
+    from tvm.s_tir import TensorIntrin
+
+    name = "dlas_test_dot_16x4_s8s8"
+    for suffix, scope in (("", "global"), (intrinsics.LOCAL, "local")):
+        desc = intrinsics._dot_x8s8_desc(scope, "int8")
+        TensorIntrin.register(name + suffix, desc, desc, override=True)
+    stand_in = intrinsics.Int8Kernel("s8-stand-in", name, "sse2", "int8", 0)
+    monkeypatch.setattr(intrinsics, "INT8_KERNELS", (stand_in,))
+    layers, _ = _exact_on(host_target(), "spatial_pack", caplog)
+    assert {r["kernel"] for r in layers if r["groups"] == 1} == {"s8-stand-in"}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -55,3 +58,45 @@ def test_records_spec_accepts_folders_and_refuses_junk(tmp_path):
         resolve_records("not-a-run")
     with pytest.raises(FileNotFoundError, match="holds no MetaSchedule records"):
         RecordStore(tmp_path / "empty", create=False)
+
+
+def _commit_one_record(cache_root: Path, task: str, pause_s: float) -> None:
+    """A job that tunes ``task`` into the shared store: loads it, works, commits."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from tests.tuning.helpers import host_target
+
+    mod = task_mods(mlp_module())[task]
+    target = host_target()
+    with RecordStore.exclusive(cache_root, target) as (store, _waited):
+        time.sleep(pause_s)  # the other job has loaded the same files by now, if it could
+        workload = store.database.commit_workload(mod)
+        sch = tvm.s_tir.Schedule(mod)
+        sch.get_loops(sch.get_sblock("T_matmul_NT"))  # top-k skips records with empty traces
+        store.database.commit_tuning_record(
+            ms.database.TuningRecord(sch.trace, workload, [1e-3], target, None)
+        )
+
+
+def test_concurrent_jobs_commit_to_the_shared_store_in_turn(tmp_path):
+    """Records name their workload by its line in the workload file as the committing job
+    counted it; two jobs that loaded the store together would both call their new workload
+    line 0, and the reopened store would give one workload both records."""
+    spawn = multiprocessing.get_context("spawn")
+    jobs = [
+        spawn.Process(target=_commit_one_record, args=(tmp_path, task, 3.0))
+        for task in ("dense1", "fused_dense_relu")
+    ]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join(timeout=120)
+    assert [job.exitcode for job in jobs] == [0, 0]
+
+    from tests.tuning.helpers import host_target
+
+    (path,) = (tmp_path / "tuning").iterdir()
+    assert path.name == target_key(host_target())
+    reopened = RecordStore(path)
+    mods = task_mods(mlp_module())
+    assert [len(reopened.records(mods[t])) for t in ("dense1", "fused_dense_relu")] == [1, 1]
