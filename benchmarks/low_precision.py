@@ -2,6 +2,8 @@
 
     python benchmarks/low_precision.py                  # the issue's rows (PYTHONPATH=. in a checkout)
     python benchmarks/low_precision.py --rows resnet18:32 --runs 100 --algorithm spatial_pack
+    python benchmarks/low_precision.py --mcpu skylake-avx512    # dlas for an AVX-512 CPU without
+                                                                # VNNI (runs on any newer one)
 
 Batch 1, 2 threads everywhere (TVM_NUM_THREADS, torch.set_num_threads, ORT intra-op). All
 systems of a row are timed in one process, interleaved round-robin in blocks of
@@ -22,7 +24,7 @@ import functools
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import _libraries
 import numpy as np
@@ -31,10 +33,10 @@ import torch
 THREADS = 2
 os.environ.setdefault("TVM_NUM_THREADS", str(THREADS))
 
-ROWS = ["resnet18:32", "mobilenet_v2:32", "vgg16:32", "resnet18:224"]
+ROWS = ["resnet18:32", "mobilenet_v2:32", "vgg16:32", "resnet18:224", "vgg16:224"]
 
 
-def compose(model: str, cache_dir: str) -> object:
+def compose(model: str, cache_dir: str, overrides: Sequence[str] = ()) -> object:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
 
@@ -42,11 +44,13 @@ def compose(model: str, cache_dir: str) -> object:
 
     register_schemas()
     with initialize_config_module("dlas.conf", version_base=None):
-        cfg = hydra_compose("config", overrides=[f"model={model}", f"paths.cache_dir={cache_dir}"])
+        cfg = hydra_compose(
+            "config", overrides=[f"model={model}", f"paths.cache_dir={cache_dir}", *overrides]
+        )
     return validate(cfg)
 
 
-def trained(model: str, cache_dir: str):
+def trained(model: str, cache_dir: str, overrides: Sequence[str] = ()):
     """(float model, data bundle) of the default job, trained on first use."""
     from pathlib import Path
 
@@ -54,7 +58,7 @@ def trained(model: str, cache_dir: str):
     from dlas.data import load_dataset
     from dlas.models import load_or_train
 
-    cfg = compose(model, cache_dir)
+    cfg = compose(model, cache_dir, overrides)
     data = load_dataset(cfg.dataset)
     cache = Cache(Path(cache_dir).expanduser().resolve())
     net, _ = load_or_train(cfg.model, cfg.dataset, data, cache)
@@ -126,7 +130,7 @@ def systems_for(model, spec, samples, algorithm: str, target, work_dir) -> dict[
     options.intra_op_num_threads = THREADS
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     systems["ort fp32"] = lambda x: session.run(None, {"input": x})[0]
-    systems["ort int8"], _ = onnxruntime_int8(model, spec, samples, work_dir, 17, THREADS)
+    systems["ort int8"], _ = onnxruntime_int8(path, samples, work_dir, THREADS)
     return systems
 
 
@@ -160,11 +164,19 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=0.2, help="seconds idle between blocks")
     parser.add_argument("--test-limit", type=int, default=300)
     parser.add_argument("--cache-dir", default=".cache/dlas")
+    parser.add_argument("--mcpu", default="auto", help="the CPU dlas compiles for (LLVM name)")
+    parser.add_argument("--work-dir", default="/tmp/dlas-lp", help="ONNX files")
     parser.add_argument(
         "--trained",
         default="resnet18,mobilenet_v2,vgg16",
         help="models whose 32 px rows use (and, on first use, train) the default job's "
         "checkpoint; the others run untrained weights (latency only)",
+    )
+    parser.add_argument(
+        "--override",
+        nargs="*",
+        default=[],
+        help="extra overrides of the trained rows' job, e.g. dataset.train.epochs=1",
     )
     args = parser.parse_args()
 
@@ -176,14 +188,14 @@ def main() -> None:
     from dlas.devices.local_cpu import resolve_target_dict
     from dlas.models import create_model
 
-    target = tvm.target.Target(resolve_target_dict({"kind": "llvm", "mcpu": "auto"}, THREADS))
+    target = tvm.target.Target(resolve_target_dict({"kind": "llvm", "mcpu": args.mcpu}, THREADS))
     print(f"target {target.mcpu}, {THREADS} threads, algorithm={args.algorithm}, "
           f"median of {args.runs} interleaved runs")  # fmt: skip
     for row in args.rows.split(","):
         name, size = row.split(":")[0], int(row.split(":")[1])
         print(f"\n== {name} @ {size}x{size}  (load average before: {os.getloadavg()})")
         if size <= 64 and name in args.trained.split(","):
-            model, data, _ = trained(name, args.cache_dir)
+            model, data, _ = trained(name, args.cache_dir, args.override)
             spec = data.spec
             samples = data.calibration_batches(256, batch_size=32)
         else:
@@ -198,7 +210,7 @@ def main() -> None:
                     model(torch.randn(4, 3, size, size))
                 model.eval()
             samples = [torch.randn(8, 3, size, size) for _ in range(2)]
-        systems = systems_for(model, spec, samples, args.algorithm, target, Path("/tmp/dlas-lp"))
+        systems = systems_for(model, spec, samples, args.algorithm, target, Path(args.work_dir))
         x = samples[0][:1].numpy()
         medians = interleaved(systems, x, args.runs, args.block, args.settle)
         accuracy = {n: top1(f, data, args.test_limit) for n, f in systems.items()} if data else {}
