@@ -2,6 +2,7 @@
 
     nice -n 10 python benchmarks/compression.py [--models resnet18 mobilenet_v2]
         [--algorithms direct gemm] [--timed-runs 30] [--cache-dir .cache/dlas]
+        [--override dataset.train.epochs=1 dataset.test_limit=100]
 
 Each cell is one real ``dlas.pipeline.run`` (one MLflow run): accuracy of the compiled TVM
 module on the digits test split (360 images) and its median batch-1 latency (``ms``). At the
@@ -45,6 +46,12 @@ def main() -> None:
         type=int,
         help="override compression.finetune_epochs of the pruning rows (0: latency only)",
     )
+    parser.add_argument(
+        "--override",
+        nargs="*",
+        default=[],
+        help="extra overrides for every run, e.g. dataset.train.epochs=1",
+    )
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
 
@@ -67,6 +74,7 @@ def main() -> None:
                     "eval.eager_baseline=false",
                     f"paths.cache_dir={args.cache_dir}",
                     f"paths.mlruns_dir={args.mlruns_dir}",
+                    *args.override,
                     *COMPRESSIONS[label],
                 ]
                 if args.finetune_epochs is not None and "pruning" in label:

@@ -1,6 +1,6 @@
 """Per-kernel profile of one model's untuned dlas build (the table every TVM run logs).
 
-    python -m benchmarks.profile_model efficientnet_b0@224 --algorithm direct --top 25
+    python benchmarks/profile_model.py efficientnet_b0@224 --algorithm direct --top 25
 
 Random weights; 2 threads (TVM_NUM_THREADS). Columns: time per model call, share, achieved
 GFLOP/s (TIR estimate: 2 x MACs + epilogue), GB/s over the kernel's arguments, flop per

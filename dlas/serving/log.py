@@ -86,11 +86,18 @@ def example_batch(data: Any, images: int = EXAMPLE_IMAGES) -> np.ndarray:
 
 
 def log_model(
-    cfg: Any, prepared: Any, program: Any, device: Any, name: str = MODEL_NAME
+    cfg: Any,
+    prepared: Any,
+    program: Any,
+    device: Any,
+    name: str = MODEL_NAME,
+    validate: bool = True,
 ) -> str | None:
     """Log ``program`` as the MLflow model ``name`` of the active run; its URI, or None when
     nothing was logged (the ``dlas.model.logged`` tag says why). Never fails the run: a model
-    that cannot be logged is a warning and a tag."""
+    that cannot be logged is a warning and a tag. ``validate=False`` skips MLflow's check that
+    the logged model loads and serves its input example (about 2 s, mostly its scan of the
+    installed packages): for a library from the compile cache, checked when first logged."""
     import mlflow
 
     if getattr(prepared.model, "onnx_path", None):
@@ -106,7 +113,7 @@ def log_model(
         return None
     try:
         if program.is_tvm:
-            info = _log_tvm(cfg, prepared, program, device, name)
+            info = _log_tvm(cfg, prepared, program, device, name, validate)
         else:
             info = _log_baseline(cfg, prepared, name)
     except Exception as exc:  # noqa: BLE001 - the measurements are logged; keep the run
@@ -119,7 +126,7 @@ def log_model(
     return info.model_uri
 
 
-def _log_tvm(cfg: Any, prepared: Any, program: Any, device: Any, name: str) -> Any:
+def _log_tvm(cfg: Any, prepared: Any, program: Any, device: Any, name: str, validate: bool) -> Any:
     import mlflow
     from mlflow.models import Model
 
@@ -146,6 +153,7 @@ def _log_tvm(cfg: Any, prepared: Any, program: Any, device: Any, name: str) -> A
         signature=signature(spec, with_params=True),
         input_example=x[:1],
         reference=(x, logits.astype(np.float32)),
+        validate_serving_input=validate,
     )
 
 

@@ -31,7 +31,7 @@ from dlas.tuning.base import TuneContext, Tuner
 from dlas.tuning.progress import TrialProgress, TuningStop
 from dlas.tuning.records import TABLE_FILE, RecordStore, best_seconds, resolve_records
 from dlas.tuning.registry import TUNERS
-from dlas.tuning.seeding import seed_default_schedules
+from dlas.tuning.seeding import seed_default_schedules, verify_against_defaults
 from dlas.tuning.workers import (
     InProcessBuilder,
     InProcessRunner,
@@ -41,11 +41,6 @@ from dlas.tuning.workers import (
 )
 
 log = logging.getLogger(__name__)
-
-# Records per task copied into the run's `tuning/` artifacts: the one the build applied.
-# The shared database keeps all of them.
-LOGGED_RECORDS_PER_TASK = 1
-
 
 # tuning.builder / tuning.runner names (dlas.validity checks a run's choice against these).
 BUILDERS: dict[str, Callable[..., ms.Builder]] = {
@@ -160,7 +155,7 @@ class MetaSchedule(Tuner):
                 new_trials = self._tune_missing(extracted, target, store, ctx)
         tune_seconds = time.perf_counter() - started
 
-        with target, store.database, tvm.transform.PassContext(opt_level=3):
+        with target, store.applied(), tvm.transform.PassContext(opt_level=3):
             mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(lowered.mod)
         mod = schedule_rest(mod, target)
         executable = build(mod, target)
@@ -271,6 +266,11 @@ class MetaSchedule(Tuner):
                 measure_callbacks=[*ms.MeasureCallback.create("default"), progress],
                 task_scheduler=cfg.task_scheduler,
             )
+            if cfg.include_defaults:
+                verified = verify_against_defaults(todo, store, builder, runner, target)
+                ctx.metrics["tune/tasks_default_kept"] = float(
+                    sum(default <= searched for default, searched in verified.values())
+                )
             ctx.metrics["tune/tasks_stopped_early"] = float(len(stop.stopped_tasks))
             ctx.metrics["tune/stopped_by_max_seconds"] = float(stop.out_of_time)
         finally:
@@ -305,7 +305,8 @@ class MetaSchedule(Tuner):
         rows = []
         for task in extracted:
             records = store.records(task.dispatched[0])
-            best = best_seconds(records[0]) if records else None
+            applied = store.best_record(task.dispatched[0])
+            best = best_seconds(applied) if applied is not None else None
             if not records:
                 source = "default-schedule"
             elif new_trials.get(task.task_name):
@@ -341,7 +342,7 @@ class MetaSchedule(Tuner):
             / "tuning-artifacts"
             / config_key({"store": str(store.path), "workloads": keys, "target": str(target)})
         )
-        store.export(mods, folder, LOGGED_RECORDS_PER_TASK)
+        store.export(mods, folder)  # the record each task applied; the store keeps them all
         (folder / TABLE_FILE).write_text(json.dumps(rows, indent=1))
         ctx.artifacts["tuning"] = folder
         tuned = [r for r in rows if r["best_us"] is not None]

@@ -33,6 +33,7 @@ TUNED_FILE = "dlas_tuned.json"
 TABLE_FILE = "tasks.json"
 _WORKLOAD_FILE = "database_workload.json"
 _RECORD_FILE = "database_tuning_record.json"
+VERIFIED_DIR = "verified"
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -66,6 +67,18 @@ class RecordStore:
         self.database = ms.database.JSONDatabase(
             work_dir=str(self.path), allow_missing=create, module_equality=module_equality
         )
+        # Each task's best record and default schedule timed again back to back
+        # (seeding.verify_against_defaults): where it has a workload, its best record wins.
+        verified = self.path / VERIFIED_DIR
+        if create:
+            verified.mkdir(exist_ok=True)
+        self.verified = (
+            ms.database.JSONDatabase(
+                work_dir=str(verified), allow_missing=True, module_equality=module_equality
+            )
+            if create or verified.is_dir()
+            else ms.database.MemoryDatabase(module_equality=module_equality)
+        )
 
     @classmethod
     @contextmanager
@@ -92,6 +105,19 @@ class RecordStore:
         workload = self.database.commit_workload(mod)
         found = self.database.get_top_k(workload, top_k)
         return [r for r in found if best_seconds(r) is not None]
+
+    def best_record(self, mod: tvm.IRModule) -> Any | None:
+        """The record a build applies: the verified winner, else the database's best."""
+        if self.verified.has_workload(mod):
+            found = self.verified.get_top_k(self.verified.commit_workload(mod), 1)
+            if found:
+                return found[0]
+        best = self.records(mod, 1)
+        return best[0] if best else None
+
+    def applied(self) -> ms.Database:
+        """The database a build applies records from (:meth:`best_record`'s order)."""
+        return ms.database.OrderedUnionDatabase(self.verified, self.database)
 
     def tuned_share(self, mod: tvm.IRModule) -> float:
         """The largest per-task budget a dlas run has tuned this workload with (0: never)."""
@@ -123,9 +149,10 @@ class RecordStore:
         value = self._tuned().get(key, {}).get("default_us") if key else None
         return float(value) if value is not None else None
 
-    def export(self, mods: dict[str, tvm.IRModule], dest: str | Path, top_k: int = 1) -> int:
-        """Copy the best ``top_k`` records of each workload into a fresh database at ``dest``
-        (what a run logs: enough to rebuild it with ``tuning.records``). Returns the count."""
+    def export(self, mods: dict[str, tvm.IRModule], dest: str | Path) -> int:
+        """Copy the record a build applies for each workload (:meth:`best_record`) into a fresh
+        database at ``dest`` (what a run logs: enough to rebuild it with ``tuning.records``).
+        Returns the count."""
         dest = Path(dest)
         for name in (_WORKLOAD_FILE, _RECORD_FILE):
             (dest / name).unlink(missing_ok=True)
@@ -133,17 +160,15 @@ class RecordStore:
         out = ms.database.JSONDatabase(work_dir=str(dest))
         count = 0
         for mod in mods.values():
-            best = self.records(mod, top_k)
-            if not best:
+            rec = self.best_record(mod)
+            if rec is None:
                 continue
-            workload = out.commit_workload(mod)
-            for rec in best:
-                out.commit_tuning_record(
-                    ms.database.TuningRecord(
-                        rec.trace, workload, rec.run_secs, rec.target, rec.args_info
-                    )
+            out.commit_tuning_record(
+                ms.database.TuningRecord(
+                    rec.trace, out.commit_workload(mod), rec.run_secs, rec.target, rec.args_info
                 )
-                count += 1
+            )
+            count += 1
         return count
 
     def _tuned(self) -> dict[str, dict[str, Any]]:

@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 import tvm
+import tvm_ffi
 from tvm import s_tir
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.utils import remove_build_dir
@@ -92,3 +93,59 @@ def seed_default_schedules(
         store.database.commit_tuning_record(record)
         seconds[task.task_name] = best_seconds(record)
     return seconds
+
+
+def verify_against_defaults(
+    tasks: list[Any],
+    store: RecordStore,
+    builder: ms.Builder,
+    runner: ms.Runner,
+    target: tvm.target.Target,
+) -> dict[str, tuple[float, float]]:
+    """Time each task's best searched schedule and its default schedule back to back, twice in
+    alternating order, and commit both figures to ``store.verified``, whose best record then
+    wins over the database's.
+
+    A record's time was measured when it was found: minutes apart from the default's, under
+    whatever else the machine was doing then. A candidate timed in a quiet moment can beat a
+    default timed in a busy one and be twice as slow in fact, and a build from it would be
+    slower than the untuned one. Returns ``(default, searched)`` seconds per task: the faster
+    of the two passes' medians."""
+    found: dict[str, tuple[float, float]] = {}
+    if target.kind.name != "llvm":  # dlas's default schedules are CPU schedules
+        return found
+    device_type = tvm.runtime.Device._DEVICE_TYPE_TO_NAME[target.get_target_device_type()]
+    for task in tasks:
+        mod = task.dispatched[0]
+        records = store.records(mod, 1)
+        default = default_schedule(mod)
+        if not records or default is None:
+            continue
+        searched = s_tir.Schedule(mod)
+        records[0].trace.apply_to_schedule(searched, remove_postproc=False)
+        if tvm_ffi.structural_equal(searched.mod, default.mod):
+            continue  # the default is the best record
+        args_info = ms.arg_info.ArgInfo.from_prim_func(mod["main"])
+        pair = [default, searched]
+        times: list[list[float]] = [[], []]
+        for order in ((0, 1), (1, 0)):
+            built = builder.build([ms.builder.BuilderInput(pair[i].mod, target) for i in order])
+            inputs = [ms.runner.RunnerInput(b.artifact_path, device_type, args_info) for b in built]
+            for i, b, result in zip(order, built, runner.run(inputs), strict=True):
+                result = result.result()
+                remove_build_dir(b.artifact_path)
+                secs = [float(s) for s in (result.run_secs or [])]
+                if b.error_msg or result.error_msg or not secs:
+                    break
+                times[i].append(sorted(secs)[len(secs) // 2])
+        if not (times[0] and times[1]):
+            log.warning("could not time %s's default against its best record", task.task_name)
+            continue
+        medians = (min(times[0]), min(times[1]))
+        workload = store.verified.commit_workload(mod)
+        for sch, secs in zip(pair, medians, strict=True):
+            store.verified.commit_tuning_record(
+                ms.database.TuningRecord(sch.trace, workload, [secs], target, args_info)
+            )
+        found[task.task_name] = medians
+    return found

@@ -1,0 +1,195 @@
+"""Every benchmark script smoke-tested by glob: ``benchmarks/*.py`` (not ``_*.py`` helpers) run
+in a subprocess with the tiniest arguments that still take its whole code path (tiny model,
+32 px, one or two timed calls, a few tuning trials, a few test images), every cache, MLflow
+store and work folder under ``tmp_path``. The figures are not checked, only that the script
+runs to the end: a benchmark that broke with a library change fails here, not in a long run.
+
+A new benchmark needs an entry in ``SMOKE_ARGS`` (``test_every_benchmark_has_smoke_args``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = sorted(
+    p.name for p in (REPO / "benchmarks").glob("*.py") if not p.name.startswith("_")
+)
+
+# Script name → its arguments; "{tmp}" is the test's tmp_path. The comments give each run's
+# duration on a 2-core machine.
+SMOKE_ARGS: dict[str, list[str]] = {
+    "algorithms.py": [  # 25 s: one dense build, three sparse/dense pairs
+        "--models", "tiny_cnn", "--sizes", "32", "--algorithms", "direct",
+        "--sparsity", "0.5", "--sparse-sizes", "32", "--repeat", "1",
+        "--json", "{tmp}/algorithms.json",
+    ],
+    "compression.py": [  # 30 s: two pipeline runs (the pruning row's override too)
+        "--models", "tiny_cnn", "--algorithms", "direct",
+        "--compressions", "dense", "weight_pruning 50%", "--finetune-epochs", "0",
+        "--timed-runs", "2", "--cache-dir", "{tmp}/cache", "--mlruns-dir", "{tmp}/mlruns",
+        "--json", "{tmp}/compression.json",
+        "--override", "dataset.train.epochs=0", "dataset.test_limit=16", "eval.roofline=false",
+    ],
+    "devices.py": [  # 55 s (slow)
+        "--model", "tiny_cnn", "--size", "32", "--warmup", "1", "--repeat", "2",
+        "--rounds", "1", "--test-limit", "4",
+    ],
+    "low_precision.py": [  # 30 s: a trained (epochs=0) row, all eight systems
+        "--rows", "tiny_cnn:32", "--trained", "tiny_cnn", "--runs", "2", "--block", "1",
+        "--settle", "0", "--test-limit", "4", "--cache-dir", "{tmp}/cache",
+        "--work-dir", "{tmp}/work", "--override", "dataset.train.epochs=0",
+    ],
+    "peers.py": [  # 15 s (torch.compile's first compile alone would add ~25 s)
+        "--models", "tiny_cnn@32", "--algorithms", "direct", "--peers", "eager,ort",
+        "--repeat", "1", "--calls", "1", "--cache-dir", "{tmp}/cache",
+        "--work-dir", "{tmp}/work",
+    ],
+    "profile_model.py": [  # 13 s
+        "tiny_cnn@32", "--algorithm", "direct", "--top", "3", "--repeat", "1",
+        "--cache-dir", "{tmp}/cache",
+    ],
+    "roofline.py": ["--threads", "1", "--cache-dir", "{tmp}/cache"],  # 8 s: measured (no cache)
+    "scaleout.py": ["--workers", "1", "--trials", "1"],  # marked scaleout
+    "search.py": [  # 11 s: the replay of a recorded study (_recorded_study)
+        "--experiment", "study_smoke", "--study", "study_smoke", "--seeds", "1",
+        "--tracking-uri", "sqlite:///{tmp}/mlruns/mlflow.db", "--out", "{tmp}/search.json",
+    ],
+    "serving.py": ["--model", "tiny_cnn", "--requests", "2", "--fresh", "1"],  # 55 s (slow)
+    "tuning.py": [  # 35 s: untuned, tuned (2 trials), --reuse-check rebuild, pytorch
+        "--models", "tiny_cnn", "--size", "32", "--algorithms", "direct", "--trials", "2",
+        "--tuning", "tuning.trials_per_iter=2", "tuning.cost_model=random",
+        "++tuning.strategy_options={population_size:8,init_min_unmeasured:2}",
+        "tuning.include_defaults=false", "tuning.progress=false",
+        "--baselines", "pytorch", "--timed-runs", "2", "--reuse-check",
+        "--cache-dir", "{tmp}/cache", "--mlruns-dir", "{tmp}/mlruns", "--json", "{tmp}/tuning.json",
+        "--override", "eval.roofline=false",
+    ],
+}  # fmt: skip
+
+# Over ~40 s even so: two fresh `python -m dlas.run` jobs against a loopback RPC server
+# (devices, ~55 s); training and logging a run, a fresh process and `mlflow models serve`
+# (serving, ~55 s).
+SLOW = {"devices.py", "serving.py"}
+# PostgreSQL + an MLflow server (tests/scaleout/services.py); skipped where they cannot start.
+SCALEOUT = {"scaleout.py"}
+
+
+def _env(tmp: Path | None) -> dict[str, str]:
+    """The scripts' environment; ``tmp``: their temporary folders (mkdtemp's, TorchInductor's)
+    go there."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), TQDM_DISABLE="1")
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "DLAS_PARENT_RUN_ID"):
+        env.pop(var, None)
+    if tmp is not None:
+        (tmp / "tmp").mkdir(exist_ok=True)
+        env["TMPDIR"] = str(tmp / "tmp")
+    return env
+
+
+def _run(cmd: list[str], tmp: Path | None, timeout: float = 900) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(
+            cmd,
+            cwd=REPO,
+            env=_env(tmp),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as error:
+        out = error.output or ""
+        out = out.decode(errors="replace") if isinstance(out, bytes) else out
+        pytest.fail(f"{' '.join(cmd)} ran over {timeout:.0f} s:\n{_tail(out)}")
+
+
+def _tail(out: str, chars: int = 6000) -> str:
+    return out if len(out) <= chars else "...\n" + out[-chars:]
+
+
+def _recorded_study(tmp: Path) -> None:
+    """search.py replays an exhaustive sweep's MLflow runs. A real one of even
+    experiments/study_smoke.yaml takes over a minute, so: its three configurations as child
+    runs of study ``study_smoke``, tagged as dlas's sweep tags them (optuna.study_name,
+    mlflow.parentRunId, dlas.sweep.overrides: the job's overrides)."""
+    import json
+
+    from mlflow import MlflowClient
+
+    from dlas.metrics import LATENCY, TOP1
+
+    (tmp / "mlruns").mkdir()
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}")
+    experiment = client.create_experiment("study_smoke")
+    study = {"optuna.study_name": "study_smoke"}
+    parent = client.create_run(experiment, tags={**study, "dlas.sweep.parent": "true"})
+    pruned = ["compression=weight_pruning", "compression.finetune_epochs=1"]
+    for overrides, latency, top1 in [
+        (["compression=dense", "algorithm=direct"], 0.050, 0.72),
+        ([*pruned, "algorithm=direct"], 0.043, 0.81),
+        ([*pruned, "algorithm=sparse_gemm"], 0.084, 0.81),
+    ]:
+        tags = {
+            **study,
+            "mlflow.parentRunId": parent.info.run_id,
+            "dlas.sweep.overrides": json.dumps(["+experiment=study_smoke", *overrides]),
+        }
+        run_id = client.create_run(experiment, tags=tags).info.run_id
+        client.log_metric(run_id, LATENCY, latency)
+        client.log_metric(run_id, TOP1, top1)
+        client.set_terminated(run_id)
+    client.set_terminated(parent.info.run_id)
+
+
+def _services(tmp: Path) -> None:
+    from tests.scaleout import services
+
+    reason = services.missing_reason()
+    if reason:
+        pytest.skip(reason)
+
+
+# What a script needs before it runs (a recorded study, services).
+PREPARE: dict[str, Callable[[Path], None]] = {
+    "search.py": _recorded_study,
+    "scaleout.py": _services,
+}
+
+
+def _param(name: str) -> object:
+    marks = [pytest.mark.slow] * (name in SLOW) + [pytest.mark.scaleout] * (name in SCALEOUT)
+    return pytest.param(name, marks=marks, id=name.removesuffix(".py"))
+
+
+def test_every_benchmark_has_smoke_args() -> None:
+    """A new benchmark script cannot be added without its smoke test (and no stale entries)."""
+    assert BENCHMARKS, "no benchmark scripts found"
+    missing = sorted(set(BENCHMARKS) - set(SMOKE_ARGS))
+    assert not missing, f"benchmarks without an entry in SMOKE_ARGS: {missing}"
+    stale = sorted(set(SMOKE_ARGS) - set(BENCHMARKS))
+    assert not stale, f"SMOKE_ARGS entries for scripts that no longer exist: {stale}"
+    assert set(PREPARE) | SLOW | SCALEOUT <= set(BENCHMARKS)
+
+
+@pytest.mark.parametrize("script", [_param(n) for n in BENCHMARKS])
+def test_benchmark_runs(script: str, tmp_path: Path) -> None:
+    if script not in SMOKE_ARGS:
+        pytest.fail(f"{script}: no entry in SMOKE_ARGS")
+    if script in PREPARE:
+        PREPARE[script](tmp_path)
+    args = [a.replace("{tmp}", str(tmp_path)) for a in SMOKE_ARGS[script]]
+    # scaleout.py's PostgreSQL runs as user postgres, which cannot enter pytest's root-only
+    # tmp_path: it keeps the system's temporary folder (and removes its own folder there).
+    tmp = None if script in SCALEOUT else tmp_path
+    proc = _run([sys.executable, str(REPO / "benchmarks" / script), *args], tmp)
+    assert proc.returncode == 0, (
+        f"benchmarks/{script} {' '.join(args)} exited {proc.returncode}:\n{_tail(proc.stdout)}"
+    )
