@@ -17,7 +17,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import tvm
@@ -113,6 +114,15 @@ def tune_contexts(
     return contexts, weights
 
 
+def _needs_verification(store: RecordStore, mod: tvm.IRModule) -> bool:
+    """A searched record beats the default schedule's, and nobody has timed the two side by
+    side yet (seeding.verify_against_defaults)."""
+    default_us, best = store.default_us(mod), _best(store, mod)
+    if default_us is None or best is None or store.verified.has_workload(mod):
+        return False
+    return not math.isclose(best * 1e6, default_us, rel_tol=1e-9)
+
+
 def _best(store: RecordStore, mod: tvm.IRModule) -> float | None:
     records = store.records(mod, 1)
     return best_seconds(records[0]) if records else None
@@ -172,25 +182,45 @@ class MetaSchedule(Tuner):
     def _tune_missing(
         self, extracted: list[Any], target: Any, store: RecordStore, ctx: TuneContext
     ) -> dict[str, int]:
-        """Tune the tasks the store has not seen with this run's per-task share; new trials
-        per task name."""
+        """Tune the tasks the store has not seen with this run's per-task share, then time
+        every task's best record against its default schedule where nobody has yet; new
+        trials per task name."""
+        cfg = self.cfg
         share = self.share(len(extracted))
         todo = [t for t in extracted if store.tuned_share(t.dispatched[0]) < share]
-        if not todo or self.cfg.trials <= 0:
+        if cfg.trials <= 0:
+            todo = []
+        if todo:
+            log.info(
+                "MetaSchedule: %d of %d tasks need tuning (%.1f trials each), %d reuse %s",
+                len(todo),
+                len(extracted),
+                share,
+                len(extracted) - len(todo),
+                store.path,
+            )
+        else:
             log.info(
                 "MetaSchedule: no new trials for %d tasks (records: %s)", len(extracted), store.path
             )
-            return {}
-        log.info(
-            "MetaSchedule: %d of %d tasks need tuning (%.1f trials each), %d reuse %s",
-            len(todo),
-            len(extracted),
-            share,
-            len(extracted) - len(todo),
-            store.path,
-        )
-        new_trials = self._tune(todo, target, store, share, ctx)
-        store.mark_tuned({t.task_name: t.dispatched[0] for t in todo}, share)
+
+        def unverified() -> list[Any]:
+            if not cfg.include_defaults:
+                return []
+            return [t for t in extracted if _needs_verification(store, t.dispatched[0])]
+
+        new_trials: dict[str, int] = {}
+        if not todo and not unverified():
+            return new_trials
+        with self._measuring(ctx) as (builder, runner):
+            if todo:
+                new_trials = self._tune(todo, target, store, share, ctx, builder, runner)
+                store.mark_tuned({t.task_name: t.dispatched[0] for t in todo}, share)
+            if pending := unverified():
+                verified = verify_against_defaults(pending, store, builder, runner, target)
+                ctx.metrics["tune/tasks_default_kept"] = float(
+                    sum(default <= searched for default, searched in verified.values())
+                )
         return new_trials
 
     def share(self, num_tasks: int) -> float:
@@ -203,31 +233,24 @@ class MetaSchedule(Tuner):
 
     # --- tuning ----------------------------------------------------------------------
     def _tune(
-        self, todo: list[Any], target: Any, store: RecordStore, share: float, ctx: TuneContext
+        self,
+        todo: list[Any],
+        target: Any,
+        store: RecordStore,
+        share: float,
+        ctx: TuneContext,
+        builder: ms.Builder,
+        runner: ms.Runner,
     ) -> dict[str, int]:
         cfg = self.cfg
         budget = max(1, math.ceil(share * len(todo)))
         per_task = cfg.trials_per_task if cfg.trials_per_task is not None else budget
         # MetaSchedule's task scheduler prints a table per round at INFO; the bar replaces it.
         logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
-        ctx.work_dir.mkdir(parents=True, exist_ok=True)
         work_dir = tempfile.mkdtemp(prefix="metaschedule-", dir=ctx.work_dir)
-        evaluator = ms.runner.EvaluatorConfig(
-            number=cfg.runner_number,
-            repeat=cfg.runner_repeat,
-            min_repeat_ms=cfg.runner_min_repeat_ms,
-            enable_cpu_cache_flush=cfg.cpu_cache_flush,
-        )
-        runner_spec, export = self._device_components(ctx.device)
-        # The in-process runner reads compiled candidates from memory; any other runner needs
-        # them exported to disk (or linked for the board, as the device says).
-        if export is None:
-            export = not (isinstance(runner_spec, str) and runner_spec == "inprocess")
-        builder = make_builder(self.builder, cfg.builder_workers, export=export)
-        runner = progress = None
+        progress = None
         stop = TuningStop(cfg.stop_patience, cfg.stop_min_improvement, cfg.max_seconds)
         try:
-            runner = make_runner(runner_spec, evaluator, cfg.runner_timeout_s)
             if cfg.include_defaults:
                 unseeded = [t for t in todo if store.default_us(t.dispatched[0]) is None]
                 seeds = seed_default_schedules(unseeded, store, builder, runner, target)
@@ -266,22 +289,40 @@ class MetaSchedule(Tuner):
                 measure_callbacks=[*ms.MeasureCallback.create("default"), progress],
                 task_scheduler=cfg.task_scheduler,
             )
-            if cfg.include_defaults:
-                verified = verify_against_defaults(todo, store, builder, runner, target)
-                ctx.metrics["tune/tasks_default_kept"] = float(
-                    sum(default <= searched for default, searched in verified.values())
-                )
             ctx.metrics["tune/tasks_stopped_early"] = float(len(stop.stopped_tasks))
             ctx.metrics["tune/stopped_by_max_seconds"] = float(stop.out_of_time)
         finally:
             if progress is not None:
                 progress.close()
+            shutil.rmtree(work_dir, ignore_errors=True)
+        return {t.task_name: n for t, n in zip(todo, progress.trials, strict=True)}
+
+    @contextmanager
+    def _measuring(self, ctx: TuneContext) -> Iterator[tuple[ms.Builder, ms.Runner]]:
+        """The tuning builder and runner (closed after the block)."""
+        cfg = self.cfg
+        ctx.work_dir.mkdir(parents=True, exist_ok=True)
+        evaluator = ms.runner.EvaluatorConfig(
+            number=cfg.runner_number,
+            repeat=cfg.runner_repeat,
+            min_repeat_ms=cfg.runner_min_repeat_ms,
+            enable_cpu_cache_flush=cfg.cpu_cache_flush,
+        )
+        runner_spec, export = self._device_components(ctx.device)
+        # The in-process runner reads compiled candidates from memory; any other runner needs
+        # them exported to disk (or linked for the board, as the device says).
+        if export is None:
+            export = not (isinstance(runner_spec, str) and runner_spec == "inprocess")
+        builder = make_builder(self.builder, cfg.builder_workers, export=export)
+        runner = None
+        try:
+            runner = make_runner(runner_spec, evaluator, cfg.runner_timeout_s)
+            yield builder, runner
+        finally:
             if hasattr(builder, "close"):
                 builder.close()
             if runner is not None:
                 close_runner(runner)
-            shutil.rmtree(work_dir, ignore_errors=True)
-        return {t.task_name: n for t, n in zip(todo, progress.trials, strict=True)}
 
     def _device_components(self, device: Any) -> tuple[str | ms.Runner, Any]:
         """The runner to measure with and how to export candidates. A device that measures

@@ -39,7 +39,7 @@ def test_tasks_tuned_with_enough_budget_are_skipped(tmp_path, monkeypatch):
     """Only tasks whose workloads lack records for this budget reach the search."""
     calls = []
 
-    def fake_tune(self, todo, target, store, share, ctx):
+    def fake_tune(self, todo, target, store, share, ctx, builder, runner):
         calls.append(sorted(t.task_name for t in todo))
         return {t.task_name: 0 for t in todo}
 
