@@ -32,7 +32,11 @@ from dlas.tuning.base import TuneContext, Tuner
 from dlas.tuning.progress import TrialProgress, TuningStop
 from dlas.tuning.records import TABLE_FILE, RecordStore, best_seconds, resolve_records
 from dlas.tuning.registry import TUNERS
-from dlas.tuning.seeding import seed_default_schedules, verify_against_defaults
+from dlas.tuning.seeding import (
+    needs_verification,
+    seed_default_schedules,
+    verify_against_defaults,
+)
 from dlas.tuning.workers import (
     InProcessBuilder,
     InProcessRunner,
@@ -112,15 +116,6 @@ def tune_contexts(
         )
         weights.append(float(task.weight))
     return contexts, weights
-
-
-def _needs_verification(store: RecordStore, mod: tvm.IRModule) -> bool:
-    """A searched record beats the default schedule's, and nobody has timed the two side by
-    side yet (seeding.verify_against_defaults)."""
-    default_us, best = store.default_us(mod), _best(store, mod)
-    if default_us is None or best is None or store.verified.has_workload(mod):
-        return False
-    return not math.isclose(best * 1e6, default_us, rel_tol=1e-9)
 
 
 def _best(store: RecordStore, mod: tvm.IRModule) -> float | None:
@@ -204,10 +199,16 @@ class MetaSchedule(Tuner):
                 "MetaSchedule: no new trials for %d tasks (records: %s)", len(extracted), store.path
             )
 
+        tuned_now = {t.task_name for t in todo}
+
         def unverified() -> list[Any]:
             if not cfg.include_defaults:
                 return []
-            return [t for t in extracted if _needs_verification(store, t.dispatched[0])]
+            return [
+                t
+                for t in extracted
+                if needs_verification(store, t.dispatched[0], t.task_name in tuned_now)
+            ]
 
         new_trials: dict[str, int] = {}
         if not todo and not unverified():

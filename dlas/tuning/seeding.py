@@ -10,6 +10,7 @@ build on their own.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import tvm
@@ -149,3 +150,16 @@ def verify_against_defaults(
             )
         found[task.task_name] = medians
     return found
+
+
+def needs_verification(store: RecordStore, mod: tvm.IRModule, tuned_now: bool) -> bool:
+    """A searched record beats the default schedule's, and nobody has timed the two side by
+    side since it was found (seeding.verify_against_defaults)."""
+    records = store.records(mod, 1)
+    default_us = store.default_us(mod)
+    best = best_seconds(records[0]) if records else None
+    if default_us is None or best is None:
+        return False
+    if store.verified.has_workload(mod) and not tuned_now:
+        return False
+    return not math.isclose(best * 1e6, default_us, rel_tol=1e-9)
