@@ -39,6 +39,7 @@ import tvm
 from tvm import relax, s_tir, te, tirx
 
 from . import intrinsics
+from .packing import in_block, pack_conv_weight, pack_gemm_weight
 from .schedules import attach_epilogue, extent, pixel_tile
 from .shapes import LANES, STAGE_ATTRS, ConvSpec, largest_divisor, main_attrs, round_up
 
@@ -123,8 +124,7 @@ class Operands:
         """A lane of the accumulator as the layer's output."""
         if self.storage == "uint16":
             return acc
-        out = acc - corr
-        return out * (1 << self.weight_shift) if self.weight_shift else out
+        return (acc - corr) * (1 << self.weight_shift)  # x 1 folds away
 
 
 INT8 = Flavor("int8", ("uint8", "int8"), 4, "int32")
@@ -153,30 +153,6 @@ def unsupported(spec: ConvSpec, flavor: Flavor) -> str | None:
 
 def is_dot_block(sch: s_tir.Schedule, block: Any) -> bool:
     return str(sch.get(block).annotations.get("dlas.op", "")).startswith(OP_PREFIX)
-
-
-# --- packing (numpy, compile time) -------------------------------------------------------
-def in_block(in_channels: int, limit: int, depth: int) -> tuple[int, int]:
-    """(padded input channels, channels per packed block): blocks are multiples of depth."""
-    padded = round_up(in_channels, depth)
-    return padded, depth * largest_divisor(padded // depth, max(1, limit // depth))
-
-
-def pack_conv_weight(weight: np.ndarray, cbi: int, depth: int) -> np.ndarray:
-    """OIHW -> [OC/16, ICp/cbi, KH, KW, cbi/depth, 16, depth], zeros past OC and IC."""
-    oc, ic, kh, kw = weight.shape
-    icp = round_up(ic, depth)
-    w = np.pad(weight, [(0, round_up(oc, LANES) - oc), (0, icp - ic), (0, 0), (0, 0)])
-    w = w.reshape(-1, LANES, icp // cbi, cbi // depth, depth, kh, kw)
-    return np.ascontiguousarray(w.transpose(0, 2, 5, 6, 3, 1, 4))
-
-
-def pack_gemm_weight(weight: np.ndarray, depth: int) -> np.ndarray:
-    """[OC, K] -> [OC/16, Kp/depth, 16, depth]."""
-    oc, k = weight.shape
-    w = np.pad(weight, [(0, round_up(oc, LANES) - oc), (0, round_up(k, depth) - k)])
-    w = w.reshape(-1, LANES, w.shape[1] // depth, depth)
-    return np.ascontiguousarray(w.transpose(0, 2, 1, 3))
 
 
 # --- emission ----------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """Channel-blocked data layouts shared by the kernels: NCHW ↔ N[C/b]HW[b] (zero padding
-folded into the packing pass)."""
+folded into the packing pass), and the dot-product kernels' weight blocks (numpy, compile
+time; see dot_product.py)."""
 
 from __future__ import annotations
 
+import numpy as np
 from tvm import te, tirx
 
 from .shapes import LANES, STAGE_ATTRS, ConvSpec, largest_divisor, round_up
@@ -40,3 +42,26 @@ def unpack(packed: te.Tensor, spec: ConvSpec, block: int) -> te.Tensor:
     return te.compute(
         shape, lambda n, c, y, x: packed[n, c // block, y, x, c % block], name="unpack"
     )
+
+
+def in_block(in_channels: int, limit: int, depth: int) -> tuple[int, int]:
+    """(padded input channels, channels per packed block): blocks are multiples of depth."""
+    padded = round_up(in_channels, depth)
+    return padded, depth * largest_divisor(padded // depth, max(1, limit // depth))
+
+
+def pack_conv_weight(weight: np.ndarray, cbi: int, depth: int) -> np.ndarray:
+    """OIHW -> [OC/16, ICp/cbi, KH, KW, cbi/depth, 16, depth], zeros past OC and IC."""
+    oc, ic, kh, kw = weight.shape
+    icp = round_up(ic, depth)
+    w = np.pad(weight, [(0, round_up(oc, LANES) - oc), (0, icp - ic), (0, 0), (0, 0)])
+    w = w.reshape(-1, LANES, icp // cbi, cbi // depth, depth, kh, kw)
+    return np.ascontiguousarray(w.transpose(0, 2, 5, 6, 3, 1, 4))
+
+
+def pack_gemm_weight(weight: np.ndarray, depth: int) -> np.ndarray:
+    """[OC, K] -> [OC/16, Kp/depth, 16, depth]."""
+    oc, k = weight.shape
+    w = np.pad(weight, [(0, round_up(oc, LANES) - oc), (0, round_up(k, depth) - k)])
+    w = w.reshape(-1, LANES, w.shape[1] // depth, depth)
+    return np.ascontiguousarray(w.transpose(0, 2, 1, 3))

@@ -165,7 +165,7 @@ class MetaSchedule(Tuner):
         mod = schedule_rest(mod, target)
         executable = build(mod, target)
 
-        rows = self._table(extracted, store, new_trials, bool(cfg.records))
+        rows = store.task_rows(extracted, new_trials, bool(cfg.records))
         self._report(rows, store, mods, tune_seconds, target, ctx)
         return Program(
             executable=executable,
@@ -340,35 +340,6 @@ class MetaSchedule(Tuner):
         return runner, export if callable(export) else True
 
     # --- reporting -------------------------------------------------------------------
-    @staticmethod
-    def _table(
-        extracted: list[Any], store: RecordStore, new_trials: dict[str, int], from_records: bool
-    ) -> list[dict[str, Any]]:
-        rows = []
-        for task in extracted:
-            records = store.records(task.dispatched[0])
-            applied = store.best_record(task.dispatched[0])
-            best = best_seconds(applied) if applied is not None else None
-            if not records:
-                source = "default-schedule"
-            elif new_trials.get(task.task_name):
-                source = "tuned"
-            else:
-                source = "records" if from_records else "database"
-            default = store.default_us(task.dispatched[0])
-            rows.append(
-                {
-                    "task": task.task_name,
-                    "weight": int(task.weight),
-                    "source": source,
-                    "new_trials": new_trials.get(task.task_name, 0),
-                    "records": len(records),
-                    "best_us": round(best * 1e6, 3) if best is not None else None,
-                    "default_schedule_us": round(default, 3) if default is not None else None,
-                }
-            )
-        return rows
-
     def _report(
         self,
         rows: list[dict[str, Any]],

@@ -171,6 +171,37 @@ class RecordStore:
             count += 1
         return count
 
+    def task_rows(
+        self, tasks: list[Any], new_trials: dict[str, int], from_records: bool
+    ) -> list[dict[str, Any]]:
+        """The per-task table a run logs (``tasks.json``): where each task's schedule came
+        from, its trials and records, the applied record's and the default's latency."""
+        rows = []
+        for task in tasks:
+            mod = task.dispatched[0]
+            records = self.records(mod)
+            applied = self.best_record(mod)
+            best = best_seconds(applied) if applied is not None else None
+            if not records:
+                source = "default-schedule"
+            elif new_trials.get(task.task_name):
+                source = "tuned"
+            else:
+                source = "records" if from_records else "database"
+            default = self.default_us(mod)
+            rows.append(
+                {
+                    "task": task.task_name,
+                    "weight": int(task.weight),
+                    "source": source,
+                    "new_trials": new_trials.get(task.task_name, 0),
+                    "records": len(records),
+                    "best_us": round(best * 1e6, 3) if best is not None else None,
+                    "default_schedule_us": round(default, 3) if default is not None else None,
+                }
+            )
+        return rows
+
     def _tuned(self) -> dict[str, dict[str, Any]]:
         path = self.path / TUNED_FILE
         return json.loads(path.read_text()) if path.exists() else {}
