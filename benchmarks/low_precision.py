@@ -2,6 +2,7 @@
 
     python benchmarks/low_precision.py                  # the issue's rows (PYTHONPATH=. in a checkout)
     python benchmarks/low_precision.py --rows resnet18:32 --runs 100 --algorithm spatial_pack
+    python benchmarks/low_precision.py --rows resnet18:224 --algorithm spatial_pack,gemm
     python benchmarks/low_precision.py --mcpu skylake-avx512    # dlas for an AVX-512 CPU without
                                                                 # VNNI (runs on any newer one)
 
@@ -65,14 +66,8 @@ def trained(model: str, cache_dir: str, overrides: Sequence[str] = ()):
     return net.eval(), data, cfg
 
 
-def dlas_system(mod, compression: str, model, samples, algorithm: str, target):
-    """Compile ``mod`` with a dlas compression; returns (forward, layer table)."""
-    import tvm
-    from tvm import relax
-
-    from dlas.algorithms import lower
-    from dlas.compiler.build import build
-
+def compressed(mod, compression: str, model, samples):
+    """``mod`` rewritten by a dlas compression (int8 calibrated on ``samples``)."""
     if compression == "int8":
         from dlas.compression.int8 import calibrate
         from dlas.compression.quantize import quantize_module
@@ -86,7 +81,18 @@ def dlas_system(mod, compression: str, model, samples, algorithm: str, target):
         from dlas.compression.fp16 import to_fp16
 
         mod = to_fp16(mod)
-    lowered = lower(mod, algorithm, target)
+    return mod
+
+
+def dlas_system(mod, compression: str, model, samples, algorithm: str, target):
+    """Compile ``mod`` with a dlas compression; returns (forward, layer table)."""
+    import tvm
+    from tvm import relax
+
+    from dlas.algorithms import lower
+    from dlas.compiler.build import build
+
+    lowered = lower(compressed(mod, compression, model, samples), algorithm, target)
     vm = relax.VirtualMachine(build(lowered.mod, target), tvm.cpu())
 
     def forward(x: np.ndarray) -> np.ndarray:
@@ -100,7 +106,9 @@ def dlas_system(mod, compression: str, model, samples, algorithm: str, target):
     return forward, lowered.layers
 
 
-def systems_for(model, spec, samples, algorithm: str, target, work_dir) -> dict[str, Callable]:
+def systems_for(
+    model, spec, samples, algorithms: list[str], target, work_dir
+) -> dict[str, Callable]:
     from dlas.algorithms import intrinsics
     from dlas.compiler.export import export
     from dlas.tuning.baselines import torch_function
@@ -113,11 +121,13 @@ def systems_for(model, spec, samples, algorithm: str, target, work_dir) -> dict[
         if compression == "bf16" and not intrinsics.has_bf16(target):
             print("  dlas bf16: skipped, this CPU has no AVX512-BF16")
             continue
-        start = time.perf_counter()
-        forward, layers = dlas_system(mod, compression, model, samples, algorithm, target)
-        kernels = sorted({str(r.get("kernel")) for r in layers if r.get("kernel")})
-        print(f"  dlas {compression}: compiled in {time.perf_counter() - start:.1f}s {kernels}")
-        systems[f"dlas {compression}"] = forward
+        for algorithm in algorithms:
+            start = time.perf_counter()
+            forward, layers = dlas_system(mod, compression, model, samples, algorithm, target)
+            kernels = sorted({str(r.get("kernel")) for r in layers if r.get("kernel")})
+            name = _dlas_name(compression, algorithm, algorithms)
+            print(f"  {name}: compiled in {time.perf_counter() - start:.1f}s {kernels}")
+            systems[name] = forward
     torch.set_num_threads(THREADS)
     systems["pytorch fp32"] = torch_function(model)
     systems["pytorch int8"] = torch_function(pytorch_int8(model, samples))
@@ -132,6 +142,17 @@ def systems_for(model, spec, samples, algorithm: str, target, work_dir) -> dict[
     systems["ort fp32"] = lambda x: session.run(None, {"input": x})[0]
     systems["ort int8"], _ = onnxruntime_int8(path, samples, work_dir, THREADS)
     return systems
+
+
+def _dlas_name(compression: str, algorithm: str, algorithms: list[str]) -> str:
+    return f"dlas {compression}" + (f" {algorithm}" if len(algorithms) > 1 else "")
+
+
+def best_dlas(medians: dict[str, float], compression: str) -> tuple[str, float]:
+    """The fastest dlas system of a compression (over the algorithms compared)."""
+    mine = {n: ms for n, ms in medians.items() if n.split()[:2] == ["dlas", compression]}
+    name = min(mine, key=mine.get)
+    return name, mine[name]
 
 
 def interleaved(
@@ -158,7 +179,11 @@ def top1(forward: Callable, data, limit: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default=",".join(ROWS))
-    parser.add_argument("--algorithm", default="spatial_pack")
+    parser.add_argument(
+        "--algorithm",
+        default="spatial_pack",
+        help="comma-separated: every dlas system is built with each (ratios use the fastest)",
+    )
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--block", type=int, default=10)
     parser.add_argument("--settle", type=float, default=0.2, help="seconds idle between blocks")
@@ -210,19 +235,24 @@ def main() -> None:
                     model(torch.randn(4, 3, size, size))
                 model.eval()
             samples = [torch.randn(8, 3, size, size) for _ in range(2)]
-        systems = systems_for(model, spec, samples, args.algorithm, target, Path(args.work_dir))
+        algorithms = args.algorithm.split(",")
+        systems = systems_for(model, spec, samples, algorithms, target, Path(args.work_dir))
         x = samples[0][:1].numpy()
         medians = interleaved(systems, x, args.runs, args.block, args.settle)
         accuracy = {n: top1(f, data, args.test_limit) for n, f in systems.items()} if data else {}
-        fp32 = medians["dlas fp32"]
+        fp32_name, fp32 = best_dlas(medians, "fp32")
         for sys_name, ms in medians.items():
             acc = f"  top-1 {accuracy[sys_name]:5.1f}%" if accuracy else ""
-            print(f"  {sys_name:13s} {ms:8.3f} ms  x{fp32 / ms:5.2f} vs dlas fp32{acc}")
+            print(f"  {sys_name:26s} {ms:8.3f} ms  x{fp32 / ms:5.2f} vs {fp32_name}{acc}")
         peers = {n: ms for n, ms in medians.items() if not n.startswith("dlas")}
         best_peer = min(peers, key=peers.get)
-        print(f"  dlas int8 vs pytorch int8 x{medians['pytorch int8'] / medians['dlas int8']:.2f}, "
-              f"vs ort int8 x{medians['ort int8'] / medians['dlas int8']:.2f}, "
-              f"vs fastest peer ({best_peer}) x{peers[best_peer] / medians['dlas int8']:.2f}")  # fmt: skip
+        int8_name, int8 = best_dlas(medians, "int8")
+        print(f"  {int8_name} vs pytorch int8 x{medians['pytorch int8'] / int8:.2f}, "
+              f"vs ort int8 x{medians['ort int8'] / int8:.2f}, "
+              f"vs fastest peer ({best_peer}) x{peers[best_peer] / int8:.2f}")  # fmt: skip
+        if any(n.startswith("dlas bf16") for n in medians):
+            bf16_name, bf16 = best_dlas(medians, "bf16")
+            print(f"  {bf16_name} vs {fp32_name} x{fp32 / bf16:.2f}")
         print(f"  load average after: {os.getloadavg()}")
 
 

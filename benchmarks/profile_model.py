@@ -1,6 +1,7 @@
 """Per-kernel profile of one model's untuned dlas build (the table every TVM run logs).
 
     python benchmarks/profile_model.py efficientnet_b0@224 --algorithm direct --top 25
+    python benchmarks/profile_model.py resnet18@224 --algorithm spatial_pack --compression bf16
 
 Random weights; 2 threads (TVM_NUM_THREADS). Columns: time per model call, share, achieved
 GFLOP/s (TIR estimate: 2 x MACs + epilogue), GB/s over the kernel's arguments, flop per
@@ -33,13 +34,21 @@ def main() -> None:
     parser.add_argument("--algorithm", default="direct")
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--compression", choices=("fp32", "int8", "bf16", "fp16"), default="fp32")
     parser.add_argument("--cache-dir", default=".cache/dlas")
     args = parser.parse_args()
     name, size = args.model.split("@")
     model, spec, x = prepare(name, int(size))
     target = tvm.target.Target(resolve_target_dict({"kind": "llvm", "mcpu": "auto"}, THREADS))
     roofline = load_or_measure(Path(args.cache_dir), THREADS, target)
-    lowered = lower(export(model, spec), args.algorithm, target)
+    mod = export(model, spec)
+    if args.compression != "fp32":
+        import torch
+
+        from benchmarks.low_precision import compressed
+
+        mod = compressed(mod, args.compression, model, [torch.from_numpy(x)])
+    lowered = lower(mod, args.algorithm, target)
     costs = kernel_costs(lowered.mod)
     executable = build(lowered.mod, target)
     dev = tvm.cpu()
@@ -47,7 +56,7 @@ def main() -> None:
     table = profile_table(kernels, costs, roofline.peak("float32"), roofline.bandwidth_for)
     total = sum(table["ms"])
     print(
-        f"{args.model} {args.algorithm}: {total:.2f} ms in {len(kernels)} kernels; peak "
+        f"{args.model} {args.algorithm} {args.compression}: {total:.2f} ms in {len(kernels)} kernels; peak "
         f"{roofline.peak('float32'):.0f} GFLOP/s, {roofline.bandwidth} GB/s; "
         f"load {os.getloadavg()}"
     )

@@ -41,8 +41,10 @@ SMOKE_ARGS: dict[str, list[str]] = {
         "--model", "tiny_cnn", "--size", "32", "--warmup", "1", "--repeat", "2",
         "--rounds", "1", "--test-limit", "4",
     ],
-    "low_precision.py": [  # 30 s: a trained (epochs=0) row, all eight systems
+    "isa_throughput.py": ["--iterations", "100000"],  # 1 s: compiles a C loop, runs it
+    "low_precision.py": [  # 45 s (slow): a trained (epochs=0) row, all systems, two algorithms
         "--rows", "tiny_cnn:32", "--trained", "tiny_cnn", "--runs", "2", "--block", "1",
+        "--algorithm", "spatial_pack,gemm",
         "--settle", "0", "--test-limit", "4", "--cache-dir", "{tmp}/cache",
         "--work-dir", "{tmp}/work", "--override", "dataset.train.epochs=0",
     ],
@@ -75,10 +77,14 @@ SMOKE_ARGS: dict[str, list[str]] = {
 
 # Over ~40 s even so: two fresh `python -m dlas.run` jobs against a loopback RPC server
 # (devices, ~55 s); training and logging a run, a fresh process and `mlflow models serve`
-# (serving, ~55 s). algorithms, compression and tuning (25-35 s each) run `-m slow` to keep the
+# (serving, ~55 s). algorithms, compression, tuning and low_precision (25-45 s each) run `-m slow`
+# to keep the
 # default suite within CI's 20 minutes: their code paths (dlas.run, lower/build, the tuner)
 # have tests of their own; the scripts' own code then runs only there.
-SLOW = {"devices.py", "serving.py", "algorithms.py", "compression.py", "tuning.py"}
+SLOW = {
+    "devices.py", "serving.py", "algorithms.py", "compression.py", "tuning.py",
+    "low_precision.py",
+}  # fmt: skip
 # PostgreSQL + an MLflow server (tests/scaleout/services.py); skipped where they cannot start.
 SCALEOUT = {"scaleout.py"}
 

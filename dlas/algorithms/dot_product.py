@@ -7,9 +7,9 @@ product of ``depth`` input elements (the same ones for all 16 lanes, broadcast) 
 * int8: ``vpdpbusd`` (AVX512-VNNI, u8 x s8), ``sdot`` (AArch64 +dotprod, s8 x s8) or
   ``vpmaddubsw`` + ``vpmaddwd`` (AVX512-BW, u8 x s8 with 7-bit weights), depth 4, int32 lanes
   (:class:`intrinsics.Int8Kernel`; elsewhere widened int32);
-* bf16: ``vdpbf16ps`` (AVX512-BF16), depth 2, float32 lanes. bfloat16 values travel as their
-  16-bit patterns (``uint16``) inside the kernel: TVM legalizes every bfloat16-typed
-  expression to float32, which would undo the packed operands.
+* bf16: ``vdpbf16ps`` (AVX512-BF16), depth 2, float32 lanes (``gemm``, int8 too: AMX tiles
+  where the CPU has them, :mod:`.amx`). bfloat16 values travel as their 16-bit patterns (uint16) in
+  the kernels: TVM legalizes bfloat16-typed expressions to float32, undoing the packing.
 
 So the reduction is split ``k = kq * depth + ii`` with ``ii`` innermost in both operands:
 
@@ -38,8 +38,8 @@ import numpy as np
 import tvm
 from tvm import relax, s_tir, te, tirx
 
-from . import intrinsics
-from .packing import in_block, pack_conv_weight, pack_gemm_weight
+from . import amx, intrinsics
+from .packing import in_block, pack_conv_weight, pack_data, pack_gemm_weight
 from .schedules import attach_epilogue, extent, pixel_tile
 from .shapes import LANES, STAGE_ATTRS, ConvSpec, largest_divisor, main_attrs, round_up
 
@@ -151,6 +151,11 @@ def unsupported(spec: ConvSpec, flavor: Flavor) -> str | None:
     return None
 
 
+def amx_kind(spec: ConvSpec, form: str) -> amx.Kind | None:
+    """im2col convs run on AMX tiles where the CPU has them for their dtype (:mod:`.amx`)."""
+    return amx.kind_for(spec.dtype, current_target()) if form == "im2col" else None
+
+
 def is_dot_block(sch: s_tir.Schedule, block: Any) -> bool:
     return str(sch.get(block).annotations.get("dlas.op", "")).startswith(OP_PREFIX)
 
@@ -176,7 +181,14 @@ def emit_conv2d(
     w = ops.weights(weight)
     corr = relax.const(ops.correction(w))
     attrs = _attrs(algorithm, form, flavor)
-    if form == "im2col":
+    if kind := amx_kind(spec, form):
+        attrs[INTRIN_KEY] = f"{amx.ISA}_{kind.name}"
+        packed = relax.const(amx.pack_weight(w, spec, kind))
+
+        def compute(d: te.Tensor, p: te.Tensor, c: te.Tensor) -> te.Tensor:
+            return _unpack(amx.conv(d, p, spec, kind, ops, attrs), c, spec, ops)
+
+    elif form == "im2col":
         packed = relax.const(pack_gemm_weight(w.reshape(spec.out_channels, -1), flavor.depth))
 
         def compute(d: te.Tensor, p: te.Tensor, c: te.Tensor) -> te.Tensor:
@@ -190,21 +202,6 @@ def emit_conv2d(
             return _packed_conv(d, p, c, spec, flavor, ops, cbi, attrs)
 
     return bb.call_te(compute, data, packed, corr, primfunc_name_hint=f"conv2d_{flavor.name}")
-
-
-def _pack_data(data: te.Tensor, spec: ConvSpec, depth: int, ops: Operands, cbi: int) -> te.Tensor:
-    top, left, bottom, right = spec.padding
-    h, w = spec.height, spec.width
-    icp = round_up(spec.in_channels, depth)
-
-    def value(n, cb, y, x, ci):
-        c = cb * cbi + ci
-        inside = tirx.all(y >= top, y < h + top, x >= left, x < w + left, c < spec.in_channels)
-        pixel = ops.element(data[n, c, y - top, x - left])
-        return tirx.if_then_else(inside, pixel, ops.pad())
-
-    shape = (spec.batch, icp // cbi, h + top + bottom, w + left + right, cbi)
-    return te.compute(shape, value, name="data_pack", attrs=STAGE_ATTRS)
 
 
 def _unpack(conv: te.Tensor, corr: te.Tensor, spec: ConvSpec, ops: Operands) -> te.Tensor:
@@ -226,7 +223,7 @@ def _packed_conv(
     cbi: int,
     attrs: dict,
 ) -> te.Tensor:
-    d = _pack_data(data, spec, flavor.depth, ops, cbi)
+    d = pack_data(data, spec, cbi, element=ops.element, pad=ops.pad())
     (sh, sw), (dh, dw) = spec.strides, spec.dilation
     depth = flavor.depth
     ib = te.reduce_axis((0, int(d.shape[1])), "ib")
@@ -328,6 +325,9 @@ def schedule(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
     """Register tile of pixels x (1 or 2) 16-lane vectors over the whole reduction; the
     reduction chunked over a row of tiles; the (16, depth) update tensorized."""
     name = str(sch.get(block).annotations[INTRIN_KEY])
+    if kind := amx.KINDS_BY_KEY.get(name):
+        amx.schedule(sch, block, kind)
+        return
     n, ob, y, x, oi, first, *middle, ii = sch.get_loops(block)
     depth = extent(sch, ii)
     vectors = 2 if extent(sch, ob) % 2 == 0 else 1
@@ -380,7 +380,7 @@ def try_conv2d(
         row["kernel"] = "widened"
         row["fallback"] = row.get("fallback") or f"{why}: widened {flavor.acc} arithmetic"
         return None
-    row["kernel"] = flavor.isa(current_target())
+    row["kernel"] = amx.ISA if amx_kind(spec, form) else flavor.isa(current_target())
     return emit_conv2d(bb, data, weight, spec, algorithm, form)
 
 

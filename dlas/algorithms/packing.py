@@ -4,6 +4,8 @@ time; see dot_product.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from tvm import te, tirx
 
@@ -19,19 +21,27 @@ def channel_blocks(spec: ConvSpec) -> tuple[int, int, int]:
 
 
 def pack_data(
-    data: te.Tensor, spec: ConvSpec, block: int, height: int = 0, width: int = 0
+    data: te.Tensor,
+    spec: ConvSpec,
+    block: int,
+    height: int = 0,
+    width: int = 0,
+    element: Callable[[tirx.PrimExpr], tirx.PrimExpr] | None = None,
+    pad: tirx.PrimExpr | None = None,
 ) -> te.Tensor:
     """NCHW -> N[C/block]HW[block], zero padding included (one pass over the input); at
-    least ``height`` x ``width`` when given (whole tiles)."""
+    least ``height`` x ``width`` when given (whole tiles). ``element`` stores a value the
+    way a kernel reads it, ``pad`` is what padding becomes (the dot-product kernels')."""
     top, left, bottom, right = spec.padding
     h, w = spec.height, spec.width
     bottom, right = max(bottom, height - h - top), max(right, width - w - left)
-    zero = tirx.const(0, data.dtype)
+    pad = tirx.const(0, data.dtype) if pad is None else pad
 
     def value(n, cb, y, x, ci):
         c = cb * block + ci
         inside = tirx.all(y >= top, y < h + top, x >= left, x < w + left, c < spec.in_channels)
-        return tirx.if_then_else(inside, data[n, c, y - top, x - left], zero)
+        pixel = data[n, c, y - top, x - left]
+        return tirx.if_then_else(inside, element(pixel) if element else pixel, pad)
 
     shape = (spec.batch, -(-spec.in_channels // block), h + top + bottom, w + left + right, block)
     return te.compute(shape, value, name="data_pack", attrs=STAGE_ATTRS)

@@ -115,6 +115,16 @@ class RecordStore:
         best = self.records(mod, 1)
         return best[0] if best else None
 
+    def tensor_intrinsics(self) -> set[str]:
+        """The tensor intrinsics the records' traces tensorize with."""
+        return {
+            str(inst.attrs[0])
+            for db in (self.verified, self.database)
+            for rec in db.get_all_tuning_records()
+            for inst in rec.trace.insts
+            if inst.kind.name == "Tensorize"
+        }
+
     def applied(self) -> ms.Database:
         """The database a build applies records from (:meth:`best_record`'s order)."""
         return ms.database.OrderedUnionDatabase(self.verified, self.database)
@@ -136,7 +146,8 @@ class RecordStore:
         write_atomic(self.path / TUNED_FILE, json.dumps(table, indent=1).encode())
 
     def mark_seeded(self, mods: dict[str, tvm.IRModule], seconds: dict[str, float]) -> None:
-        """Remember the measured latency of each task's default-schedule record."""
+        """Remember the measured latency of each task's default schedule: when it was seeded,
+        then as timed side by side with the best record (the figure a run's table shows)."""
         table = self._tuned()
         for name, secs in seconds.items():
             key = str(self.database.commit_workload(mods[name]).as_json()[0])
@@ -144,7 +155,7 @@ class RecordStore:
         write_atomic(self.path / TUNED_FILE, json.dumps(table, indent=1).encode())
 
     def default_us(self, mod: tvm.IRModule) -> float | None:
-        """The default schedule's latency if a dlas run seeded this workload with it."""
+        """The default schedule's latest latency if a dlas run seeded this workload with it."""
         key = self.workload_key(mod)
         value = self._tuned().get(key, {}).get("default_us") if key else None
         return float(value) if value is not None else None

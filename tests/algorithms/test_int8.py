@@ -18,11 +18,11 @@ import torch
 import tvm
 from tvm import relax
 
-from dlas.algorithms import intrinsics, lower
+from dlas.algorithms import amx, intrinsics, lower
 from dlas.compiler.build import build
 from tests.algorithms.test_conv import GRID
 from tests.algorithms.test_intrinsics import disassemble
-from tests.algorithms.util import Case, host_target
+from tests.algorithms.util import AMX_CASES, Case, host_target
 
 DENSE_KERNELS = ["direct", "gemm", "spatial_pack"]
 # Stem-like and odd channel counts that are not multiples of 4 or 16, on top of the grid.
@@ -116,6 +116,20 @@ def test_int8_without_vnni_uses_the_avx512bw_pair_exactly(caplog, tmp_path):
     assert re.search(r"\svpmaddubsw\s", code) and not re.search(r"\svpdpbusd\s", code)
 
 
+def test_int8_amx_tiles_are_exact_and_in_the_library(caplog, tmp_path):
+    """``gemm`` on a CPU with AMX-INT8: tdpbusd tiles, exact over the AMX-specific cases."""
+    target = host_target()
+    if amx.kind_for("int8", target) is None:
+        pytest.skip(f"this CPU ({target.mcpu}) has no AMX-INT8: tdpbusd not checked")
+    layers, executable = _check("gemm", AMX_CASES, target)
+    assert "default schedule failed" not in caplog.text
+    assert [r["kernel"] for r in layers] == [amx.ISA] * len(AMX_CASES)
+    if shutil.which("objdump") is None:
+        pytest.skip("objdump is not installed: instructions not checked")
+    executable.export_library(str(tmp_path / "lib.so"))
+    assert re.search(r"\stdpbusd\s", disassemble(str(tmp_path / "lib.so")))
+
+
 def _exact_on(target, algorithm: str, caplog) -> tuple[list[dict], object]:
     layers, executable = _check(algorithm, GRID + EXTRA, target)
     assert "default schedule failed" not in caplog.text
@@ -127,58 +141,6 @@ def _exact_on(target, algorithm: str, caplog) -> tuple[list[dict], object]:
         assert (row["kernel"] == "widened") == grouped, row
         assert bool(row["fallback"]) == (grouped or row["algorithm"] != algorithm), row
     return layers, executable
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("algorithm", DENSE_KERNELS)
-def test_bf16_conv_grid_accumulates_in_float32(algorithm, caplog):
-    """bf16 x bf16 products are exact in float32: only the float32 summation order differs
-    from a float64 reference of the same bf16 values."""
-    import ml_dtypes
-
-    target = host_target()
-    if not intrinsics.has_bf16(target):
-        pytest.skip(f"{target.mcpu} has no AVX512-BF16")
-    cases = GRID + EXTRA
-    rng = np.random.default_rng(0)
-    xs = [rng.standard_normal((c.n, c.c, c.h, c.w)).astype(ml_dtypes.bfloat16) for c in cases]
-    ws = [
-        rng.standard_normal((c.oc, c.c // c.groups, c.k, c.k)).astype(ml_dtypes.bfloat16)
-        for c in cases
-    ]
-    bb = relax.BlockBuilder()
-    params = [relax.Var(f"x{i}", relax.TensorType(x.shape, "bfloat16")) for i, x in enumerate(xs)]
-    with bb.function("main", params):
-        with bb.dataflow():
-            outs = [
-                bb.emit(
-                    relax.op.nn.conv2d(
-                        p,
-                        relax.const(w),
-                        strides=c.stride,
-                        padding=c.pad,
-                        dilation=c.dilation,
-                        groups=c.groups,
-                        out_dtype="float32",
-                    )
-                )  # fmt: skip
-                for p, c, w in zip(params, cases, ws, strict=True)
-            ]
-            out = bb.emit_output(relax.Tuple(outs))
-        bb.emit_func_output(out)
-    lowered = lower(bb.get(), algorithm, target)
-    assert "default schedule failed" not in caplog.text
-    vm = relax.VirtualMachine(build(lowered.mod, target), tvm.cpu())
-    out = vm["main"](*(tvm.runtime.tensor(x, tvm.cpu()) for x in xs))
-    for i, (case, x, w) in enumerate(zip(cases, xs, ws, strict=True)):
-        ref = torch.nn.functional.conv2d(
-            torch.from_numpy(x.astype(np.float64)), torch.from_numpy(w.astype(np.float64)),
-            stride=case.stride, padding=case.pad, dilation=case.dilation, groups=case.groups,
-        ).numpy()  # fmt: skip
-        got = out[i].numpy()
-        assert np.abs(got - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max()), case.id
-    kernels = {r["kernel"] for r in lowered.layers if r["groups"] == 1}
-    assert kernels == {"avx512bf16"}
 
 
 @pytest.mark.parametrize(

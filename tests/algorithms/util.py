@@ -135,3 +135,15 @@ def check_cases(
         err = relative_error(out, ref)
         assert err <= RTOL, f"{algorithm} {case.id}: relative error {err:.2e}"
     return lowered
+
+
+# What the AMX kernels pad differently: an RGB stem (channels to a pair, kernel rows to 8
+# columns), channels past 32 that are not a multiple of 32, a 1x1 (no tap axis), dilation,
+# an output width of 5 (tiles of 5 rows), a batch of two.
+AMX_CASES = [
+    Case(1, 3, 32, 32, 16, 7, stride=2, pad=3),
+    Case(1, 64, 14, 14, 32, 3, pad=1),
+    Case(1, 40, 10, 10, 20, 1, stride=2),
+    Case(1, 32, 9, 9, 16, 3, pad=2, dilation=2),
+    Case(2, 5, 9, 9, 7, 3, stride=2, pad=1),
+]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import tvm
 import tvm_ffi
 from tvm import s_tir
@@ -63,6 +64,8 @@ def test_a_record_timed_in_a_quiet_moment_does_not_beat_a_faster_default(tmp_pat
     chosen = store.best_record(mod)
     assert tvm_ffi.structural_equal(_applied(chosen, mod), default_mod)
     assert best_seconds(chosen) == default_s
+    # The run's table shows the default's time from the same side-by-side pass.
+    assert store.default_us(mod) == pytest.approx(default_s * 1e6)
     # A store opened again (another run) applies the same choice.
     reopened = RecordStore(tmp_path).best_record(mod)
     assert tvm_ffi.structural_equal(_applied(reopened, mod), default_mod)
