@@ -77,10 +77,10 @@ SMOKE_ARGS: dict[str, list[str]] = {
 
 # Over ~40 s even so: two fresh `python -m dlas.run` jobs against a loopback RPC server
 # (devices, ~55 s); training and logging a run, a fresh process and `mlflow models serve`
-# (serving, ~55 s). algorithms, compression, tuning and low_precision (25-45 s each) run `-m slow`
-# to keep the
-# default suite within CI's 20 minutes: their code paths (dlas.run, lower/build, the tuner)
-# have tests of their own; the scripts' own code then runs only there.
+# (serving, ~55 s). algorithms, compression, tuning and low_precision (25-45 s each) run
+# `-m slow` to keep the default suite within CI's 20 minutes: their code paths (dlas.run,
+# lower/build, the tuner, the low-precision kernels) have tests of their own; the scripts' own
+# code then runs only there.
 SLOW = {
     "devices.py", "serving.py", "algorithms.py", "compression.py", "tuning.py",
     "low_precision.py",
