@@ -127,11 +127,14 @@ def start_server(
         args += ["--tracker", f"127.0.0.1:{tracker_port}"]
         endpoint = Endpoint(key=key, tracker_host="127.0.0.1", tracker_port=tracker_port)
 
-        def ready() -> bool:
+        def ready() -> bool:  # this server registered (another one under the key is not)
             if not accepts(tracker_port):
                 return False
             servers = endpoint.tracker_summary().get("server_info", [])
-            return any(s.get("key") == f"server:{key}" for s in servers)
+            return any(
+                s.get("key") == f"server:{key}" and list(s.get("addr") or [])[1:] == [port]
+                for s in servers
+            )
 
     log = logs / f"server-{key or 'nokey'}-{port}.log"
     # Session work folders (uploaded libraries) go under logs: a killed server leaves its own.
