@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -55,13 +54,8 @@ def run_study(
         roots.append(root)
         cmd = study_command(root, cache, storage, study, n_trials)
         procs.append(w.start(cmd, env, root / "worker.log", root))
-    try:
+    with w.killed_on_exit(*procs):
         codes = [p.wait(timeout=3600) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
     wall = time.monotonic() - started
     if any(codes):
         bad = [r for r, c in zip(roots, codes, strict=True) if c]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
 
 import pytest
@@ -29,12 +27,8 @@ def test_joblib_grid_records_every_job_and_times_them_one_at_a_time(
         "device.warmup_runs=0,1",
     ]  # fmt: skip
     proc = w.start(cmd, env, tmp_path / "sweep.log", tmp_path)
-    try:
+    with w.killed_on_exit(proc):
         assert proc.wait(timeout=900) == 0, (tmp_path / "sweep.log").read_text()[-3000:]
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
     client = MlflowClient(tracking_uri=stack.tracking.url)
     exp = client.get_experiment_by_name("joblib")
@@ -82,12 +76,8 @@ def test_submitit_local_runs_grid_and_optuna_sweeps(stack, scaleout_cache, tmp_p
             "hydra.sweeper.n_jobs=2",
         )
     proc = w.start(cmd, env, tmp_path / "sweep.log", tmp_path)
-    try:
+    with w.killed_on_exit(proc):
         assert proc.wait(timeout=900) == 0, (tmp_path / "sweep.log").read_text()[-3000:]
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
     client = MlflowClient(tracking_uri=stack.tracking.url)
     exp = client.get_experiment_by_name(experiment)

@@ -47,13 +47,8 @@ def test_four_workers_share_one_study_and_one_parent_run(stack, scaleout_cache, 
             root, scaleout_cache, storage, "four", f"hydra.sweeper.n_trials={n_trials}"
         )
         procs.append(w.start(cmd, env, root / "worker.log", root))
-    try:
+    with w.killed_on_exit(*procs):
         codes = [p.wait(timeout=900) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
     logs = [(w.worker_root(tmp_path, i) / "worker.log").read_text() for i in range(4)]
     assert codes == [0, 0, 0, 0], "\n\n".join(log[-3000:] for log in logs)
 
@@ -101,14 +96,9 @@ def test_worker_killed_mid_trial_is_failed_and_retried(stack, scaleout_cache, tm
         for root in roots
     )
     client = MlflowClient(tracking_uri=stack.tracking.url)
-    try:
+    with w.killed_on_exit(victim, survivor):
         killed_number = _kill_mid_trial(victim, client, storage, roots[0])
         assert survivor.wait(timeout=900) == 0, (roots[1] / "worker.log").read_text()[-3000:]
-    finally:
-        for p in (victim, survivor):
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
     wall = time.monotonic() - started
     print(f"failure test wall time: {wall:.0f} s")
 

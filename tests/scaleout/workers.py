@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.search.conftest import base_args
@@ -48,6 +51,19 @@ def start(cmd: list[str], env: dict[str, str], log: Path, cwd: Path) -> subproce
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+@contextmanager
+def killed_on_exit(*procs: subprocess.Popen) -> Iterator[None]:
+    """Kill the process group of each of ``procs`` still running when the block ends (a
+    failed assertion, a timeout): nothing a test started outlives it."""
+    try:
+        yield
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
 
 
 def worker_root(root: Path, i: int) -> Path:
