@@ -24,7 +24,7 @@ from dlas.compiler.build import build
 from tests.algorithms.test_conv import GRID
 from tests.algorithms.test_int8 import DENSE_KERNELS, EXTRA
 from tests.algorithms.test_intrinsics import disassemble
-from tests.algorithms.util import AMX_CASES, Case, host_target
+from tests.algorithms.util import AMX_CASES, Case, bare_conv_module, host_target
 
 
 def _bf16_grid(algorithm: str, target, cases: list[Case], caplog) -> tuple[list[dict], object]:
@@ -34,27 +34,8 @@ def _bf16_grid(algorithm: str, target, cases: list[Case], caplog) -> tuple[list[
         rng.standard_normal((c.oc, c.c // c.groups, c.k, c.k)).astype(ml_dtypes.bfloat16)
         for c in cases
     ]
-    bb = relax.BlockBuilder()
-    params = [relax.Var(f"x{i}", relax.TensorType(x.shape, "bfloat16")) for i, x in enumerate(xs)]
-    with bb.function("main", params):
-        with bb.dataflow():
-            outs = [
-                bb.emit(
-                    relax.op.nn.conv2d(
-                        p,
-                        relax.const(w),
-                        strides=c.stride,
-                        padding=c.pad,
-                        dilation=c.dilation,
-                        groups=c.groups,
-                        out_dtype="float32",
-                    )
-                )  # fmt: skip
-                for p, c, w in zip(params, cases, ws, strict=True)
-            ]
-            out = bb.emit_output(relax.Tuple(outs))
-        bb.emit_func_output(out)
-    lowered = lower(bb.get(), algorithm, target)
+    module = bare_conv_module(cases, ["bfloat16"] * len(cases), ws, "float32")
+    lowered = lower(module, algorithm, target)
     assert "default schedule failed" not in caplog.text
     executable = build(lowered.mod, target)
     vm = relax.VirtualMachine(executable, tvm.cpu())

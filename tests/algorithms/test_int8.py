@@ -22,38 +22,11 @@ from dlas.algorithms import amx, intrinsics, lower
 from dlas.compiler.build import build
 from tests.algorithms.test_conv import GRID
 from tests.algorithms.test_intrinsics import disassemble
-from tests.algorithms.util import AMX_CASES, Case, host_target
+from tests.algorithms.util import AMX_CASES, Case, bare_conv_module, host_target
 
 DENSE_KERNELS = ["direct", "gemm", "spatial_pack"]
 # Stem-like and odd channel counts that are not multiples of 4 or 16, on top of the grid.
 EXTRA = [Case(1, 3, 16, 16, 20, 3, pad=1), Case(2, 5, 9, 9, 7, 3, stride=2, pad=1)]
-
-
-def _int8_module(cases: list[Case], dtypes: list[str], weights: list[np.ndarray]):
-    bb = relax.BlockBuilder()
-    xs = [
-        relax.Var(f"x{i}", relax.TensorType((c.n, c.c, c.h, c.w), d))
-        for i, (c, d) in enumerate(zip(cases, dtypes, strict=True))
-    ]
-    with bb.function("main", xs):
-        with bb.dataflow():
-            outs = [
-                bb.emit(
-                    relax.op.nn.conv2d(
-                        x,
-                        relax.const(w),
-                        strides=c.stride,
-                        padding=c.pad,
-                        dilation=c.dilation,
-                        groups=c.groups,
-                        out_dtype="int32",
-                    )
-                )  # fmt: skip
-                for x, c, w in zip(xs, cases, weights, strict=True)
-            ]
-            out = bb.emit_output(relax.Tuple(outs))
-        bb.emit_func_output(out)
-    return bb.get()
 
 
 def _reference(case: Case, x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -76,7 +49,7 @@ def _check(algorithm: str, cases: list[Case], target) -> list[dict]:
         for c, d in zip(cases, dtypes, strict=True)
     ]  # fmt: skip
     ws = [rng.integers(-127, 128, (c.oc, c.c // c.groups, c.k, c.k)).astype("int8") for c in cases]
-    lowered = lower(_int8_module(cases, dtypes, ws), algorithm, target)
+    lowered = lower(bare_conv_module(cases, dtypes, ws, "int32"), algorithm, target)
     assert len(lowered.layers) == len(cases)
     executable = build(lowered.mod, target)
     vm = relax.VirtualMachine(executable, tvm.cpu())
@@ -159,7 +132,7 @@ def test_int8_on_aarch64_uses_sdot_where_the_target_has_it(mcpu, isa):
     rng = np.random.default_rng(0)
     dtypes = ["uint8", "int8", "uint8"][: len(cases)]
     ws = [rng.integers(-127, 128, (c.oc, c.c // c.groups, c.k, c.k)).astype("int8") for c in cases]
-    lowered = lower(_int8_module(cases, dtypes, ws), "spatial_pack", target)
+    lowered = lower(bare_conv_module(cases, dtypes, ws, "int32"), "spatial_pack", target)
     kernels = {r["kernel"] for r in lowered.layers if r["groups"] == 1}
     assert kernels == ({"dotprod"} if isa == "dotprod" else {"widened"}), lowered.layers
     (code,) = build(lowered.mod, target).mod.imports

@@ -91,6 +91,37 @@ def conv_module(
     return bb.get()
 
 
+def bare_conv_module(
+    cases: list[Case], dtypes: list[str], weights: list[np.ndarray], out_dtype: str
+) -> tvm.IRModule:
+    """One input per case (of its dtype); each output is the bare conv2d in ``out_dtype``
+    (the low-precision kernels' accumulators)."""
+    bb = relax.BlockBuilder()
+    xs = [
+        relax.Var(f"x{i}", relax.TensorType((c.n, c.c, c.h, c.w), d))
+        for i, (c, d) in enumerate(zip(cases, dtypes, strict=True))
+    ]
+    with bb.function("main", xs):
+        with bb.dataflow():
+            outs = [
+                bb.emit(
+                    relax.op.nn.conv2d(
+                        x,
+                        relax.const(w),
+                        strides=c.stride,
+                        padding=c.pad,
+                        dilation=c.dilation,
+                        groups=c.groups,
+                        out_dtype=out_dtype,
+                    )
+                )  # fmt: skip
+                for x, c, w in zip(xs, cases, weights, strict=True)
+            ]
+            out = bb.emit_output(relax.Tuple(outs))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
 def torch_reference(case: Case, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
     y = torch.nn.functional.conv2d(
         torch.from_numpy(x),
