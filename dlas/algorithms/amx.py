@@ -27,7 +27,6 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -328,15 +327,15 @@ def intrinsic(kind: Kind, rows: int, taps: int, run: int) -> str:
     return name
 
 
-def register_named(names: Iterable[str]) -> None:
-    """Register the AMX intrinsics among ``names`` (the tensorize steps of tuning records
-    written by another process: applying them needs the intrinsic, which a process registers
-    only when it schedules such a layer itself)."""
-    for name in names:
-        found = re.fullmatch(
-            rf"{PREFIX}(\w+?)_(\d+)x(\d+)x(\d+)", name.removesuffix(intrinsics.LOCAL)
-        )
-        kind = next((k for k in (BF16, INT8) if found and k.name == found[1]), None)
+NAME = re.compile(rf"{PREFIX}(\w+?)_(\d+)x(\d+)x(\d+)")
+
+
+def register_named(text: str) -> None:
+    """Register every AMX intrinsic named in ``text`` (tuning records written by another
+    process: loading their traces needs the intrinsics, which a process registers only when
+    it schedules such a layer itself)."""
+    for found in NAME.finditer(text):
+        kind = next((k for k in (BF16, INT8) if k.name == found[1]), None)
         if kind is not None:
             intrinsic(kind, *(int(v) for v in found.groups()[1:]))
 

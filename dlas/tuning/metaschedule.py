@@ -25,7 +25,6 @@ import tvm
 from tvm import relax
 from tvm.s_tir import meta_schedule as ms
 
-from dlas.algorithms import amx
 from dlas.cache import config_key
 from dlas.compiler.build import build
 from dlas.devices import Program
@@ -161,7 +160,6 @@ class MetaSchedule(Tuner):
                 new_trials = self._tune_missing(extracted, target, store, ctx)
         tune_seconds = time.perf_counter() - started
 
-        amx.register_named(store.tensor_intrinsics())
         with target, store.applied(), tvm.transform.PassContext(opt_level=3):
             mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(lowered.mod)
         mod = schedule_rest(mod, target)

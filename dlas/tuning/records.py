@@ -64,6 +64,11 @@ class RecordStore:
             raise FileNotFoundError(
                 f"{self.path} holds no MetaSchedule records ({_WORKLOAD_FILE} missing)"
             )
+        # A trace's tensorize step must find its intrinsic while the file loads.
+        from dlas.algorithms import amx
+
+        for records in self.path.glob(f"**/{_RECORD_FILE}"):
+            amx.register_named(records.read_text())
         self.database = ms.database.JSONDatabase(
             work_dir=str(self.path), allow_missing=create, module_equality=module_equality
         )
@@ -114,16 +119,6 @@ class RecordStore:
                 return found[0]
         best = self.records(mod, 1)
         return best[0] if best else None
-
-    def tensor_intrinsics(self) -> set[str]:
-        """The tensor intrinsics the records' traces tensorize with."""
-        return {
-            str(inst.attrs[0])
-            for db in (self.verified, self.database)
-            for rec in db.get_all_tuning_records()
-            for inst in rec.trace.insts
-            if inst.kind.name == "Tensorize"
-        }
 
     def applied(self) -> ms.Database:
         """The database a build applies records from (:meth:`best_record`'s order)."""

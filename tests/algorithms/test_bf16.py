@@ -87,11 +87,10 @@ def test_without_amx_gemm_keeps_vdpbf16ps(caplog):
 
 def test_records_from_another_process_register_their_amx_intrinsics():
     """A tuning record's trace names the AMX intrinsic of its layer's shape; a process that
-    applies it without having scheduled such a layer registers it from the name."""
+    loads it without having scheduled such a layer registers it from the name."""
     names = [f"{kind.extern}_3x2x64{intrinsics.LOCAL}" for kind in (amx.BF16, amx.INT8)]
     for name in names:  # shapes no other test schedules
         assert TensorIntrin.get(name, allow_missing=True) is None
-    amx.register_named([*names, "dot_16x4_vnni", f"{amx.PREFIX}bf16_bad"])
+    amx.register_named(f'["Tensorize", ["{names[0]}", 1]] dot_16x4_vnni {names[1]}')
     for name in names:
         assert TensorIntrin.get(name, allow_missing=True) is not None
-    assert TensorIntrin.get(f"{amx.PREFIX}bf16_bad", allow_missing=True) is None
