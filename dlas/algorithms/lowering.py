@@ -11,6 +11,7 @@ from tvm import relax
 from .activations import activation_legalizers
 from .base import Algorithm
 from .constants import FoldConstants
+from .pooling import pooling_legalizers
 from .registry import ALGORITHMS
 from .schedules import schedule_module
 
@@ -64,6 +65,7 @@ def lower(
                 "relax.nn.conv2d": algo.conv2d,
                 "relax.matmul": algo.dense,
                 **activation_legalizers(),  # vectorizable exp/sigmoid (no expf calls)
+                **pooling_legalizers(),  # strided pooling without per-lane loads
             }
         ),
         relax.transform.AnnotateTIROpPattern(),

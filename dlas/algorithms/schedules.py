@@ -19,7 +19,15 @@ import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir.schedule import LoopRV, SBlockRV, ScheduleError
 
-from .shapes import ALGORITHM_KEY, LANES, MAX_ACCUMULATORS, ROW_KEY, STAGE_KEY, largest_divisor
+from .shapes import (
+    ALGORITHM_KEY,
+    LANES,
+    LLVM_VECTOR_KEY,
+    MAX_ACCUMULATORS,
+    ROW_KEY,
+    STAGE_KEY,
+    largest_divisor,
+)
 
 log = logging.getLogger(__name__)
 
@@ -339,7 +347,9 @@ def _schedule_reduction(sch: s_tir.Schedule, block: SBlockRV) -> None:
     for lp in spatial:
         total *= extent(sch, lp)
     vector = None
-    if spatial and _vectorizable_reduction(sch, block) and extent(sch, spatial[-1]) >= 4:
+    if LLVM_VECTOR_KEY in stmt.annotations:
+        spatial = spatial[:-1]  # the row stays a serial loop for LLVM to vectorize
+    elif spatial and _vectorizable_reduction(sch, block) and extent(sch, spatial[-1]) >= 4:
         vector = spatial[-1]
         spatial = spatial[:-1]
         sch.reorder(*reduce, vector)
@@ -347,6 +357,8 @@ def _schedule_reduction(sch: s_tir.Schedule, block: SBlockRV) -> None:
         return
     fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
     for consumer in sch.get_consumers(block):
+        if is_reduction(sch, consumer):
+            continue  # scheduled as a reduction of its own
         try:
             sch.reverse_compute_at(consumer, fused)
             inner = sch.get_loops(consumer)[1:]

@@ -29,6 +29,10 @@ STAGE_KEY = "dlas.stage"
 # On a stage whose last axis flattens (rows, columns): the row length, so the generic
 # schedule splits it back and vectorizes along contiguous columns.
 ROW_KEY = "dlas.row"
+# A block whose innermost loop is left serial for LLVM's loop vectorizer: strided reads, which
+# TVM's vectorizer splits into a scalar load and insert per lane, LLVM turns into wide loads
+# and shuffles (dlas.algorithms.pooling).
+LLVM_VECTOR_KEY = "dlas.llvm_vector"
 
 
 def main_attrs(algorithm: str, op: str) -> dict[str, Any]:
