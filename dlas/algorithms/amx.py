@@ -13,13 +13,16 @@ included (as the dot-product kernels' padding value: int8 data is shifted into u
 exact correction, :class:`dlas.algorithms.dot_product.Operands`). A kernel row's columns x channels are then one contiguous run of it, copied per
 output pixel into rows ``[N, OH, OW, KH, cols * Cp]`` (a vector copy, where the im2col of the
 vdpbf16ps form gathers element by element), and K is walked in that order. Every row of up to
-16 pixels (the largest divisor of the output width) gets, per 16 output channels, one call of
-a small LLVM function (``dlas_amx_bf16``/``dlas_amx_int8``, imported into the kernel's module; TVM inlines every
-imported function) that loads the accumulator tile, runs the whole K loop on tiles and
-stores it back; the conv's epilogue runs on that tile. The function sets the tile
-configuration on each call (per thread, cheap next to a K loop) and asks Linux once per
-process for the tile registers (``arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)``),
-so a built library needs no runtime support from TVM.
+16 pixels (the largest divisor of the output width) gets one call of a small LLVM function
+(``dlas_amx_bf16``/``dlas_amx_int8``, imported into the kernel's module; TVM inlines every
+imported function) for all its output-channel blocks (deep low-resolution layers: for a pair
+of blocks). The call loads the tile configuration once (``ldtilecfg`` costs about as much as
+a short K loop: once per 16 channels, it took a fifth of a 64-channel layer's time), then
+walks the whole K loop for two accumulator tiles at a time, which share each A tile, and
+stores them; the conv's epilogue runs on those tiles. It asks Linux once per process for the
+tile registers (``arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)``), so a built library
+needs no runtime support from TVM. The configuration is not kept across calls: other code on
+the thread (oneDNN's AMX kernels in PyTorch) may change or release it in between.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from tvm.script import tirx as T
 from dlas._tvmscript import cheap_frame_info
 
 from . import intrinsics
+from .amx_kernel import llvm_ir
 from .schedules import attach_epilogue, extent, loops_below, vectorize_innermost
 from .shapes import STAGE_ATTRS, ConvSpec, largest_divisor, round_up
 
@@ -81,64 +85,6 @@ KINDS = {"bfloat16": BF16, "uint8": INT8, "int8": INT8}
 KINDS_BY_KEY = {f"{ISA}_{k.name}": k for k in (BF16, INT8)}  # the conv block's annotation
 
 
-def _llvm_ir(kind: Kind) -> str:
-    """(C tile, A rows, A row stride in bytes, B panel, K tiles, rows) -> 0. Tiles 0 (C: rows
-    x 16 lanes), 1 (A: rows x 64 bytes), 2 (B: 16 x 64 bytes). 158 = SYS_arch_prctl,
-    4131 = ARCH_REQ_XCOMP_PERM, 18 = XFEATURE_XTILEDATA."""
-    return f"""
-declare void @llvm.x86.ldtilecfg(ptr)
-declare void @llvm.x86.tileloadd64(i8 immarg, ptr, i64)
-declare void @llvm.x86.{kind.instruction}(i8 immarg, i8 immarg, i8 immarg)
-declare void @llvm.x86.tilestored64(i8 immarg, ptr, i64)
-declare i64 @syscall(i64, ...)
-@dlas_amx_permitted = internal global i8 0
-
-define i32 @{kind.extern}(ptr %c, ptr %a, i32 %lda, ptr %b, i32 %tiles, i32 %rows) {{
-entry:
-  %ready = load i8, ptr @dlas_amx_permitted
-  %isready = icmp ne i8 %ready, 0
-  br i1 %isready, label %config, label %permit
-permit:
-  %ignored = call i64 (i64, ...) @syscall(i64 158, i64 4131, i64 18)
-  store i8 1, ptr @dlas_amx_permitted
-  br label %config
-config:
-  %cfg = alloca [64 x i8], align 64
-  store <8 x i64> zeroinitializer, ptr %cfg, align 64
-  store i8 1, ptr %cfg
-  %colsb = getelementptr i8, ptr %cfg, i64 16
-  store <3 x i16> <i16 64, i16 64, i16 64>, ptr %colsb, align 2
-  %r8 = trunc i32 %rows to i8
-  %rowsp = getelementptr i8, ptr %cfg, i64 48
-  store i8 %r8, ptr %rowsp
-  %rowsa = getelementptr i8, ptr %cfg, i64 49
-  store i8 %r8, ptr %rowsa
-  %rowsb = getelementptr i8, ptr %cfg, i64 50
-  store i8 16, ptr %rowsb
-  call void @llvm.x86.ldtilecfg(ptr %cfg)
-  %stride = sext i32 %lda to i64
-  %count = zext i32 %tiles to i64
-  call void @llvm.x86.tileloadd64(i8 0, ptr %c, i64 64)
-  br label %loop
-loop:
-  %i = phi i64 [ 0, %config ], [ %next, %loop ]
-  %offa = shl i64 %i, 6
-  %pa = getelementptr i8, ptr %a, i64 %offa
-  %offb = shl i64 %i, 10
-  %pb = getelementptr i8, ptr %b, i64 %offb
-  call void @llvm.x86.tileloadd64(i8 1, ptr %pa, i64 %stride)
-  call void @llvm.x86.tileloadd64(i8 2, ptr %pb, i64 64)
-  call void @llvm.x86.{kind.instruction}(i8 0, i8 1, i8 2)
-  %next = add i64 %i, 1
-  %done = icmp eq i64 %next, %count
-  br i1 %done, label %exit, label %loop
-exit:
-  call void @llvm.x86.tilestored64(i8 0, ptr %c, i64 64)
-  ret i32 0
-}}
-"""
-
-
 def kind_for(dtype: str, target: Any) -> Kind | None:
     """The AMX family that runs ``dtype`` activations on ``target``, if it has one."""
     kind = KINDS.get(dtype)
@@ -166,12 +112,14 @@ def rows_for(width: int) -> int:
 
 
 def pack_weight(weight: np.ndarray, spec: ConvSpec, kind: Kind) -> np.ndarray:
-    """OIHW (as the kernel multiplies them) -> [OC/16, KH, cols x Cp / depth, 16, depth]: one
+    """OIHW (as the kernel multiplies them) -> [OC/16 (>= 2), KH, cols x Cp / depth, 16, depth]: one
     B tile per tile row of K, in the order the kernel walks it; zeros in the padded columns
     and channels."""
     oc, ic, kh, kw = weight.shape
     cols, cp = k_layout(spec, kind)
-    pad = [(0, round_up(oc, LANES) - oc), (0, cp - ic), (0, 0), (0, cols - kw)]
+    # At least two blocks: a call multiplies them in pairs (a block's iteration of one would
+    # be dropped by tensorize's blockize, and the description with it).
+    pad = [(0, max(round_up(oc, LANES), 2 * LANES) - oc), (0, cp - ic), (0, 0), (0, cols - kw)]
     w = np.pad(weight, pad).transpose(0, 2, 3, 1)  # O, KH, cols, Cp
     w = w.reshape(-1, LANES, kh, cols * cp // kind.depth, kind.depth)
     return np.ascontiguousarray(w.transpose(0, 2, 3, 1, 4))
@@ -223,33 +171,44 @@ def conv(
     return te.compute(shape, value, name="conv", attrs=attrs)
 
 
-def _desc(kind: Kind, rows: int, taps: int, run: int, scope: str) -> Any:
+def _desc(kind: Kind, rows: int, taps: int, run: int, blocks: int, scope: str) -> Any:
+    """``blocks`` output-channel blocks of a tile of ``rows`` pixels over ``taps`` x ``run``
+    K elements."""
     depth, storage, weight, acc, product = (
         kind.depth, kind.storage, kind.weight, kind.acc, kind.product,
     )  # fmt: skip
 
     @T.prim_func(s_tir=True)
     def func(a: T.handle, b: T.handle, c: T.handle) -> None:
-        sa, sb = T.int32(), T.int32()
+        sa, sb, sc, sy = T.int32(), T.int32(), T.int32(), T.int32()
         A = T.match_buffer(a, (rows, taps, run), storage, offset_factor=1, strides=[sa, sb, 1])
-        B = T.match_buffer(b, (taps, run // depth, LANES, depth), weight, offset_factor=1)
-        C = T.match_buffer(c, (rows, LANES), acc, offset_factor=1, scope=scope)
+        B = T.match_buffer(b, (blocks, taps, run // depth, LANES, depth), weight, offset_factor=1)
+        C = T.match_buffer(
+            c,
+            (blocks, 1, rows, LANES),
+            acc,
+            offset_factor=1,
+            scope=scope,
+            strides=[sc, sy, LANES, 1],
+        )
         with T.sblock("root"):
             T.reads(
-                C[0:rows, 0:LANES],
+                C[0:blocks, 0:1, 0:rows, 0:LANES],
                 A[0:rows, 0:taps, 0:run],
-                B[0:taps, 0 : run // depth, 0:LANES, 0:depth],
+                B[0:blocks, 0:taps, 0 : run // depth, 0:LANES, 0:depth],
             )
-            T.writes(C[0:rows, 0:LANES])
-            for m, n, r, q, i in T.grid(rows, LANES, taps, run // depth, depth):
+            T.writes(C[0:blocks, 0:1, 0:rows, 0:LANES])
+            for o, m, n, r, q, i in T.grid(blocks, rows, LANES, taps, run // depth, depth):
                 with T.sblock("update"):
-                    vm, vn, vr, vq, vi = T.axis.remap("SSRRR", [m, n, r, q, i])
-                    C[vm, vn] = C[vm, vn] + product(A[vm, vr, vq * depth + vi], B[vr, vq, vn, vi])
+                    vo, vm, vn, vr, vq, vi = T.axis.remap("SSSRRR", [o, m, n, r, q, i])
+                    C[vo, 0, vm, vn] = C[vo, 0, vm, vn] + product(
+                        A[vm, vr, vq * depth + vi], B[vo, vr, vq, vn, vi]
+                    )
 
     return func
 
 
-def _desc_1x1(kind: Kind, rows: int, run: int, scope: str) -> Any:
+def _desc_1x1(kind: Kind, rows: int, run: int, blocks: int, scope: str) -> Any:
     """:func:`_desc` without the tap axis (see :func:`conv`)."""
     depth, storage, weight, acc, product = (
         kind.depth, kind.storage, kind.weight, kind.acc, kind.product,
@@ -257,54 +216,74 @@ def _desc_1x1(kind: Kind, rows: int, run: int, scope: str) -> Any:
 
     @T.prim_func(s_tir=True)
     def func(a: T.handle, b: T.handle, c: T.handle) -> None:
-        sa, sb = T.int32(), T.int32()
+        sa, sb, sc, sy = T.int32(), T.int32(), T.int32(), T.int32()
         A = T.match_buffer(a, (rows, 1, run), storage, offset_factor=1, strides=[sa, sb, 1])
-        B = T.match_buffer(b, (1, run // depth, LANES, depth), weight, offset_factor=1)
-        C = T.match_buffer(c, (rows, LANES), acc, offset_factor=1, scope=scope)
+        B = T.match_buffer(b, (blocks, 1, run // depth, LANES, depth), weight, offset_factor=1)
+        C = T.match_buffer(
+            c,
+            (blocks, 1, rows, LANES),
+            acc,
+            offset_factor=1,
+            scope=scope,
+            strides=[sc, sy, LANES, 1],
+        )
         with T.sblock("root"):
             T.reads(
-                C[0:rows, 0:LANES],
+                C[0:blocks, 0:1, 0:rows, 0:LANES],
                 A[0:rows, 0:1, 0:run],
-                B[0:1, 0 : run // depth, 0:LANES, 0:depth],
+                B[0:blocks, 0:1, 0 : run // depth, 0:LANES, 0:depth],
             )
-            T.writes(C[0:rows, 0:LANES])
-            for m, n, q, i in T.grid(rows, LANES, run // depth, depth):
+            T.writes(C[0:blocks, 0:1, 0:rows, 0:LANES])
+            for o, m, n, q, i in T.grid(blocks, rows, LANES, run // depth, depth):
                 with T.sblock("update"):
-                    vm, vn, vq, vi = T.axis.remap("SSRR", [m, n, q, i])
-                    C[vm, vn] = C[vm, vn] + product(A[vm, 0, vq * depth + vi], B[0, vq, vn, vi])
+                    vo, vm, vn, vq, vi = T.axis.remap("SSSRR", [o, m, n, q, i])
+                    C[vo, 0, vm, vn] = C[vo, 0, vm, vn] + product(
+                        A[vm, 0, vq * depth + vi], B[vo, 0, vq, vn, vi]
+                    )
 
     return func
 
 
-def _impl(kind: Kind, rows: int, taps: int, run: int, scope: str) -> Any:
+def _impl(kind: Kind, rows: int, taps: int, run: int, blocks: int, scope: str) -> Any:
     depth, storage, weight, acc, extern = (
         kind.depth, kind.storage, kind.weight, kind.acc, kind.extern,
     )  # fmt: skip
     tiles, element_bytes = taps * run // kind.per_row, 4 // depth
+    block_bytes = taps * run * LANES * element_bytes  # one output-channel block's weights
 
     @T.prim_func(s_tir=True)
     def func(a: T.handle, b: T.handle, c: T.handle) -> None:
-        sa, sb = T.int32(), T.int32()
+        sa, sb, sc, sy = T.int32(), T.int32(), T.int32(), T.int32()
         A = T.match_buffer(a, (rows, taps, run), storage, offset_factor=1, strides=[sa, sb, 1])
-        B = T.match_buffer(b, (taps, run // depth, LANES, depth), weight, offset_factor=1)
-        C = T.match_buffer(c, (rows, LANES), acc, offset_factor=1, scope=scope)
+        B = T.match_buffer(b, (blocks, taps, run // depth, LANES, depth), weight, offset_factor=1)
+        C = T.match_buffer(
+            c,
+            (blocks, 1, rows, LANES),
+            acc,
+            offset_factor=1,
+            scope=scope,
+            strides=[sc, sy, LANES, 1],
+        )
         with T.sblock("root"):
             T.reads(
-                C[0:rows, 0:LANES],
+                C[0:blocks, 0:1, 0:rows, 0:LANES],
                 A[0:rows, 0:taps, 0:run],
-                B[0:taps, 0 : run // depth, 0:LANES, 0:depth],
+                B[0:blocks, 0:taps, 0 : run // depth, 0:LANES, 0:depth],
             )
-            T.writes(C[0:rows, 0:LANES])
+            T.writes(C[0:blocks, 0:1, 0:rows, 0:LANES])
             T.evaluate(
                 T.call_extern(
                     "int32",
                     extern,
                     C.access_ptr("rw"),
+                    T.Cast("int64", sc * 4),
                     A.access_ptr("r"),
                     T.Cast("int32", sa * element_bytes),
                     B.access_ptr("r"),
+                    T.int64(block_bytes),
                     tiles,
                     rows,
+                    blocks,
                 )
             )
 
@@ -312,22 +291,23 @@ def _impl(kind: Kind, rows: int, taps: int, run: int, scope: str) -> Any:
 
 
 @functools.cache
-def intrinsic(kind: Kind, rows: int, taps: int, run: int) -> str:
-    """The tensor intrinsic (registered, global and ``.local`` accumulators) for a tile of
-    ``rows`` pixels over ``taps`` x ``run`` K elements (``run`` a multiple of a tile row)."""
-    name = f"{kind.extern}_{rows}x{taps}x{run}"
+def intrinsic(kind: Kind, rows: int, taps: int, run: int, blocks: int) -> str:
+    """The tensor intrinsic (registered, global and ``.local`` accumulators) for ``blocks``
+    output-channel blocks of a tile of ``rows`` pixels over ``taps`` x ``run`` K elements
+    (``run`` a multiple of a tile row)."""
+    name = f"{kind.extern}_{rows}x{taps}x{run}x{blocks}"
     with cheap_frame_info():
         for scope, suffix in (("global", ""), ("local", intrinsics.LOCAL)):
             if taps > 1:
-                desc = _desc(kind, rows, taps, run, scope)
+                desc = _desc(kind, rows, taps, run, blocks, scope)
             else:
-                desc = _desc_1x1(kind, rows, run, scope)
-            impl = _impl(kind, rows, taps, run, scope)
+                desc = _desc_1x1(kind, rows, run, blocks, scope)
+            impl = _impl(kind, rows, taps, run, blocks, scope)
             TensorIntrin.register(name + suffix, desc, impl, override=True)
     return name
 
 
-NAME = re.compile(rf"{PREFIX}(\w+?)_(\d+)x(\d+)x(\d+)")
+NAME = re.compile(rf"{PREFIX}(\w+?)_(\d+)x(\d+)x(\d+)x(\d+)")
 
 
 def register_named(text: str) -> None:
@@ -341,32 +321,35 @@ def register_named(text: str) -> None:
 
 
 def schedule(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, kind: Kind) -> None:
-    """Tiles of a row's pixels x 16 channels, the whole K loop in one call per tile, every
-    (row, tile, channel block) a parallel task with its epilogue attached."""
+    """Tiles of a row's pixels, the whole K loop of several 16-channel blocks in one call,
+    every (row, tile) or (channel blocks, row, tile) a parallel task with its epilogue
+    attached."""
     n, ob, y, x, oi, *reduction = sch.get_loops(block)
     *taps, q, i = (extent(sch, lp) for lp in reduction)
     rows = rows_for(extent(sch, x))
-    name = intrinsic(kind, rows, taps[0] if taps else 1, q * i)
-    # The larger operand is read once: weights larger than the patches (deep layers at low
-    # resolution) stay per channel block while all pixels pass, and the other way round.
-    pixels = extent(sch, y) * extent(sch, x)
     x_o, x_i = sch.split(x, [None, rows])
-    if extent(sch, ob) * LANES > pixels:
-        sch.reorder(n, ob, y, x_o, x_i, oi, *reduction)
-        fused = tile = sch.fuse(n, ob, y, x_o)
+    # The larger operand is read once: weights larger than the patches (deep layers at low
+    # resolution) stay per pair of channel blocks while all pixels pass, and the other way
+    # round.
+    if extent(sch, ob) * LANES > extent(sch, y) * extent(sch, x_o) * rows:
+        blocks = 2 if extent(sch, ob) % 2 == 0 else extent(sch, ob)
+        ob_o, ob_i = sch.split(ob, [None, blocks])
+        sch.reorder(n, ob_o, y, x_o, ob_i, x_i, oi, *reduction)
+        fused = sch.fuse(n, ob_o, y, x_o)
         sch.parallel(fused)
     else:
         # A tile's patches are copied where it is computed, once for all its channel blocks,
         # and read from cache: the patch matrix never goes to memory.
+        blocks, ob_i = extent(sch, ob), ob
         sch.reorder(n, y, x_o, ob, x_i, oi, *reduction)
         fused = sch.fuse(n, y, x_o)
         sch.parallel(fused)
-        tile = ob
         (patches,) = sch.get_producers(block)
         sch.compute_at(patches, fused, preserve_unit_loops=True)
         vectorize_innermost(sch, loops_below(sch, patches, fused))
-    attach_epilogue(sch, block, tile)
-    init = sch.decompose_reduction(block, x_i)
+    name = intrinsic(kind, rows, taps[0] if taps else 1, q * i, blocks)
+    attach_epilogue(sch, block, fused)
+    init = sch.decompose_reduction(block, ob_i)
     sch.vectorize(sch.get_loops(init)[-1])
-    sch.tensorize(x_i, name + intrinsics.LOCAL)
-    sch.annotate(fused, "pragma_import_llvm", _llvm_ir(kind))
+    sch.tensorize(ob_i, name + intrinsics.LOCAL)
+    sch.annotate(fused, "pragma_import_llvm", llvm_ir(kind.instruction, kind.extern))

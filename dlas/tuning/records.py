@@ -37,9 +37,18 @@ VERIFIED_DIR = "verified"
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
+# The tensor intrinsics dlas's schedules register, which traces name: bumped when their names
+# or shapes change (2: AMX calls over several channel blocks), so a store of traces that no
+# longer replay is left on disk and a fresh one is used.
+INTRINSICS_VERSION = 2
+
+
 def target_key(target: tvm.target.Target) -> str:
-    """Records are only valid for the target (and the TVM that replays their traces)."""
-    return config_key({"target": str(target), "tvm": tvm.__version__})
+    """Records are only valid for the target (and the TVM and dlas intrinsics that replay
+    their traces)."""
+    return config_key(
+        {"target": str(target), "tvm": tvm.__version__, "intrinsics": INTRINSICS_VERSION}
+    )
 
 
 def best_seconds(record: Any) -> float | None:

@@ -88,7 +88,7 @@ def test_without_amx_gemm_keeps_vdpbf16ps(caplog):
 def test_records_from_another_process_register_their_amx_intrinsics():
     """A tuning record's trace names the AMX intrinsic of its layer's shape; a process that
     loads it without having scheduled such a layer registers it from the name."""
-    names = [f"{kind.extern}_3x2x64{intrinsics.LOCAL}" for kind in (amx.BF16, amx.INT8)]
+    names = [f"{kind.extern}_3x2x64x2{intrinsics.LOCAL}" for kind in (amx.BF16, amx.INT8)]
     for name in names:  # shapes no other test schedules
         assert TensorIntrin.get(name, allow_missing=True) is None
     amx.register_named(f'["Tensorize", ["{names[0]}", 1]] dot_16x4_vnni {names[1]}')
