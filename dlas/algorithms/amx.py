@@ -3,16 +3,18 @@
 One ``tdpbf16ps`` (AMX-BF16) multiplies a tile of up to 16 rows (output pixels) x 32 bfloat16
 elements of K by a 32 x 16 tile of packed weights (pairs of K for 16 output channels) into a
 16 x 16 float32 tile; one ``tdpbusd`` (AMX-INT8) does the same for u8 x s8 with 64 elements of
-K (quads) into int32. Rows are 64 bytes either way. ``vdpbf16ps`` cannot beat float32 on these cores: its 512-bit form issues once
-per cycle where FMA issues twice, so both reach the same flops; AMX reaches several times
-that (``benchmarks/isa_throughput.py`` measures all three).
+K (quads) into int32. Rows are 64 bytes either way. ``vdpbf16ps`` cannot beat float32 on
+these cores: its 512-bit form issues once per cycle where FMA issues twice, so both reach the
+same flops; AMX reaches several times that (``benchmarks/isa_throughput.py`` measures all
+three).
 
 The input is packed once to NHWC, channels padded to a tile row (narrow layers such as an RGB
 stem: to a pair or quad, with each kernel row padded with columns instead), spatial padding
 included (as the dot-product kernels' padding value: int8 data is shifted into uint8 with the
-exact correction, :class:`dlas.algorithms.dot_product.Operands`). A kernel row's columns x channels are then one contiguous run of it, copied per
-output pixel into rows ``[N, OH, OW, KH, cols * Cp]`` (a vector copy, where the im2col of the
-vdpbf16ps form gathers element by element), and K is walked in that order. Every row of up to
+exact correction, :class:`dlas.algorithms.dot_product.Operands`). A kernel row's columns x
+channels are then one contiguous run of it, copied per output pixel into rows
+``[N, OH, OW, KH, cols * Cp]`` (a vector copy, where the im2col of the vdpbf16ps form gathers
+element by element), and K is walked in that order. Every row of up to
 16 pixels (the largest divisor of the output width) gets one call of a small LLVM function
 (``dlas_amx_bf16``/``dlas_amx_int8``, imported into the kernel's module; TVM inlines every
 imported function) for all its output-channel blocks (deep low-resolution layers: for a pair
@@ -112,9 +114,9 @@ def rows_for(width: int) -> int:
 
 
 def pack_weight(weight: np.ndarray, spec: ConvSpec, kind: Kind) -> np.ndarray:
-    """OIHW (as the kernel multiplies them) -> [OC/16 (>= 2), KH, cols x Cp / depth, 16, depth]: one
-    B tile per tile row of K, in the order the kernel walks it; zeros in the padded columns
-    and channels."""
+    """OIHW (as the kernel multiplies them) -> [OC/16 (at least 2), KH, cols x Cp / depth, 16,
+    depth]: one B tile per tile row of K, in the order the kernel walks it; zeros in the
+    padded columns, channels and blocks."""
     oc, ic, kh, kw = weight.shape
     cols, cp = k_layout(spec, kind)
     # At least two blocks: a call multiplies them in pairs (a block's iteration of one would

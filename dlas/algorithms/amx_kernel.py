@@ -44,7 +44,8 @@ declare void @llvm.x86.tilestored64(i8 immarg, ptr, i64)
 declare i64 @syscall(i64, ...)
 @dlas_amx_permitted = internal global i8 0
 
-define i32 @{extern}(ptr %c, i64 %cstep, ptr %a, i32 %lda, ptr %b, i64 %bstep, i32 %tiles, i32 %rows, i32 %blocks) {{
+define i32 @{extern}(ptr %c, i64 %cstep, ptr %a, i32 %lda, ptr %b, i64 %bstep,
+                     i32 %tiles, i32 %rows, i32 %blocks) {{
 entry:
   %ready = load i8, ptr @dlas_amx_permitted
   %isready = icmp ne i8 %ready, 0

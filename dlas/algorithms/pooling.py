@@ -51,21 +51,17 @@ def _pool(data: te.Tensor, call: relax.Call, reducer: str) -> te.Tensor:
 
     columns = te.compute((n, c, out_h, span), column, name="pool_columns", attrs=ATTRS)
     s = te.reduce_axis((0, kw), "kx")
-    if reducer == "max":
-        return te.compute(
-            (n, c, out_h, out_w),
-            lambda b, ch, y, x: te.max(columns[b, ch, y, x * sw + s], axis=s),
-            name="pool_max",
-            attrs=ATTRS,
-        )
-    total = te.compute(
+    combine = te.max if reducer == "max" else te.sum
+    pooled = te.compute(
         (n, c, out_h, out_w),
-        lambda b, ch, y, x: te.sum(columns[b, ch, y, x * sw + s], axis=s),
-        name="pool_sum",
+        lambda b, ch, y, x: combine(columns[b, ch, y, x * sw + s], axis=s),
+        name=f"pool_{reducer}",
         attrs=ATTRS,
     )
+    if reducer == "max":
+        return pooled
     area = tirx.const(kh * kw, data.dtype)
-    return te.compute(total.shape, lambda *i: total(*i) / area, name="pool_avg")
+    return te.compute(pooled.shape, lambda *i: pooled(*i) / area, name="pool_avg")
 
 
 def _eligible(call: relax.Call, reducer: str) -> bool:
@@ -82,7 +78,7 @@ def _eligible(call: relax.Call, reducer: str) -> bool:
         return str(call.ty.dtype).startswith(("float", "int", "uint"))
     (kh, kw), (sh, sw) = _ints(attrs.pool_size), _ints(attrs.strides)
     whole = (out[2] - 1) * sh + kh <= shape[2] and (out[3] - 1) * sw + kw <= shape[3]
-    return any(_ints(attrs.padding)) is False and whole and str(call.ty.dtype).startswith("float")
+    return not any(_ints(attrs.padding)) and whole and str(call.ty.dtype).startswith("float")
 
 
 def _legalize(reducer: str) -> Callable[[relax.BlockBuilder, relax.Call], relax.Expr]:
