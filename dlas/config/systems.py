@@ -63,11 +63,12 @@ class MetaScheduleTuningConfig(TuningConfig):
     trials_per_task: int | None = None
     # Candidates measured per search round (num_trials_per_iter), at most trials / tasks so
     # that the first round reaches every task.
-    trials_per_iter: int = 64
+    trials_per_iter: int = 16
     # evolutionary | replay-trace | replay-func, with that strategy's constructor arguments
     # (e.g. {population_size: 512, genetic_num_iters: 4}).
     strategy: str = "evolutionary"
-    strategy_options: dict[str, Any] = field(default_factory=dict)
+    # 256, not MetaSchedule's 2,048: minutes of budget on a few cores (docs/tuning.md).
+    strategy_options: dict[str, Any] = field(default_factory=lambda: {"population_size": 256})
     # gradient (more trials where the latency is) | round-robin.
     task_scheduler: str = "gradient"
     # xgb | mlp | random, with that cost model's constructor arguments.
