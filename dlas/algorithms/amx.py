@@ -338,17 +338,16 @@ def schedule(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, kind: Kind) ->
         ob_o, ob_i = sch.split(ob, [None, blocks])
         sch.reorder(n, ob_o, y, x_o, ob_i, x_i, oi, *reduction)
         fused = sch.fuse(n, ob_o, y, x_o)
-        sch.parallel(fused)
     else:
         # A tile's patches are copied where it is computed, once for all its channel blocks,
         # and read from cache: the patch matrix never goes to memory.
         blocks, ob_i = extent(sch, ob), ob
         sch.reorder(n, y, x_o, ob, x_i, oi, *reduction)
         fused = sch.fuse(n, y, x_o)
-        sch.parallel(fused)
         (patches,) = sch.get_producers(block)
         sch.compute_at(patches, fused, preserve_unit_loops=True)
         vectorize_innermost(sch, loops_below(sch, patches, fused))
+    sch.parallel(fused)
     name = intrinsic(kind, rows, taps[0] if taps else 1, q * i, blocks)
     attach_epilogue(sch, block, fused)
     init = sch.decompose_reduction(block, ob_i)

@@ -61,6 +61,23 @@ def random_weights(case: Case, sparsity: float, rng: np.random.Generator) -> np.
     return w
 
 
+def emit_conv(
+    bb: relax.BlockBuilder, x: relax.Expr, case: Case, w: np.ndarray, out_dtype: str | None = None
+) -> relax.Expr:
+    """``case``'s conv2d of ``x`` with the constant weights ``w``."""
+    return bb.emit(
+        relax.op.nn.conv2d(
+            x,
+            relax.const(w),
+            strides=case.stride,
+            padding=case.pad,
+            dilation=case.dilation,
+            groups=case.groups,
+            out_dtype=out_dtype,
+        )
+    )
+
+
 def conv_module(
     cases: list[Case], weights: list[np.ndarray], biases: list[np.ndarray]
 ) -> tvm.IRModule:
@@ -74,16 +91,7 @@ def conv_module(
         with bb.dataflow():
             outs = []
             for x, case, w, b in zip(xs, cases, weights, biases, strict=True):
-                y = bb.emit(
-                    relax.op.nn.conv2d(
-                        x,
-                        relax.const(w),
-                        strides=case.stride,
-                        padding=case.pad,
-                        dilation=case.dilation,
-                        groups=case.groups,
-                    )
-                )
+                y = emit_conv(bb, x, case, w)
                 y = bb.emit(relax.op.add(y, relax.const(b.reshape(1, -1, 1, 1))))
                 outs.append(bb.emit(relax.op.nn.relu(y)))
             out = bb.emit_output(relax.Tuple(outs))
@@ -104,17 +112,7 @@ def bare_conv_module(
     with bb.function("main", xs):
         with bb.dataflow():
             outs = [
-                bb.emit(
-                    relax.op.nn.conv2d(
-                        x,
-                        relax.const(w),
-                        strides=c.stride,
-                        padding=c.pad,
-                        dilation=c.dilation,
-                        groups=c.groups,
-                        out_dtype=out_dtype,
-                    )
-                )  # fmt: skip
+                emit_conv(bb, x, c, w, out_dtype)
                 for x, c, w in zip(xs, cases, weights, strict=True)
             ]
             out = bb.emit_output(relax.Tuple(outs))
