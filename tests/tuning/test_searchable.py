@@ -11,6 +11,7 @@ from tvm.s_tir import meta_schedule as ms
 
 from dlas.algorithms import lower
 from dlas.tuning.seeding import default_schedule
+from dlas.tuning.workers import import_tensor_intrinsics
 from tests.algorithms.util import Case, conv_module, host_target, random_weights
 
 # Task extraction and the mutator's set-up take minutes on 2 loaded cores.
@@ -50,6 +51,9 @@ def test_default_trace_samples_its_tiles_and_replays_to_the_same_function(conv_t
 def test_metaschedule_can_mutate_the_default_trace(conv_task):
     mod, target = conv_task
     sch = default_schedule(mod)
+    # TuneContext imports TVM's tensor intrinsics; through dlas's import they keep dlas's
+    # replacements (a process that already built int8 layers has them registered).
+    import_tensor_intrinsics()
     ctx = ms.TuneContext(mod=mod, target=target, space_generator="post-order-apply", num_threads=1)
     mutator = ms.mutator.MutateTileSize()
     mutator._initialize_with_tune_context(ctx)
