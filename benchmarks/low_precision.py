@@ -34,6 +34,7 @@ import torch
 THREADS = 2
 os.environ.setdefault("TVM_NUM_THREADS", str(THREADS))
 
+COMPRESSIONS = ("fp32", "int8", "bf16", "fp16")
 ROWS = ["resnet18:32", "mobilenet_v2:32", "vgg16:32", "resnet18:224", "vgg16:224"]
 
 
@@ -107,7 +108,7 @@ def dlas_system(mod, compression: str, model, samples, algorithm: str, target):
 
 
 def systems_for(
-    model, spec, samples, algorithms: list[str], target, work_dir
+    model, spec, samples, algorithms: list[str], target, work_dir, compressions=COMPRESSIONS
 ) -> dict[str, Callable]:
     from dlas.algorithms import intrinsics
     from dlas.compiler.export import export
@@ -117,7 +118,7 @@ def systems_for(
 
     mod = export(model, spec)
     systems: dict[str, Callable] = {}
-    for compression in ("fp32", "int8", "bf16", "fp16"):
+    for compression in compressions:
         if compression == "bf16" and not intrinsics.has_bf16(target):
             print("  dlas bf16: skipped, this CPU has no AVX512-BF16")
             continue
@@ -184,6 +185,11 @@ def main() -> None:
         default="spatial_pack",
         help="comma-separated: every dlas system is built with each (ratios use the fastest)",
     )
+    parser.add_argument(
+        "--compressions",
+        default=",".join(COMPRESSIONS),
+        help="comma-separated dlas compressions to build (the peers always run)",
+    )
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--block", type=int, default=10)
     parser.add_argument("--settle", type=float, default=0.2, help="seconds idle between blocks")
@@ -236,20 +242,34 @@ def main() -> None:
                 model.eval()
             samples = [torch.randn(8, 3, size, size) for _ in range(2)]
         algorithms = args.algorithm.split(",")
-        systems = systems_for(model, spec, samples, algorithms, target, Path(args.work_dir))
+        systems = systems_for(
+            model,
+            spec,
+            samples,
+            algorithms,
+            target,
+            Path(args.work_dir),
+            args.compressions.split(","),
+        )
         x = samples[0][:1].numpy()
         medians = interleaved(systems, x, args.runs, args.block, args.settle)
         accuracy = {n: top1(f, data, args.test_limit) for n, f in systems.items()} if data else {}
-        fp32_name, fp32 = best_dlas(medians, "fp32")
+        has = {c for c in args.compressions.split(",")}
+        fp32_name, fp32 = (
+            best_dlas(medians, "fp32")
+            if "fp32" in has
+            else ("pytorch fp32", medians["pytorch fp32"])
+        )
         for sys_name, ms in medians.items():
             acc = f"  top-1 {accuracy[sys_name]:5.1f}%" if accuracy else ""
             print(f"  {sys_name:26s} {ms:8.3f} ms  x{fp32 / ms:5.2f} vs {fp32_name}{acc}")
         peers = {n: ms for n, ms in medians.items() if not n.startswith("dlas")}
         best_peer = min(peers, key=peers.get)
-        int8_name, int8 = best_dlas(medians, "int8")
-        print(f"  {int8_name} vs pytorch int8 x{medians['pytorch int8'] / int8:.2f}, "
-              f"vs ort int8 x{medians['ort int8'] / int8:.2f}, "
-              f"vs fastest peer ({best_peer}) x{peers[best_peer] / int8:.2f}")  # fmt: skip
+        if "int8" in has:
+            int8_name, int8 = best_dlas(medians, "int8")
+            print(f"  {int8_name} vs pytorch int8 x{medians['pytorch int8'] / int8:.2f}, "
+                  f"vs ort int8 x{medians['ort int8'] / int8:.2f}, "
+                  f"vs fastest peer ({best_peer}) x{peers[best_peer] / int8:.2f}")  # fmt: skip
         if any(n.startswith("dlas bf16") for n in medians):
             bf16_name, bf16 = best_dlas(medians, "bf16")
             print(f"  {bf16_name} vs {fp32_name} x{fp32 / bf16:.2f}")

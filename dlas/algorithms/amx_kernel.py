@@ -7,6 +7,8 @@ accumulators of 32 bits per row; A: a tile row of K per output pixel; B: 16 K-pa
 
 from __future__ import annotations
 
+from typing import Any
+
 
 def llvm_ir(instruction: str, extern: str) -> str:
     """(C, C block step, A rows, A row stride, B panel, B block step, K tiles, rows, blocks)
@@ -111,5 +113,172 @@ singledone:
   br label %exit
 exit:
   ret i32 0
+}}
+"""
+
+
+def direct_llvm_ir(instruction: str, extern: str, plan: Any) -> str:
+    """The microkernel of :mod:`.amx_direct` for one output row (``plan``: a
+    :class:`dlas.algorithms.amx_direct.Plan`): (C, C block step, C row stride, A, B, B strides
+    of ky / channel tile / tile row / phase, blocks) -> 0, all in bytes.
+
+    An A tile is 16 output channels x a tile row of K (1 KiB; a block's ``steps`` tiles are
+    contiguous), a B tile 16 channel groups x ``run`` pixels (4 bytes each), K step ``t`` at
+    ``ky * sy + qt * sq + kxp * sp + kxq * 4``. Channel blocks go in pairs (A tiles 4, 5),
+    pixel tiles in pairs (B tiles 6, 7) into four accumulators (0-3); an odd last pixel tile
+    runs with two. So that both operands come from L1, K is walked in chunks of ``chunk``
+    steps and the row in segments of ``segment`` pixel-tile pairs: for each (segment, chunk)
+    every channel-block pair passes over the segment's B tiles (which stay in L1), and each
+    pair's chunk of A tiles serves all of the segment's pixel tiles; the accumulators are
+    stored after each chunk."""
+    tdp = f"@llvm.x86.{instruction}"
+    width, steps = plan.run * 4, plan.taps.steps
+    taps = plan.taps
+    config = ", ".join(
+        ["i8 1"] + ["i8 0"] * 15
+        + [f"i16 {width}"] * 4 + ["i16 64"] * 2 + [f"i16 {width}"] * 2 + ["i16 0"] * 8
+        + ["i8 16"] * 8 + ["i8 0"] * 8
+    )  # fmt: skip
+    types = ", ".join(["i8"] * 16 + ["i16"] * 16 + ["i8"] * 16)
+
+    def loop(label: str, count: Any, body: str) -> str:
+        """A counted loop ``%{label}.i`` (0 .. count-1) around ``body``, entered by a branch
+        to ``%{label}.pre``, left at ``%{label}.exit``; ``body`` runs from block
+        ``%{label}`` and ends with a branch to ``%{label}.latch``."""
+        return (
+            f"{label}.pre:\n  br label %{label}\n"
+            f"{label}:\n  %{label}.i = phi i64 [ 0, %{label}.pre ], [ %{label}.n, %{label}.latch ]\n"
+            f"{body}"
+            f"{label}.latch:\n  %{label}.n = add i64 %{label}.i, 1\n"
+            f"  %{label}.d = icmp eq i64 %{label}.n, {count}\n"
+            f"  br i1 %{label}.d, label %{label}.exit, label %{label}\n"
+            f"{label}.exit:\n"
+        )
+
+    def k_steps(label: str, tiles: list[tuple[int, int, int]], c: str, b: str, outer: str) -> str:
+        """One chunk of K for accumulators ``tiles`` ((C, A, B) tile numbers) at C rows
+        ``%{c}.r0/1``, B ``%{b}``, A ``%{outer}.a0/1``, chunk start ``%{outer}.base``."""
+        a_tiles = sorted({a for _, a, _ in tiles})
+        b_tiles = sorted({t for _, _, t in tiles})
+        t = f"%{label}.t"
+        body = (
+            f"  {t} = add i64 %{label}.i, %{outer}.base\n"
+            f"  %{label}.qt = urem i64 {t}, {taps.qt}\n"
+            f"  %{label}.r1 = udiv i64 {t}, {taps.qt}\n"
+            f"  %{label}.kxp = urem i64 %{label}.r1, {taps.kxp}\n"
+            f"  %{label}.r2 = udiv i64 %{label}.r1, {taps.kxp}\n"
+            f"  %{label}.kxq = urem i64 %{label}.r2, {taps.kxq}\n"
+            f"  %{label}.ky = udiv i64 %{label}.r2, {taps.kxq}\n"
+            f"  %{label}.o1 = mul i64 %{label}.ky, %sy\n"
+            f"  %{label}.o2 = mul i64 %{label}.qt, %sqt\n"
+            f"  %{label}.o3 = mul i64 %{label}.kxp, %sp\n"
+            f"  %{label}.o4 = shl i64 %{label}.kxq, 2\n"
+            f"  %{label}.s1 = add i64 %{label}.o1, %{label}.o2\n"
+            f"  %{label}.s2 = add i64 %{label}.o3, %{label}.o4\n"
+            f"  %{label}.ob = add i64 %{label}.s1, %{label}.s2\n"
+            f"  %{label}.bt = getelementptr i8, ptr %{b}, i64 %{label}.ob\n"
+            f"  %{label}.oa = shl i64 {t}, 10\n"
+        )
+        for a in a_tiles:
+            body += (
+                f"  %{label}.pa{a} = getelementptr i8, ptr %{outer}.a{a - 4}, i64 %{label}.oa\n"
+                f"  call void @llvm.x86.tileloadd64(i8 {a}, ptr %{label}.pa{a}, i64 64)\n"
+            )
+        for bt in b_tiles:
+            body += (
+                f"  %{label}.pb{bt} = getelementptr i8, ptr %{label}.bt, i64 {(bt - 6) * width}\n"
+                f"  call void @llvm.x86.tileloadd64(i8 {bt}, ptr %{label}.pb{bt}, i64 %sq)\n"
+            )
+        body += "".join(f"  call void {tdp}(i8 {ct}, i8 {a}, i8 {bt})\n" for ct, a, bt in tiles)
+        body += f"  br label %{label}.latch\n"
+        ptrs = "".join(
+            f"  %{label}.c{ct} = getelementptr i8, ptr %{c}.r{ct // 2}, i64 {ct % 2 * width}\n"
+            for ct, _, _ in tiles
+        )
+        loads = "".join(
+            f"  call void @llvm.x86.tileloadd64(i8 {ct}, ptr %{label}.c{ct}, i64 %crow)\n"
+            for ct, _, _ in tiles
+        )
+        stores = "".join(
+            f"  call void @llvm.x86.tilestored64(i8 {ct}, ptr %{label}.c{ct}, i64 %crow)\n"
+            for ct, _, _ in tiles
+        )
+        return f"{ptrs}{loads}  br label %{label}.pre\n{loop(label, plan.chunk, body)}{stores}"
+
+    def pair_body(label: str, inner: str) -> str:
+        """The body of channel-block pair loop ``label`` (A tiles ``%{label}.a0/1``, C block
+        rows ``%{label}.cb0/1``) around ``inner``."""
+        return (
+            f"  %{label}.b0 = shl i64 %{label}.i, 1\n"
+            f"  %{label}.ao = mul i64 %{label}.b0, {steps * 1024}\n"
+            f"  %{label}.a0 = getelementptr i8, ptr %a, i64 %{label}.ao\n"
+            f"  %{label}.a1 = getelementptr i8, ptr %{label}.a0, i64 {steps * 1024}\n"
+            f"  %{label}.co = mul i64 %{label}.b0, %cblock\n"
+            f"  %{label}.cb0 = getelementptr i8, ptr %c, i64 %{label}.co\n"
+            f"  %{label}.cb1 = getelementptr i8, ptr %{label}.cb0, i64 %cblock\n"
+            f"{inner}"
+        )
+
+    # quad: pixel-tile pair j of segment s
+    quad_k = k_steps("kq", [(0, 4, 6), (1, 4, 7), (2, 5, 6), (3, 5, 7)], "jq", "jq.b", "pq")
+    jq = (
+        f"  %jq.pair = add i64 %jq.i, %seg.first\n"
+        f"  %jq.x = mul i64 %jq.pair, {2 * width}\n"
+        f"  %jq.b = getelementptr i8, ptr %b, i64 %jq.x\n"
+        f"  %jq.r0 = getelementptr i8, ptr %pq.cb0, i64 %jq.x\n"
+        f"  %jq.r1 = getelementptr i8, ptr %pq.cb1, i64 %jq.x\n"
+        f"{quad_k}  br label %jq.latch\n"
+    )
+    pq = pair_body(
+        "pq",
+        f"  %pq.base = mul i64 %cq.i, {plan.chunk}\n"
+        f"  br label %jq.pre\n{loop('jq', plan.segment, jq)}  br label %pq.latch\n",
+    )
+    chunk_q = f"  br label %pq.pre\n{loop('pq', '%pairs', pq)}  br label %cq.latch\n"
+    seg = (
+        f"  %seg.first = mul i64 %seg.i, {plan.segment}\n"
+        f"  br label %cq.pre\n{loop('cq', steps // plan.chunk, chunk_q)}  br label %seg.latch\n"
+    )
+    pair_count = plan.tiles // 2
+    body = (
+        f"  br label %seg.pre\n{loop('seg', pair_count // plan.segment, seg)}" if pair_count else ""
+    )
+    if plan.tiles % 2:
+        two_k = k_steps("k2", [(0, 4, 6), (2, 5, 6)], "j2", "j2.b", "p2")
+        p2 = pair_body(
+            "p2",
+            f"  %p2.base = mul i64 %c2.i, {plan.chunk}\n"
+            f"  %j2.x = mul i64 {plan.tiles - 1}, {width}\n"
+            f"  %j2.b = getelementptr i8, ptr %b, i64 %j2.x\n"
+            f"  %j2.r0 = getelementptr i8, ptr %p2.cb0, i64 %j2.x\n"
+            f"  %j2.r1 = getelementptr i8, ptr %p2.cb1, i64 %j2.x\n"
+            f"{two_k}  br label %p2.latch\n",
+        )
+        chunk_2 = f"  br label %p2.pre\n{loop('p2', '%pairs', p2)}  br label %c2.latch\n"
+        body += f"  br label %c2.pre\n{loop('c2', steps // plan.chunk, chunk_2)}"
+    return f"""
+declare void @llvm.x86.ldtilecfg(ptr)
+declare void @llvm.x86.tileloadd64(i8 immarg, ptr, i64)
+declare void {tdp}(i8 immarg, i8 immarg, i8 immarg)
+declare void @llvm.x86.tilestored64(i8 immarg, ptr, i64)
+declare i64 @syscall(i64, ...)
+@dlas_amxd_permitted = internal global i8 0
+@{extern}_config = internal constant <{{ {types} }}> <{{ {config} }}>, align 64
+
+define i32 @{extern}(ptr %c, i64 %cblock, i64 %crow, ptr %a, ptr %b, i64 %sy, i64 %sqt,
+                     i64 %sq, i64 %sp, i32 %blocks) {{
+entry:
+  %ready = load i8, ptr @dlas_amxd_permitted
+  %isready = icmp ne i8 %ready, 0
+  br i1 %isready, label %config, label %permit
+permit:
+  %ignored = call i64 (i64, ...) @syscall(i64 158, i64 4131, i64 18)
+  store i8 1, ptr @dlas_amxd_permitted
+  br label %config
+config:
+  call void @llvm.x86.ldtilecfg(ptr @{extern}_config)
+  %nb = zext i32 %blocks to i64
+  %pairs = lshr i64 %nb, 1
+{body}  ret i32 0
 }}
 """

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 DENSE_CANDIDATES = ("direct", "gemm", "spatial_pack", "winograd")
 SPARSE_CANDIDATES = ("sparse_direct", "sparse_gemm", "sparse_spatial_pack")
 # Bump when what a candidate's timing means changes (kernels, protocol).
-CHOICES_VERSION = 2  # 2: AMX calls over several channel blocks
+CHOICES_VERSION = 3  # 3: wide AMX layers with the weights as A tiles (amx_direct)
 
 
 @ALGORITHMS.register("auto")

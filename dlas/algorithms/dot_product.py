@@ -38,7 +38,7 @@ import numpy as np
 import tvm
 from tvm import relax, s_tir, te, tirx
 
-from . import amx, intrinsics
+from . import amx, amx_direct, intrinsics
 from .packing import in_block, pack_conv_weight, pack_data, pack_gemm_weight
 from .schedules import attach_epilogue, extent, pixel_tile
 from .shapes import LANES, STAGE_ATTRS, ConvSpec, largest_divisor, main_attrs, round_up
@@ -181,7 +181,15 @@ def emit_conv2d(
     w = ops.weights(weight)
     corr = relax.const(ops.correction(w))
     attrs = _attrs(algorithm, form, flavor)
-    if kind := amx_kind(spec, form):
+    if (kind := amx_kind(spec, form)) and amx_direct.applies(spec, kind):
+        attrs[INTRIN_KEY] = f"{amx.ISA}_{kind.name}"
+        packed = relax.const(amx_direct.pack_weight(w, spec, kind))
+
+        def compute(d: te.Tensor, p: te.Tensor, c: te.Tensor) -> te.Tensor:
+            acc = amx_direct.conv(d, p, spec, kind, ops, attrs)
+            return amx_direct.unpack(acc, c, spec, ops)
+
+    elif kind:
         attrs[INTRIN_KEY] = f"{amx.ISA}_{kind.name}"
         packed = relax.const(amx.pack_weight(w, spec, kind))
 
@@ -326,7 +334,10 @@ def schedule(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
     reduction chunked over a row of tiles; the (16, depth) update tensorized."""
     name = str(sch.get(block).annotations[INTRIN_KEY])
     if kind := amx.KINDS_BY_KEY.get(name):
-        amx.schedule(sch, block, kind)
+        if amx_direct.TAPS_KEY in sch.get(block).annotations:
+            amx_direct.schedule(sch, block, kind)
+        else:
+            amx.schedule(sch, block, kind)
         return
     n, ob, y, x, oi, first, *middle, ii = sch.get_loops(block)
     depth = extent(sch, ii)

@@ -38,9 +38,10 @@ _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 # The tensor intrinsics dlas's schedules register, which traces name: bumped when their names
-# or shapes change (2: AMX calls over several channel blocks), so a store of traces that no
+# or shapes change (2: AMX calls over several channel blocks; 3: wide layers' weights as A
+# tiles, amx_direct), so a store of traces that no
 # longer replay is left on disk and a fresh one is used.
-INTRINSICS_VERSION = 2
+INTRINSICS_VERSION = 3
 
 
 def target_key(target: tvm.target.Target) -> str:
@@ -74,10 +75,12 @@ class RecordStore:
                 f"{self.path} holds no MetaSchedule records ({_WORKLOAD_FILE} missing)"
             )
         # A trace's tensorize step must find its intrinsic while the file loads.
-        from dlas.algorithms import amx
+        from dlas.algorithms import amx, amx_direct
 
         for records in self.path.glob(f"**/{_RECORD_FILE}"):
-            amx.register_named(records.read_text())
+            text = records.read_text()
+            amx.register_named(text)
+            amx_direct.register_named(text)
         self.database = ms.database.JSONDatabase(
             work_dir=str(self.path), allow_missing=create, module_equality=module_equality
         )

@@ -19,7 +19,7 @@ import tvm
 from tvm import relax
 from tvm.s_tir import TensorIntrin
 
-from dlas.algorithms import amx, intrinsics, lower
+from dlas.algorithms import amx, amx_direct, intrinsics, lower
 from dlas.compiler.build import build
 from tests.algorithms.test_conv import GRID
 from tests.algorithms.test_int8 import DENSE_KERNELS, EXTRA
@@ -94,3 +94,11 @@ def test_records_from_another_process_register_their_amx_intrinsics():
     amx.register_named(f'["Tensorize", ["{names[0]}", 1]] dot_16x4_vnni {names[1]}')
     for name in names:
         assert TensorIntrin.get(name, allow_missing=True) is not None
+    # the wide layers' form (amx_direct): 2 tiles of 5 pixels, taps 1x2x2x3, chunks of 3
+    # steps, segments of 1 pair, 2 blocks
+    direct = [f"{amx_direct.PREFIX}{k.name}_5x2_1x2x2x3_3x1_2" for k in (amx.BF16, amx.INT8)]
+    for name in direct:
+        assert TensorIntrin.get(name + intrinsics.LOCAL, allow_missing=True) is None
+    amx_direct.register_named(f'["Tensorize", ["{direct[0]}{intrinsics.LOCAL}", 1]] {direct[1]}')
+    for name in direct:
+        assert TensorIntrin.get(name + intrinsics.LOCAL, allow_missing=True) is not None

@@ -175,4 +175,11 @@ AMX_CASES = [
     Case(1, 40, 10, 10, 20, 1, stride=2),
     Case(1, 32, 9, 9, 16, 3, pad=2, dilation=2),
     Case(2, 5, 9, 9, 7, 3, stride=2, pad=1),
+    # wide layers (weights as the A tile, amx_direct): channel padding and a batch; pixel
+    # tiles in pairs with an odd one left; strided 3x3 (phases), 1x1 and kernel < stride
+    Case(2, 96, 12, 12, 20, 3, pad=1),
+    Case(1, 64, 48, 48, 32, 3, pad=1),
+    Case(1, 128, 15, 15, 48, 3, stride=2, pad=1),
+    Case(1, 64, 16, 16, 64, 1, stride=2),
+    Case(1, 64, 11, 11, 16, 2, stride=3, pad=1),
 ]
