@@ -159,15 +159,19 @@ def quantize_module(mod: Any, ranges: dict[str, list[Range]]) -> tuple[Any, dict
             super().__init__(mod)
             self.binding: Any = None
             self.quantized: dict = {}  # original var -> its u8/s8 var
+            self.values: dict = {}  # original var -> the value bound to it
 
         def visit_var_binding_(self, binding: Any) -> None:
             self.binding = binding
+            self.values[binding.var] = binding.value
             super().visit_var_binding_(binding)
             var = binding.var
             if var in feeds and isinstance(var, relax.DataflowVar):
                 new = self.get_var_remap(var)
                 new = var if new is None else new  # None when the binding is unchanged
-                xq = self._quantize(new, feeds[var])
+                xq = self._max_pool_quantized(binding.value, feeds[var])
+                if xq is None:
+                    xq = self._quantize(new, feeds[var])
                 self.quantized[var] = xq
                 dtype, scale, _, _ = feeds[var].qparams()
                 dq = relax.op.multiply(relax.op.astype(xq, "float32"), _scalar(scale))
@@ -192,6 +196,44 @@ def quantize_module(mod: Any, ranges: dict[str, list[Range]]) -> tuple[Any, dict
             rows["input_dtype"][decision.row] = dtype
             rows["input_scale"][decision.row] = scale
             return self._layer(new, self.quantized[x], decision, scale)
+
+        def _max_pool_quantized(self, value: Any, found: Range) -> Any:
+            """A max-pooled tensor quantized before the pooling (exact: quantizing is
+            monotonic, so it commutes with max), else None. The layer before then writes
+            8-bit activations from its epilogue, and the pool reads a quarter of the bytes.
+            PyTorch's pool exports as (values, indices)[0]: followed through."""
+            while isinstance(value, (relax.TupleGetItem, relax.Var, relax.Tuple)):
+                if isinstance(value, relax.TupleGetItem):
+                    if value.index != 0:
+                        return None
+                    value = value.tuple_value
+                elif isinstance(value, relax.Tuple):
+                    value = value.fields[0]
+                elif value in self.values:
+                    value = self.values[value]
+                else:
+                    return None
+            if not (
+                isinstance(value, relax.Call)
+                and value.op.name == "relax.nn.max_pool2d"
+                and isinstance(value.args[0], relax.Var)
+                and str(value.args[0].ty.dtype) == "float32"
+            ):
+                return None
+            source = self.get_var_remap(value.args[0]) or value.args[0]
+            a = value.attrs
+            pooled = relax.op.nn.max_pool2d(
+                self._quantize(source, found),
+                pool_size=a.pool_size,
+                strides=a.strides,
+                padding=a.padding,
+                dilation=a.dilation,
+                ceil_mode=a.ceil_mode,
+                count_include_pad=a.count_include_pad,
+                layout=a.layout,
+                out_layout=a.out_layout,
+            )
+            return self.builder_.emit(pooled)
 
         def _quantize(self, x: Any, found: Range) -> Any:
             op = relax.op

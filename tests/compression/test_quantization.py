@@ -15,7 +15,7 @@ from torch import nn
 from dlas.compiler.export import export
 from dlas.compression.fp16 import op_dtypes, to_fp16
 from dlas.compression.int8 import calibrate
-from dlas.compression.quantize import quantize_module
+from dlas.compression.quantize import op_bindings, quantize_module
 from dlas.data import InputSpec
 from tests.compression.helpers import build, run
 
@@ -211,3 +211,45 @@ def test_fp16_keeps_relu6_and_hardtanh_in_fp16():
     got = run(build(mod), x.numpy())
     assert np.abs(got - ref).max() < 1e-2 * np.abs(ref).max()
     assert got.min() >= -1 and got.max() <= 2  # the bounds still apply
+
+
+class _PoolThenConv(nn.Module):
+    """conv -> ReLU -> 3x3/2 max-pool -> conv; ``barrier`` puts a reshape pair between the
+    pool and the second conv (the same values; the pool is then not the quantized tensor's
+    producer)."""
+
+    def __init__(self, barrier: bool) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.first, self.second = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 8, 1)
+        self.barrier = barrier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.max_pool2d(F.relu(self.first(x)), 3, stride=2, padding=1)
+        if self.barrier:
+            y = y.reshape(y.shape[0], -1).reshape(y.shape)
+        return self.second(y)
+
+
+def _pool_input_dtypes(mod) -> list[str]:
+    from tvm import relax
+
+    found = []
+    for _, call, _ in op_bindings(mod["main"], ("relax.nn.max_pool2d",)):
+        found.append(str(call.args[0].ty.dtype))
+    del relax
+    return found
+
+
+def test_max_pooled_activations_are_quantized_before_the_pool():
+    """Quantizing commutes with max, so the pool runs on the 8-bit tensor the conv before it
+    writes: the same numbers as quantizing after the pool (the barrier model), bit for bit."""
+    x = _input(3, signed=True)
+    pooled_first, table = _quantized(_PoolThenConv(barrier=False), x)
+    pooled_after, _ = _quantized(_PoolThenConv(barrier=True), x)
+    assert table["status"] == ["int8", "int8"]
+    assert _pool_input_dtypes(pooled_first) == ["uint8"]
+    assert _pool_input_dtypes(pooled_after) == ["float32"]
+    got, ref = run(build(pooled_first), x.numpy()), run(build(pooled_after), x.numpy())
+    assert np.abs(ref).max() > 0.1  # the reference varies
+    np.testing.assert_array_equal(got, ref)
