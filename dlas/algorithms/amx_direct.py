@@ -204,7 +204,7 @@ def _functions(kind: Kind, plan: Plan, blocks: int, scope: str):
                 C[0:blocks, 0:LANES, 0:1, 0:width],
                 B[0:kh, 0 : taps.qt, 0:QUADS, 0 : taps.kxp, 0:columns, 0:depth],
                 A[0:blocks, 0:steps, 0:LANES, 0:QUADS, 0:depth],
-            )  # noqa: E501
+            )
             T.writes(C[0:blocks, 0:LANES, 0:1, 0:width])
             for o, m, x, k, i in T.grid(blocks, LANES, width, steps * QUADS, depth):
                 with T.sblock("update"):
@@ -228,7 +228,7 @@ def _functions(kind: Kind, plan: Plan, blocks: int, scope: str):
                 C[0:blocks, 0:LANES, 0:1, 0:width],
                 B[0:kh, 0 : taps.qt, 0:QUADS, 0 : taps.kxp, 0:columns, 0:depth],
                 A[0:blocks, 0:steps, 0:LANES, 0:QUADS, 0:depth],
-            )  # noqa: E501
+            )
             T.writes(C[0:blocks, 0:LANES, 0:1, 0:width])
             T.evaluate(
                 T.call_extern(
