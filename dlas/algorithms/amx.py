@@ -11,7 +11,7 @@ three).
 The input is packed once to NHWC, channels padded to a tile row (narrow layers such as an RGB
 stem: to a pair or quad, with each kernel row padded with columns instead), spatial padding
 included (as the dot-product kernels' padding value: int8 data is shifted into uint8 with the
-exact correction, :class:`dlas.algorithms.dot_product.Operands`). A kernel row's columns x
+exact correction, :class:`dlas.algorithms.operands.Operands`). A kernel row's columns x
 channels are then one contiguous run of it, copied per output pixel into rows
 ``[N, OH, OW, KH, cols * Cp]`` (a vector copy, where the im2col of the vdpbf16ps form gathers
 element by element), and K is walked in that order. Every row of up to
@@ -131,7 +131,7 @@ def conv(
     data: te.Tensor, packed: te.Tensor, spec: ConvSpec, kind: Kind, operands: Any, attrs: dict
 ) -> te.Tensor:
     """The accumulators ``[N, OC/16, OH, OW, 16]``; ``operands``
-    (:class:`dlas.algorithms.dot_product.Operands`) stores an activation as the kernel reads
+    (:class:`dlas.algorithms.operands.Operands`) stores an activation as the kernel reads
     it and says what padding becomes."""
     top, left, bottom, right = spec.padding
     h, w, c = spec.height, spec.width, spec.in_channels

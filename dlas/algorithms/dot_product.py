@@ -8,7 +8,7 @@ product of ``depth`` input elements (the same ones for all 16 lanes, broadcast) 
   ``vpmaddubsw`` + ``vpmaddwd`` (AVX512-BW, u8 x s8 with 7-bit weights), depth 4, int32 lanes
   (:class:`intrinsics.Int8Kernel`; elsewhere widened int32);
 * bf16: ``vdpbf16ps`` (AVX512-BF16), depth 2, float32 lanes (``gemm``, int8 too: AMX tiles
-  where the CPU has them, :mod:`.amx`). bfloat16 values travel as their 16-bit patterns (uint16) in
+  where the CPU has them, :mod:`.amx`, wide layers :mod:`.amx_direct`). bfloat16 values travel as their 16-bit patterns (uint16) in
   the kernels: TVM legalizes bfloat16-typed expressions to float32, undoing the packing.
 
 So the reduction is split ``k = kq * depth + ii`` with ``ii`` innermost in both operands:
@@ -39,11 +39,11 @@ import tvm
 from tvm import relax, s_tir, te, tirx
 
 from . import amx, amx_direct, intrinsics
+from .operands import SHIFT, Operands
 from .packing import in_block, pack_conv_weight, pack_data, pack_gemm_weight
 from .schedules import attach_epilogue, extent, pixel_tile
-from .shapes import LANES, STAGE_ATTRS, ConvSpec, largest_divisor, main_attrs, round_up
+from .shapes import LANES, STAGE_ATTRS, ConvSpec, largest_divisor, main_attrs
 
-SHIFT = 128  # int8 <-> uint8
 # Input channels (spatial forms) / K elements (gemm) reduced per pass over a row of tiles:
 # a chunk's weights (16 lanes x chunk) stay in L1 across the row.
 CHANNEL_CHUNK = 64
@@ -85,46 +85,6 @@ class Flavor:
         if self.name == "bf16":
             return intrinsics.bf16_value(a) * intrinsics.bf16_value(b)
         return a.astype("int32") * b.astype("int32")
-
-
-@dataclass(frozen=True)
-class Operands:
-    """The packed data's dtype, the shift that takes the activations there (see the module
-    docstring), and how many bits the weights are rounded down by (sums shifted back)."""
-
-    storage: str
-    shift: int
-    weight_shift: int
-
-    def element(self, value: tirx.PrimExpr) -> tirx.PrimExpr:
-        """A data element as the kernel stores it."""
-        if self.storage == "uint16":  # bf16 as its bit pattern
-            return tirx.reinterpret("uint16", value)
-        return (value.astype("int32") + self.shift).astype(self.storage) if self.shift else value
-
-    def pad(self) -> tirx.PrimExpr:
-        """What a padded zero becomes."""
-        return tirx.const(self.shift, self.storage)
-
-    def weights(self, weight: np.ndarray) -> np.ndarray:
-        """The weights the kernel multiplies by (before its sums are shifted back)."""
-        if self.storage == "uint16":
-            return weight.view(np.uint16)
-        if self.weight_shift:
-            weight = np.round(weight.astype(np.float64) / (1 << self.weight_shift))
-        return weight.astype(np.int8)
-
-    def correction(self, weight: np.ndarray) -> np.ndarray:
-        """What the shift adds to each output channel's sum (the kernel's weights)."""
-        oc = weight.shape[0]
-        sums = weight.reshape(oc, -1).astype(np.int64).sum(axis=1) * self.shift
-        return np.pad(sums, (0, round_up(oc, LANES) - oc)).astype(np.int32)
-
-    def result(self, acc: tirx.PrimExpr, corr: tirx.PrimExpr) -> tirx.PrimExpr:
-        """A lane of the accumulator as the layer's output."""
-        if self.storage == "uint16":
-            return acc
-        return (acc - corr) * (1 << self.weight_shift)  # x 1 folds away
 
 
 INT8 = Flavor("int8", ("uint8", "int8"), 4, "int32")
@@ -181,20 +141,15 @@ def emit_conv2d(
     w = ops.weights(weight)
     corr = relax.const(ops.correction(w))
     attrs = _attrs(algorithm, form, flavor)
-    if (kind := amx_kind(spec, form)) and amx_direct.applies(spec, kind):
+    if kind := amx_kind(spec, form):
         attrs[INTRIN_KEY] = f"{amx.ISA}_{kind.name}"
-        packed = relax.const(amx_direct.pack_weight(w, spec, kind))
+        # Wide layers multiply the weights by the input (no transposes), narrow ones patches.
+        wide = amx_direct.applies(spec, kind)
+        amx_form, unpack = (amx_direct, amx_direct.unpack) if wide else (amx, _unpack)
+        packed = relax.const(amx_form.pack_weight(w, spec, kind))
 
         def compute(d: te.Tensor, p: te.Tensor, c: te.Tensor) -> te.Tensor:
-            acc = amx_direct.conv(d, p, spec, kind, ops, attrs)
-            return amx_direct.unpack(acc, c, spec, ops)
-
-    elif kind:
-        attrs[INTRIN_KEY] = f"{amx.ISA}_{kind.name}"
-        packed = relax.const(amx.pack_weight(w, spec, kind))
-
-        def compute(d: te.Tensor, p: te.Tensor, c: te.Tensor) -> te.Tensor:
-            return _unpack(amx.conv(d, p, spec, kind, ops, attrs), c, spec, ops)
+            return unpack(amx_form.conv(d, p, spec, kind, ops, attrs), c, spec, ops)
 
     elif form == "im2col":
         packed = relax.const(pack_gemm_weight(w.reshape(spec.out_channels, -1), flavor.depth))
@@ -334,10 +289,8 @@ def schedule(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
     reduction chunked over a row of tiles; the (16, depth) update tensorized."""
     name = str(sch.get(block).annotations[INTRIN_KEY])
     if kind := amx.KINDS_BY_KEY.get(name):
-        if amx_direct.TAPS_KEY in sch.get(block).annotations:
-            amx_direct.schedule(sch, block, kind)
-        else:
-            amx.schedule(sch, block, kind)
+        wide = amx_direct.TAPS_KEY in sch.get(block).annotations
+        (amx_direct if wide else amx).schedule(sch, block, kind)
         return
     n, ob, y, x, oi, first, *middle, ii = sch.get_loops(block)
     depth = extent(sch, ii)
