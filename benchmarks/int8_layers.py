@@ -8,7 +8,8 @@ Systems: ``gemm`` (AMX: the wide-layer form, ``dlas/algorithms/amx_direct.py``, 
 applies), ``gemm_first_form`` (AMX, ``amx.py`` only: the wide form switched off),
 ``spatial_pack`` and ``direct`` (VNNI). All are built in one process, checked equal, and timed
 round-robin (``--rounds`` rounds of ``time_evaluator`` over ``--number`` calls, 2 threads);
-medians, and each system's speed relative to ``spatial_pack``. Needs a CPU with AMX-INT8.
+medians, and each system's speed relative to ``spatial_pack``. Without AMX-INT8 both ``gemm``
+rows run the CPU's other int8 kernel.
 """
 
 from __future__ import annotations

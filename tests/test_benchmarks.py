@@ -42,6 +42,9 @@ SMOKE_ARGS: dict[str, list[str]] = {
         "--rounds", "1", "--test-limit", "4",
     ],
     "isa_throughput.py": ["--iterations", "100000"],  # 1 s: compiles a C loop, runs it
+    "int8_layers.py": [  # 10 s: one small layer, four builds
+        "--layers", "64,8,32,3,1,1", "--rounds", "1", "--number", "1",
+    ],
     "low_precision.py": [  # 45 s (slow): a trained (epochs=0) row, all systems, two algorithms
         "--rows", "tiny_cnn:32", "--trained", "tiny_cnn", "--runs", "2", "--block", "1",
         "--algorithm", "spatial_pack,gemm",
