@@ -1,6 +1,6 @@
 """The AMX microkernel: LLVM IR that TVM imports into a conv's module and inlines.
 
-``instruction`` is ``tdpbf16ps`` or ``tdpbusd``; tiles are 16 rows x 64 bytes (C: 16
+``instruction`` is ``tdpbf16ps`` or ``tdpbusd`` (:func:`direct_llvm_ir`: ``tdpbsud``); tiles are 16 rows x 64 bytes (C: 16
 accumulators of 32 bits per row; A: a tile row of K per output pixel; B: 16 K-pairs/quads x
 16 output channels, 1 KiB), the layout :mod:`dlas.algorithms.amx` packs.
 """
@@ -10,12 +10,37 @@ from __future__ import annotations
 from typing import Any
 
 
+def _declarations(tdp: str) -> str:
+    """What a microkernel calls: the tile intrinsics, ``tdp`` and ``syscall``, and its
+    once-per-process flag for the tile-data permission."""
+    return f"""declare void @llvm.x86.ldtilecfg(ptr)
+declare void @llvm.x86.tileloadd64(i8 immarg, ptr, i64)
+declare void {tdp}(i8 immarg, i8 immarg, i8 immarg)
+declare void @llvm.x86.tilestored64(i8 immarg, ptr, i64)
+declare i64 @syscall(i64, ...)
+@dlas_amx_permitted = internal global i8 0
+"""
+
+
+# A microkernel's entry: asks Linux for the tile registers on the first call, then goes on
+# at block %config. 158 = SYS_arch_prctl, 4131 = ARCH_REQ_XCOMP_PERM, 18 = XFEATURE_XTILEDATA.
+PERMIT = """entry:
+  %ready = load i8, ptr @dlas_amx_permitted
+  %isready = icmp ne i8 %ready, 0
+  br i1 %isready, label %config, label %permit
+permit:
+  %ignored = call i64 (i64, ...) @syscall(i64 158, i64 4131, i64 18)
+  store i8 1, ptr @dlas_amx_permitted
+  br label %config
+config:
+"""
+
+
 def llvm_ir(instruction: str, extern: str) -> str:
     """(C, C block step, A rows, A row stride, B panel, B block step, K tiles, rows, blocks)
     -> 0, strides and steps in bytes. ``blocks`` output-channel blocks share one A tile per
     K step; they go in pairs (tiles 0, 1: C; 2: A; 3, 4: B), two independent accumulators
-    per A load, and the tile configuration is loaded once per call. 158 = SYS_arch_prctl,
-    4131 = ARCH_REQ_XCOMP_PERM, 18 = XFEATURE_XTILEDATA."""
+    per A load, and the tile configuration is loaded once per call."""
     tdp = f"@llvm.x86.{instruction}"
 
     def k_loop(label: str, entry: str, after: str, accumulators: list[tuple[int, str, int]]) -> str:
@@ -39,25 +64,10 @@ def llvm_ir(instruction: str, extern: str) -> str:
         )
 
     return f"""
-declare void @llvm.x86.ldtilecfg(ptr)
-declare void @llvm.x86.tileloadd64(i8 immarg, ptr, i64)
-declare void {tdp}(i8 immarg, i8 immarg, i8 immarg)
-declare void @llvm.x86.tilestored64(i8 immarg, ptr, i64)
-declare i64 @syscall(i64, ...)
-@dlas_amx_permitted = internal global i8 0
-
+{_declarations(tdp)}
 define i32 @{extern}(ptr %c, i64 %cstep, ptr %a, i32 %lda, ptr %b, i64 %bstep,
                      i32 %tiles, i32 %rows, i32 %blocks) {{
-entry:
-  %ready = load i8, ptr @dlas_amx_permitted
-  %isready = icmp ne i8 %ready, 0
-  br i1 %isready, label %config, label %permit
-permit:
-  %ignored = call i64 (i64, ...) @syscall(i64 158, i64 4131, i64 18)
-  store i8 1, ptr @dlas_amx_permitted
-  br label %config
-config:
-  %cfg = alloca [64 x i8], align 64
+{PERMIT}  %cfg = alloca [64 x i8], align 64
   store <8 x i64> zeroinitializer, ptr %cfg, align 64
   store i8 1, ptr %cfg
   %colsb = getelementptr i8, ptr %cfg, i64 16
@@ -257,26 +267,11 @@ def direct_llvm_ir(instruction: str, extern: str, plan: Any) -> str:
         chunk_2 = f"  br label %p2.pre\n{loop('p2', '%pairs', p2)}  br label %c2.latch\n"
         body += f"  br label %c2.pre\n{loop('c2', steps // plan.chunk, chunk_2)}"
     return f"""
-declare void @llvm.x86.ldtilecfg(ptr)
-declare void @llvm.x86.tileloadd64(i8 immarg, ptr, i64)
-declare void {tdp}(i8 immarg, i8 immarg, i8 immarg)
-declare void @llvm.x86.tilestored64(i8 immarg, ptr, i64)
-declare i64 @syscall(i64, ...)
-@dlas_amxd_permitted = internal global i8 0
-@{extern}_config = internal constant <{{ {types} }}> <{{ {config} }}>, align 64
+{_declarations(tdp)}@{extern}_config = internal constant <{{ {types} }}> <{{ {config} }}>, align 64
 
 define i32 @{extern}(ptr %c, i64 %cblock, i64 %crow, ptr %a, ptr %b, i64 %sy, i64 %sqt,
                      i64 %sq, i64 %sp, i32 %blocks) {{
-entry:
-  %ready = load i8, ptr @dlas_amxd_permitted
-  %isready = icmp ne i8 %ready, 0
-  br i1 %isready, label %config, label %permit
-permit:
-  %ignored = call i64 (i64, ...) @syscall(i64 158, i64 4131, i64 18)
-  store i8 1, ptr @dlas_amxd_permitted
-  br label %config
-config:
-  call void @llvm.x86.ldtilecfg(ptr @{extern}_config)
+{PERMIT}  call void @llvm.x86.ldtilecfg(ptr @{extern}_config)
   %nb = zext i32 %blocks to i64
   %pairs = lshr i64 %nb, 1
 {body}  ret i32 0

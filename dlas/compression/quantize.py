@@ -221,19 +221,8 @@ def quantize_module(mod: Any, ranges: dict[str, list[Range]]) -> tuple[Any, dict
             ):
                 return None
             source = self.get_var_remap(value.args[0]) or value.args[0]
-            a = value.attrs
-            pooled = relax.op.nn.max_pool2d(
-                self._quantize(source, found),
-                pool_size=a.pool_size,
-                strides=a.strides,
-                padding=a.padding,
-                dilation=a.dilation,
-                ceil_mode=a.ceil_mode,
-                count_include_pad=a.count_include_pad,
-                layout=a.layout,
-                out_layout=a.out_layout,
-            )
-            return self.builder_.emit(pooled)
+            quantized = self._quantize(source, found)
+            return self.builder_.emit(relax.Call(value.op, [quantized], value.attrs))
 
         def _quantize(self, x: Any, found: Range) -> Any:
             op = relax.op
