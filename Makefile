@@ -21,8 +21,10 @@ setup: $(VENV)/.installed
 run: setup
 	$(BIN)/python -m dlas.run $(ARGS)
 
+# One worker per core, a test file per worker (its module fixtures are built once): the
+# suite is mostly single-threaded LLVM compiles, so two cores take ~12 min instead of ~19.
 test: setup
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n auto --dist loadfile $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check dlas tests benchmarks hydra_plugins
