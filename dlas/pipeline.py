@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Bump when lowering or building changes what a cached library contains.
-BUILD_VERSION = 6  # 6: wide AMX layers with the weights as A tiles (amx_direct)
+BUILD_VERSION = 7  # 7: kernels.json counts the MACs of int8 and bf16 kernels (dlas.macs)
 
 
 def run(cfg: DictConfig, parent_run_id: str | None = None) -> dict[str, float]:

@@ -42,7 +42,7 @@ from . import amx, amx_direct, intrinsics
 from .operands import SHIFT, Operands
 from .packing import in_block, pack_conv_weight, pack_data, pack_gemm_weight
 from .schedules import attach_epilogue, extent, pixel_tile
-from .shapes import LANES, STAGE_ATTRS, ConvSpec, largest_divisor, main_attrs
+from .shapes import LANES, MACS_KEY, STAGE_ATTRS, ConvSpec, largest_divisor, main_attrs
 
 # Input channels (spatial forms) / K elements (gemm) reduced per pass over a row of tiles:
 # a chunk's weights (16 lanes x chunk) stay in L1 across the row.
@@ -121,9 +121,9 @@ def is_dot_block(sch: s_tir.Schedule, block: Any) -> bool:
 
 
 # --- emission ----------------------------------------------------------------------------
-def _attrs(algorithm: str, form: str, flavor: Flavor) -> dict:
+def _attrs(algorithm: str, form: str, flavor: Flavor, macs: int) -> dict:
     name = flavor.intrinsic(current_target())
-    return {**main_attrs(algorithm, f"{OP_PREFIX}_{form}"), INTRIN_KEY: name}
+    return {**main_attrs(algorithm, f"{OP_PREFIX}_{form}"), INTRIN_KEY: name, MACS_KEY: macs}
 
 
 def emit_conv2d(
@@ -140,7 +140,7 @@ def emit_conv2d(
     ops = flavor.operands(spec.dtype)
     w = ops.weights(weight)
     corr = relax.const(ops.correction(w))
-    attrs = _attrs(algorithm, form, flavor)
+    attrs = _attrs(algorithm, form, flavor, spec.macs)
     if kind := amx_kind(spec, form):
         attrs[INTRIN_KEY] = f"{amx.ISA}_{kind.name}"
         # Wide layers multiply the weights by the input (no transposes), narrow ones patches.
@@ -253,7 +253,8 @@ def emit_dense(
     packed = relax.const(pack_gemm_weight(w, flavor.depth))
     corr = relax.const(ops.correction(w))
     columns, depth = w.shape[0], flavor.depth
-    attrs = _attrs(algorithm, "dense", flavor)
+    m_by_k = int(np.prod([int(v) for v in data.ty.shape]))
+    attrs = _attrs(algorithm, "dense", flavor, m_by_k * columns)
 
     def compute(a: te.Tensor, b: te.Tensor, c: te.Tensor) -> te.Tensor:
         m, k = (int(v) for v in a.shape)

@@ -23,6 +23,7 @@ from .shapes import (
     ALGORITHM_KEY,
     LANES,
     LLVM_VECTOR_KEY,
+    MACS_KEY,
     MAX_ACCUMULATORS,
     ROW_KEY,
     STAGE_KEY,
@@ -73,7 +74,11 @@ def schedule_module(mod: tvm.IRModule, lookup: Callable[[str], ScheduleFn]) -> t
     for gv, func in mod.functions_items():
         if not isinstance(func, tirx.PrimFunc) or func.attrs.get(SCHEDULED_ATTR, False):
             continue
-        updates[gv] = schedule_func(func, lookup).with_attr(SCHEDULED_ATTR, True)
+        scheduled = schedule_func(func, lookup).with_attr(SCHEDULED_ATTR, True)
+        sch = s_tir.Schedule(func)  # the annotations as emitted: tensorizing may drop them
+        if macs := sum(sch.get(b).annotations[MACS_KEY] for b in annotated_blocks(sch, MACS_KEY)):
+            scheduled = scheduled.with_attr(MACS_KEY, int(macs))
+        updates[gv] = scheduled
     for gv, func in updates.items():
         mod[gv] = func
     return mod

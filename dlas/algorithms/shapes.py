@@ -33,6 +33,10 @@ ROW_KEY = "dlas.row"
 # TVM's vectorizer splits into a scalar load and insert per lane, LLVM turns into wide loads
 # and shuffles (dlas.algorithms.pooling).
 LLVM_VECTOR_KEY = "dlas.llvm_vector"
+# On a block whose products a tensor intrinsic or an extern microkernel computes, hidden from
+# TIR's flop estimator: the multiply-adds it does. The scheduler copies the sum onto its
+# PrimFunc (the same key), where dlas.profile reads it for the kernel's GFLOP/s.
+MACS_KEY = "dlas.macs"
 
 
 def main_attrs(algorithm: str, op: str) -> dict[str, Any]:
@@ -101,6 +105,12 @@ class ConvSpec:
     @property
     def out_per_group(self) -> int:
         return self.out_channels // self.groups
+
+    @property
+    def macs(self) -> int:
+        """Multiply-adds of the convolution (no padding lanes or channels counted)."""
+        taps = self.in_per_group * self.kernel_h * self.kernel_w
+        return self.batch * self.out_channels * taps * self.out_h * self.out_w
 
     @property
     def depthwise(self) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 import tvm
 from tvm import relax
@@ -11,7 +13,7 @@ from dlas.compiler.build import build
 from dlas.compiler.export import export
 from dlas.data import InputSpec
 from dlas.profile import KernelTime, kernel_costs, profile_kernels, profile_table
-from tests.algorithms.util import host_target
+from tests.algorithms.util import Case, bare_conv_module, host_target
 
 
 class Net(torch.nn.Module):
@@ -42,6 +44,20 @@ def test_profile_of_a_built_model():
     assert abs(sum(table["share"]) - 1) < 0.01
     row = table["kernel"].index(conv)
     assert table["gflops"][row] > 0 and table["bound"][row] in ("compute", "memory")
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "bfloat16"])
+def test_low_precision_kernels_count_the_products_their_intrinsics_hide(dtype):
+    # TIR's estimator counts nothing inside a tensor intrinsic or an AMX microkernel: without
+    # the MACs the algorithm stamps on the function, an int8 conv read as 0 flops.
+    case = Case(1, 64, 14, 14, 32, 3, pad=1)
+    w = np.random.default_rng(0).integers(-4, 4, size=(32, 64, 3, 3))
+    weight = w.astype("int8" if dtype == "uint8" else "float32")
+    accumulator = "int32" if dtype == "uint8" else "float32"
+    mod = bare_conv_module([case], [dtype], [weight], accumulator)
+    costs = kernel_costs(lower(mod, "spatial_pack", host_target()).mod)
+    conv = next(name for name in costs if "conv2d" in name)
+    assert costs[conv]["flops"] >= 2 * 32 * 64 * 9 * 14 * 14
 
 
 def test_bounds_follow_the_ridge_point():
