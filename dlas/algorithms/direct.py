@@ -28,6 +28,7 @@ from .shapes import (
     LANES,
     MAX_ACCUMULATORS,
     STAGE_ATTRS,
+    STAGE_KEY,
     ConvSpec,
     largest_divisor,
     main_attrs,
@@ -135,9 +136,10 @@ class Direct(Algorithm):
             self._schedule_channels(sch, block)
             return
         n, oc, y, x, rc, kh, kw = sch.get_loops(block)
-        width = extent(sch, x)
-        lanes = LANES if width % LANES == 0 else width
-        vectors = largest_divisor(width // lanes, MAX_WIDTH_VECTORS)
+        if extent(sch, rc) == 1:
+            self._schedule_planes(sch, block)
+            return
+        lanes, vectors = _row_vectors(sch, x)
         budget = max(1, MAX_ACCUMULATORS // vectors)
         channels = largest_divisor(extent(sch, oc), budget)
         rows = largest_divisor(extent(sch, y), max(1, budget // channels))
@@ -159,6 +161,36 @@ class Direct(Algorithm):
         )
 
     @staticmethod
+    def _schedule_planes(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
+        """One input plane per output channel (depthwise): nothing is shared across channels,
+        so a tile takes rows of one plane (an input row serves KH of them), and the padded or
+        phase-split input is made per tile, while in cache, not in a pass of its own over
+        the whole input (at 112 px that pass alone streams the input through DRAM twice)."""
+        n, oc, y, x, rc, kh, kw = sch.get_loops(block)
+        lanes, vectors = _row_vectors(sch, x)
+        budget = max(1, MAX_ACCUMULATORS // vectors)
+        rows = largest_divisor(extent(sch, y), budget)
+        channels = largest_divisor(extent(sch, oc), max(1, budget // rows))
+        oc_o, oc_i = tile(sch, oc, channels)
+        y_o, y_i = tile(sch, y, rows)
+        x_o, x_i = tile(sch, x, vectors * lanes)
+        sch.reorder(n, oc_o, y_o, x_o, rc, kh, kw, oc_i, y_i, x_i)
+        for stage in sch.get_producers(block):
+            if STAGE_KEY in sch.get(stage).annotations:
+                sch.compute_at(stage, y_o)
+                if extent(sch, inner := sch.get_loops(stage)[-1]) > 1:
+                    sch.vectorize(inner)
+        finish_reduction(
+            sch,
+            block,
+            parallel=[n, oc_o, y_o],
+            tile_loop=y_o,
+            first_reduction=rc,
+            vector=x_i,
+            unroll=[y_i, oc_i],
+        )
+
+    @staticmethod
     def _schedule_channels(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
         n, ob, y, x, oi, rc, kh, kw = sch.get_loops(block)
         schedule_channel_tile(
@@ -173,6 +205,13 @@ class Direct(Algorithm):
             chunk=largest_divisor(extent(sch, rc), CHANNEL_CHUNK),
             inner=[kh, kw],
         )
+
+
+def _row_vectors(sch: s_tir.Schedule, x: s_tir.schedule.LoopRV) -> tuple[int, int]:
+    """(lanes, vectors) of a row tile: whole 16-lane vectors, or the row when it is narrower."""
+    width = extent(sch, x)
+    lanes = LANES if width % LANES == 0 else width
+    return lanes, largest_divisor(width // lanes, MAX_WIDTH_VECTORS)
 
 
 def padded_phases(data: te.Tensor, spec: ConvSpec, height: int, width: int) -> te.Tensor:
