@@ -222,6 +222,7 @@ def main() -> None:
     target = tvm.target.Target(resolve_target_dict({"kind": "llvm", "mcpu": args.mcpu}, THREADS))
     print(f"target {target.mcpu}, {THREADS} threads, algorithm={args.algorithm}, "
           f"median of {args.runs} interleaved runs")  # fmt: skip
+    compressions = args.compressions.split(",")
     for row in args.rows.split(","):
         name, size = row.split(":")[0], int(row.split(":")[1])
         print(f"\n== {name} @ {size}x{size}  (load average before: {os.getloadavg()})")
@@ -249,15 +250,14 @@ def main() -> None:
             algorithms,
             target,
             Path(args.work_dir),
-            args.compressions.split(","),
+            compressions,
         )
         x = samples[0][:1].numpy()
         medians = interleaved(systems, x, args.runs, args.block, args.settle)
         accuracy = {n: top1(f, data, args.test_limit) for n, f in systems.items()} if data else {}
-        has = {c for c in args.compressions.split(",")}
         fp32_name, fp32 = (
             best_dlas(medians, "fp32")
-            if "fp32" in has
+            if "fp32" in compressions
             else ("pytorch fp32", medians["pytorch fp32"])
         )
         for sys_name, ms in medians.items():
@@ -265,7 +265,7 @@ def main() -> None:
             print(f"  {sys_name:26s} {ms:8.3f} ms  x{fp32 / ms:5.2f} vs {fp32_name}{acc}")
         peers = {n: ms for n, ms in medians.items() if not n.startswith("dlas")}
         best_peer = min(peers, key=peers.get)
-        if "int8" in has:
+        if "int8" in compressions:
             int8_name, int8 = best_dlas(medians, "int8")
             print(f"  {int8_name} vs pytorch int8 x{medians['pytorch int8'] / int8:.2f}, "
                   f"vs ort int8 x{medians['ort int8'] / int8:.2f}, "
