@@ -177,7 +177,9 @@ class Direct(Algorithm):
         sch.reorder(n, oc_o, y_o, x_o, rc, kh, kw, oc_i, y_i, x_i)
         for stage in sch.get_producers(block):
             if STAGE_KEY in sch.get(stage).annotations:
-                sch.compute_at(stage, y_o)
+                # Unit loops kept: the loop count must not depend on the sampled tiles, or a
+                # mutated trace no longer replays (MetaSchedule checks get_loops' outputs).
+                sch.compute_at(stage, y_o, preserve_unit_loops=True)
                 if extent(sch, inner := sch.get_loops(stage)[-1]) > 1:
                     sch.vectorize(inner)
         finish_reduction(

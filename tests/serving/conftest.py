@@ -64,3 +64,20 @@ def logged_run(tmp_path_factory) -> LoggedRun:
     metrics = pipeline.run(cfg)
     run = mlflow.last_active_run()
     return LoggedRun(root, tracking_uri(cfg), run.info.run_id, metrics)
+
+
+@pytest.fixture(autouse=True)
+def _store_of_the_logged_run(request):
+    """``runs:/`` and ``models:/`` URIs resolve against the process's tracking and registry
+    URIs, which every pipeline run moves to its own store: a test that reads the logged run
+    reads its store, whichever tests ran in this process since (under xdist the order
+    differs from file order)."""
+    if "logged_run" not in request.fixturenames:
+        yield
+        return
+    import mlflow
+
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(request.getfixturevalue("logged_run").uri)  # the registry follows
+    yield
+    mlflow.set_tracking_uri(before)
