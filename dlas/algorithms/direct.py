@@ -100,7 +100,10 @@ class Direct(Algorithm):
             return te.sum(pixel.astype(acc) * weight[oc, rc, kh, kw].astype(acc), axis=[rc, kh, kw])
 
         shape = (spec.batch, spec.out_channels, spec.out_h, width)
-        conv = te.compute(shape, value, name="conv", attrs=main_attrs(self.name, "conv2d"))
+        # One input plane per group (depthwise): scheduled as planes, nothing shared across
+        # channels; a plane every output channel reads (1 input channel, 1 group) is not.
+        op = "depthwise" if spec.groups > 1 and icg == 1 else "conv2d"
+        conv = te.compute(shape, value, name="conv", attrs=main_attrs(self.name, op))
         return te.compute(
             (spec.batch, spec.out_channels, spec.out_h, spec.out_w),
             lambda n, c, y, x: conv[n, c, y, x],
@@ -132,13 +135,14 @@ class Direct(Algorithm):
         if dot_product.is_dot_block(sch, block):
             dot_product.schedule(sch, block)
             return
-        if str(sch.get(block).annotations["dlas.op"]) == "channels":
+        op = str(sch.get(block).annotations["dlas.op"])
+        if op == "channels":
             self._schedule_channels(sch, block)
             return
-        n, oc, y, x, rc, kh, kw = sch.get_loops(block)
-        if extent(sch, rc) == 1:
+        if op == "depthwise":
             self._schedule_planes(sch, block)
             return
+        n, oc, y, x, rc, kh, kw = sch.get_loops(block)
         lanes, vectors = _row_vectors(sch, x)
         budget = max(1, MAX_ACCUMULATORS // vectors)
         channels = largest_divisor(extent(sch, oc), budget)
