@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from tvm import relax, s_tir, te, tirx
+from tvm.s_tir.schedule import LoopRV
 
 from . import dot_product
 from .base import Algorithm
@@ -143,13 +144,7 @@ class Direct(Algorithm):
             self._schedule_planes(sch, block)
             return
         n, oc, y, x, rc, kh, kw = sch.get_loops(block)
-        lanes, vectors = _row_vectors(sch, x)
-        budget = max(1, MAX_ACCUMULATORS // vectors)
-        channels = largest_divisor(extent(sch, oc), budget)
-        rows = largest_divisor(extent(sch, y), max(1, budget // channels))
-        oc_o, oc_i = tile(sch, oc, channels)
-        y_o, y_i = tile(sch, y, rows)
-        x_o, x_i = tile(sch, x, vectors * lanes)
+        oc_o, oc_i, y_o, y_i, x_o, x_i = _register_tile(sch, oc, y, x, rows_first=False)
         # Chunked channel reduction over a whole row of tiles (see base.CHANNEL_CHUNK); LLVM
         # still keeps each tile's accumulators in registers within a chunk.
         rc_o, rc = tile(sch, rc, largest_divisor(extent(sch, rc), CHANNEL_CHUNK))
@@ -171,13 +166,7 @@ class Direct(Algorithm):
         phase-split input is made per tile, while in cache, not in a pass of its own over
         the whole input (at 112 px that pass alone streams the input through DRAM twice)."""
         n, oc, y, x, rc, kh, kw = sch.get_loops(block)
-        lanes, vectors = _row_vectors(sch, x)
-        budget = max(1, MAX_ACCUMULATORS // vectors)
-        rows = largest_divisor(extent(sch, y), budget)
-        channels = largest_divisor(extent(sch, oc), max(1, budget // rows))
-        oc_o, oc_i = tile(sch, oc, channels)
-        y_o, y_i = tile(sch, y, rows)
-        x_o, x_i = tile(sch, x, vectors * lanes)
+        oc_o, oc_i, y_o, y_i, x_o, x_i = _register_tile(sch, oc, y, x, rows_first=True)
         sch.reorder(n, oc_o, y_o, x_o, rc, kh, kw, oc_i, y_i, x_i)
         for stage in sch.get_producers(block):
             if STAGE_KEY in sch.get(stage).annotations:
@@ -213,11 +202,21 @@ class Direct(Algorithm):
         )
 
 
-def _row_vectors(sch: s_tir.Schedule, x: s_tir.schedule.LoopRV) -> tuple[int, int]:
-    """(lanes, vectors) of a row tile: whole 16-lane vectors, or the row when it is narrower."""
+def _register_tile(
+    sch: s_tir.Schedule, oc: LoopRV, y: LoopRV, x: LoopRV, *, rows_first: bool
+) -> tuple[LoopRV, ...]:
+    """``oc``, ``y`` and ``x`` split (outer, inner) into a register tile of channels x rows x
+    whole 16-lane vectors of a row (or the row, when narrower), at most MAX_ACCUMULATORS
+    vectors; the budget goes to channels first, or with ``rows_first`` to rows."""
     width = extent(sch, x)
     lanes = LANES if width % LANES == 0 else width
-    return lanes, largest_divisor(width // lanes, MAX_WIDTH_VECTORS)
+    vectors = largest_divisor(width // lanes, MAX_WIDTH_VECTORS)
+    budget = max(1, MAX_ACCUMULATORS // vectors)
+    first, second = (y, oc) if rows_first else (oc, y)
+    first_size = largest_divisor(extent(sch, first), budget)
+    second_size = largest_divisor(extent(sch, second), max(1, budget // first_size))
+    channels, rows = (second_size, first_size) if rows_first else (first_size, second_size)
+    return (*tile(sch, oc, channels), *tile(sch, y, rows), *tile(sch, x, vectors * lanes))
 
 
 def padded_phases(data: te.Tensor, spec: ConvSpec, height: int, width: int) -> te.Tensor:
