@@ -74,11 +74,7 @@ def schedule_module(mod: tvm.IRModule, lookup: Callable[[str], ScheduleFn]) -> t
     for gv, func in mod.functions_items():
         if not isinstance(func, tirx.PrimFunc) or func.attrs.get(SCHEDULED_ATTR, False):
             continue
-        scheduled = schedule_func(func, lookup).with_attr(SCHEDULED_ATTR, True)
-        sch = s_tir.Schedule(func)  # the annotations as emitted: tensorizing may drop them
-        if macs := sum(sch.get(b).annotations[MACS_KEY] for b in annotated_blocks(sch, MACS_KEY)):
-            scheduled = scheduled.with_attr(MACS_KEY, int(macs))
-        updates[gv] = scheduled
+        updates[gv] = schedule_func(func, lookup).with_attr(SCHEDULED_ATTR, True)
     for gv, func in updates.items():
         mod[gv] = func
     return mod
@@ -88,11 +84,14 @@ def schedule_func(func: tirx.PrimFunc, lookup: Callable[[str], ScheduleFn]) -> t
     sch = s_tir.Schedule(func)
     try:
         mains = annotated_blocks(sch, ALGORITHM_KEY)
+        # Read before scheduling: tensorizing replaces the blocks that carry it.
+        macs = sum(int(sch.get(b).annotations.get(MACS_KEY, 0)) for b in mains)
         inline_injective(sch, keep=mains)
         for block in mains:
             lookup(str(sch.get(block).annotations[ALGORITHM_KEY]))(sch, block)
         generic_schedule(sch, skip=mains)
-        return sch.mod["main"]
+        scheduled = sch.mod["main"]
+        return scheduled.with_attr(MACS_KEY, macs) if macs else scheduled
     except Exception as err:  # noqa: BLE001 - a slow kernel beats a failed compile
         log.warning("default schedule failed, using the generic one: %s", str(err)[:300])
     sch = s_tir.Schedule(func)

@@ -34,8 +34,8 @@ ROW_KEY = "dlas.row"
 # and shuffles (dlas.algorithms.pooling).
 LLVM_VECTOR_KEY = "dlas.llvm_vector"
 # On a block whose products a tensor intrinsic or an extern microkernel computes, hidden from
-# TIR's flop estimator: the multiply-adds it does. The scheduler copies the sum onto its
-# PrimFunc (the same key), where dlas.profile reads it for the kernel's GFLOP/s.
+# TIR's flop estimator: the multiply-adds it does. The default schedule copies the sum onto
+# its PrimFunc (the same key), where dlas.profile reads it for the kernel's GFLOP/s.
 MACS_KEY = "dlas.macs"
 
 
