@@ -1,8 +1,9 @@
 """The AMX microkernel: LLVM IR that TVM imports into a conv's module and inlines.
 
-``instruction`` is ``tdpbf16ps`` or ``tdpbusd`` (:func:`direct_llvm_ir`: ``tdpbsud``); tiles are 16 rows x 64 bytes (C: 16
-accumulators of 32 bits per row; A: a tile row of K per output pixel; B: 16 K-pairs/quads x
-16 output channels, 1 KiB), the layout :mod:`dlas.algorithms.amx` packs.
+``instruction`` is ``tdpbf16ps`` or ``tdpbusd`` (:func:`direct_llvm_ir`: ``tdpbsud``); tiles
+are 16 rows x 64 bytes (C: 16 accumulators of 32 bits per row; A: a tile row of K per output
+pixel; B: 16 K-pairs/quads x 16 output channels, 1 KiB), the layout :mod:`dlas.algorithms.amx`
+packs.
 """
 
 from __future__ import annotations

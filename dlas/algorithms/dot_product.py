@@ -8,8 +8,9 @@ product of ``depth`` input elements (the same ones for all 16 lanes, broadcast) 
   ``vpmaddubsw`` + ``vpmaddwd`` (AVX512-BW, u8 x s8 with 7-bit weights), depth 4, int32 lanes
   (:class:`intrinsics.Int8Kernel`; elsewhere widened int32);
 * bf16: ``vdpbf16ps`` (AVX512-BF16), depth 2, float32 lanes (``gemm``, int8 too: AMX tiles
-  where the CPU has them, :mod:`.amx`, wide layers :mod:`.amx_direct`). bfloat16 values travel as their 16-bit patterns (uint16) in
-  the kernels: TVM legalizes bfloat16-typed expressions to float32, undoing the packing.
+  where the CPU has them, :mod:`.amx`, wide layers :mod:`.amx_direct`). bfloat16 values
+  travel as their 16-bit patterns (uint16) in the kernels: TVM legalizes bfloat16-typed
+  expressions to float32, undoing the packing.
 
 So the reduction is split ``k = kq * depth + ii`` with ``ii`` innermost in both operands:
 
