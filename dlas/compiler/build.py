@@ -6,6 +6,8 @@ import tvm
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
+from .stack_buffers import cpu_tir_pipeline
+
 
 def is_gpu(target: tvm.target.Target) -> bool:
     return "gpu" in target.keys
@@ -63,4 +65,9 @@ def build(lowered: tvm.IRModule, target: tvm.target.Target) -> relax.VMExecutabl
         instruments=list(outer.instruments),
         config=config,
     ):
-        return tvm.compile(lowered, target, relax_pipeline=finish_pipeline(target))
+        return tvm.compile(
+            lowered,
+            target,
+            relax_pipeline=finish_pipeline(target),
+            tir_pipeline="default" if is_gpu(target) else cpu_tir_pipeline(),
+        )

@@ -81,12 +81,17 @@ def import_tensor_intrinsics() -> None:
 
 # --- builder -------------------------------------------------------------------------------
 def _build_candidate(mod: tvm.IRModule, target: tvm.target.Target) -> Any:
-    """MetaSchedule's default build (it strips the weight-layout-rewrite blocks first)."""
+    """MetaSchedule's default build (it strips the weight-layout-rewrite blocks first), with
+    dlas's TIR pipeline on a CPU: candidates are timed as :func:`dlas.compiler.build` builds."""
     from tvm.driver import build as tvm_build
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
+    from dlas.compiler.build import is_gpu
+    from dlas.compiler.stack_buffers import cpu_tir_pipeline
+
     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
-    return tvm_build(mod, target=target)
+    pipeline = "default" if is_gpu(target) else cpu_tir_pipeline()
+    return tvm_build(mod, target=target, pipeline=pipeline)
 
 
 @derived_object

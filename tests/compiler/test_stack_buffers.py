@@ -1,0 +1,58 @@
+"""Scratch buffers of the default schedules live on the stack, not in TVM's workspace pool."""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from dlas.algorithms import lower
+from dlas.compiler import stack_buffers
+from dlas.compiler.build import build
+from tests.algorithms.util import Case, conv_module, host_target, random_weights
+
+ALLOC = "TVMBackendAllocWorkspace"
+
+
+def _built(monkeypatch, limit: int) -> tuple[str, np.ndarray]:
+    """The assembly of a conv + relu built with ``limit``, and its output. Its buffers are all
+    small: the padded input (5 KiB) and each task's register tile ("local")."""
+    monkeypatch.setattr(stack_buffers, "MAX_STACK_BYTES", limit)
+    case = Case(1, 4, 16, 16, 32, 3, pad=1)
+    rng = np.random.default_rng(0)
+    mod = conv_module([case], [random_weights(case, 0.0, rng)], [rng.standard_normal(32, "f4")])
+    executable = build(lower(mod, "direct", host_target()).mod, host_target())
+    asm = "".join(m.inspect_source("asm") for m in executable.mod.imports)
+    x = rng.standard_normal((case.n, case.c, case.h, case.w)).astype("float32")
+    out = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x, tvm.cpu()))
+    return asm, out[0].numpy()
+
+
+def test_small_buffers_leave_the_workspace_pool_with_the_same_results(monkeypatch):
+    limit = stack_buffers.MAX_STACK_BYTES
+    pooled_asm, pooled = _built(monkeypatch, 0)
+    stacked_asm, stacked = _built(monkeypatch, limit)
+    assert ALLOC in pooled_asm  # what TVM does by itself: the test can see the difference
+    assert ALLOC not in stacked_asm
+    assert np.abs(pooled).max() > 1.0  # the output varies
+    np.testing.assert_array_equal(stacked, pooled)
+
+
+def test_large_buffers_stay_in_the_pool():
+    buffer = tvm.tirx.decl_buffer((64, 1024), "float32", scope="local")
+    small = tvm.tirx.decl_buffer((16, 16), "float32", scope="local")
+    body = tvm.tirx.SeqStmt([tvm.tirx.AllocBuffer(buffer), tvm.tirx.AllocBuffer(small)])
+    func = tvm.tirx.PrimFunc([], body)
+    rewritten = stack_buffers.stack_buffers(tvm.IRModule({"f": func}))["f"]
+    large_alloc, small_alloc = rewritten.body.seq
+    assert stack_buffers.KEEP_KEY not in (large_alloc.annotations or {})
+    assert stack_buffers.KEEP_KEY in small_alloc.annotations
+
+
+def test_a_buffer_of_unknown_size_stays_in_the_pool():
+    dim = tvm.tirx.Var("n", "int64")
+    buffer = tvm.tirx.decl_buffer((dim, 16), "float32", scope="local")
+    body = tvm.tirx.SeqStmt([tvm.tirx.AllocBuffer(buffer), tvm.tirx.Evaluate(0)])
+    func = tvm.tirx.PrimFunc([dim], body)
+    rewritten = stack_buffers.stack_buffers(tvm.IRModule({"f": func}))["f"]
+    assert stack_buffers.KEEP_KEY not in (rewritten.body.seq[0].annotations or {})
