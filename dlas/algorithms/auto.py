@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 DENSE_CANDIDATES = ("direct", "gemm", "spatial_pack", "winograd")
 SPARSE_CANDIDATES = ("sparse_direct", "sparse_gemm", "sparse_spatial_pack")
 # Bump when what a candidate's timing means changes (kernels, protocol).
-CHOICES_VERSION = 3  # 3: wide AMX layers with the weights as A tiles (amx_direct)
+CHOICES_VERSION = 4  # 4: int8 1x1 layers of direct put pixels in the lanes (dot_rows)
 
 
 @ALGORITHMS.register("auto")

@@ -16,18 +16,22 @@ from typing import Any
 
 import numpy as np
 from tvm import relax, s_tir, te, tirx
-from tvm.s_tir.schedule import LoopRV
 
-from . import dot_product
+from . import dot_product, dot_rows
 from .base import Algorithm
 from .legalize import call_te, padded_input
 from .packing import channel_blocks, unpack
 from .registry import ALGORITHMS
-from .schedules import extent, finish_reduction, schedule_channel_tile, tile
+from .schedules import (
+    extent,
+    finish_reduction,
+    register_tile,
+    schedule_channel_tile,
+    tile,
+)
 from .shapes import (
     CHANNEL_CHUNK,
     LANES,
-    MAX_ACCUMULATORS,
     STAGE_ATTRS,
     STAGE_KEY,
     ConvSpec,
@@ -36,8 +40,6 @@ from .shapes import (
     round_up,
     vector_width,
 )
-
-MAX_WIDTH_VECTORS = 4
 
 
 def padded_width(spec: ConvSpec) -> tuple[int, int]:
@@ -61,7 +63,7 @@ class Direct(Algorithm):
         row: dict[str, Any],
     ) -> relax.Expr:
         if (
-            out := dot_product.try_conv2d(bb, data, weight, spec, row, self.name, "narrow")
+            out := dot_product.try_conv2d(bb, data, weight, spec, row, self.name, dot_rows.FORM)
         ) is not None:
             return out
         if isinstance(weight, np.ndarray) and across_channels(spec):
@@ -144,7 +146,7 @@ class Direct(Algorithm):
             self._schedule_planes(sch, block)
             return
         n, oc, y, x, rc, kh, kw = sch.get_loops(block)
-        oc_o, oc_i, y_o, y_i, x_o, x_i = _register_tile(sch, oc, y, x, rows_first=False)
+        oc_o, oc_i, y_o, y_i, x_o, x_i = register_tile(sch, oc, y, x, rows_first=False)
         # Chunked channel reduction over a whole row of tiles (see base.CHANNEL_CHUNK); LLVM
         # still keeps each tile's accumulators in registers within a chunk.
         rc_o, rc = tile(sch, rc, largest_divisor(extent(sch, rc), CHANNEL_CHUNK))
@@ -166,7 +168,7 @@ class Direct(Algorithm):
         phase-split input is made per tile, while in cache, not in a pass of its own over
         the whole input (at 112 px that pass alone streams the input through DRAM twice)."""
         n, oc, y, x, rc, kh, kw = sch.get_loops(block)
-        oc_o, oc_i, y_o, y_i, x_o, x_i = _register_tile(sch, oc, y, x, rows_first=True)
+        oc_o, oc_i, y_o, y_i, x_o, x_i = register_tile(sch, oc, y, x, rows_first=True)
         sch.reorder(n, oc_o, y_o, x_o, rc, kh, kw, oc_i, y_i, x_i)
         for stage in sch.get_producers(block):
             if STAGE_KEY in sch.get(stage).annotations:
@@ -200,23 +202,6 @@ class Direct(Algorithm):
             chunk=largest_divisor(extent(sch, rc), CHANNEL_CHUNK),
             inner=[kh, kw],
         )
-
-
-def _register_tile(
-    sch: s_tir.Schedule, oc: LoopRV, y: LoopRV, x: LoopRV, *, rows_first: bool
-) -> tuple[LoopRV, ...]:
-    """``oc``, ``y`` and ``x`` split (outer, inner) into a register tile of channels x rows x
-    whole 16-lane vectors of a row (or the row, when narrower), at most MAX_ACCUMULATORS
-    vectors; the budget goes to channels first, or with ``rows_first`` to rows."""
-    width = extent(sch, x)
-    lanes = LANES if width % LANES == 0 else width
-    vectors = largest_divisor(width // lanes, MAX_WIDTH_VECTORS)
-    budget = max(1, MAX_ACCUMULATORS // vectors)
-    first, second = (y, oc) if rows_first else (oc, y)
-    first_size = largest_divisor(extent(sch, first), budget)
-    second_size = largest_divisor(extent(sch, second), max(1, budget // first_size))
-    channels, rows = (second_size, first_size) if rows_first else (first_size, second_size)
-    return (*tile(sch, oc, channels), *tile(sch, y, rows), *tile(sch, x, vectors * lanes))
 
 
 def padded_phases(data: te.Tensor, spec: ConvSpec, height: int, width: int) -> te.Tensor:

@@ -39,7 +39,7 @@ import numpy as np
 import tvm
 from tvm import relax, s_tir, te, tirx
 
-from . import amx, amx_direct, intrinsics
+from . import amx, amx_direct, dot_rows, intrinsics
 from .operands import SHIFT, Operands
 from .packing import in_block, pack_conv_weight, pack_data, pack_gemm_weight
 from .schedules import attach_epilogue, extent, pixel_tile
@@ -62,10 +62,11 @@ class Flavor:
     depth: int
     acc: str
 
-    def intrinsic(self, target: Any) -> str | None:
+    def intrinsic(self, target: Any, *, rows: bool = False) -> str | None:
+        """The tensor intrinsic on ``target``; with ``rows``, the pixels-in-lanes one."""
         if self.name == "int8":
-            return intrinsics.int8_intrinsic(target)
-        return intrinsics.bf16_intrinsic(target)
+            return intrinsics.int8_intrinsic(target, rows=rows)
+        return None if rows else intrinsics.bf16_intrinsic(target)
 
     def isa(self, target: Any) -> str:
         if self.name == "int8":
@@ -123,7 +124,7 @@ def is_dot_block(sch: s_tir.Schedule, block: Any) -> bool:
 
 # --- emission ----------------------------------------------------------------------------
 def _attrs(algorithm: str, form: str, flavor: Flavor, macs: int) -> dict:
-    name = flavor.intrinsic(current_target())
+    name = flavor.intrinsic(current_target(), rows=form == dot_rows.FORM)
     return {**main_attrs(algorithm, f"{OP_PREFIX}_{form}"), INTRIN_KEY: name, MACS_KEY: macs}
 
 
@@ -135,9 +136,15 @@ def emit_conv2d(
     algorithm: str,
     form: str,
 ) -> relax.Expr:
-    """``form``: ``nchwc`` (channel blocks of up to 16), ``narrow`` (blocks of one ``depth``)
-    or ``im2col``; the block is tagged with ``algorithm`` so that its schedule finds it."""
+    """``form``: ``nchwc`` (channel blocks of up to 16), ``narrow`` (blocks of one ``depth``),
+    ``rows`` (pixels in the lanes, :mod:`.dot_rows`; ``narrow`` where the shape or the
+    instruction family has none) or ``im2col``; the block is tagged with ``algorithm`` so that
+    its schedule finds it."""
     flavor = flavor_of(spec.dtype)
+    if form == dot_rows.FORM and not (
+        dot_rows.applies(spec) and flavor.intrinsic(current_target(), rows=True)
+    ):
+        form = "narrow"
     ops = flavor.operands(spec.dtype)
     w = ops.weights(weight)
     corr = relax.const(ops.correction(w))
@@ -157,6 +164,11 @@ def emit_conv2d(
 
         def compute(d: te.Tensor, p: te.Tensor, c: te.Tensor) -> te.Tensor:
             return _gemm_conv(d, p, c, spec, flavor, ops, attrs)
+    elif form == dot_rows.FORM:
+        packed = relax.const(dot_rows.pack_weight(w, flavor.depth))
+
+        def compute(d: te.Tensor, p: te.Tensor, c: te.Tensor) -> te.Tensor:
+            return dot_rows.conv(d, p, c, spec, flavor.product, ops, attrs)
     else:
         limit = LANES if form == "nchwc" else flavor.depth
         _, cbi = in_block(spec.in_channels, limit, flavor.depth)
@@ -293,6 +305,9 @@ def schedule(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
     if kind := amx.KINDS_BY_KEY.get(name):
         wide = amx_direct.TAPS_KEY in sch.get(block).annotations
         (amx_direct if wide else amx).schedule(sch, block, kind)
+        return
+    if sch.get(block).annotations["dlas.op"] == f"{OP_PREFIX}_{dot_rows.FORM}":
+        dot_rows.schedule(sch, block, name + intrinsics.LOCAL)
         return
     n, ob, y, x, oi, first, *middle, ii = sch.get_loops(block)
     depth = extent(sch, ii)

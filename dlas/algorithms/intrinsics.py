@@ -33,6 +33,8 @@ from dlas._tvmscript import cheap_frame_info
 VNNI_INTRIN = "dot_16x4_vnni"
 AVX512_INTRIN = "dot_16x4_avx512"
 SDOT_INTRIN = "dlas_dot_16x4_sdot"
+VNNI_ROWS_INTRIN = "dlas_rows_16x4_vnni"
+AVX512_ROWS_INTRIN = "dlas_rows_16x4_avx512"
 BF16_INTRIN = "dot_16x2_bf16"
 
 # LLVM feature names (as ``target_has_features`` spells them) of each instruction family.
@@ -102,6 +104,77 @@ def _dot_u8s8_avx512(scope: str) -> Any:
                 T.llvm_lookup_intrinsic_id("llvm.x86.avx512.pmaddubs.w.512"),
                 a_u8x64,
                 B.vload([0, 0], dtype="int8x64"),
+                dtype="int16x32",
+            )
+            C[T.ramp(T.int32(0), 1, 16)] = C.vload([0], dtype="int32x16") + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.pmaddw.d.512"),
+                pairs,
+                T.broadcast(T.int16(1), 32),
+                dtype="int32x16",
+            )
+
+    return func
+
+
+# --- the same products with 16 output *pixels* in the lanes (dot_rows) ----------------------
+# A is 16 pixels x 4 channels of packed data (64 contiguous bytes), B one output channel's 4
+# weights, broadcast: the accumulators are rows of an NCHW output.
+def _rows_x8s8_desc(scope: str) -> Any:
+    @T.prim_func(s_tir=True)
+    def func(
+        A: T.Buffer((16, 4), "uint8", offset_factor=1),
+        B: T.Buffer((4,), "int8", offset_factor=1),
+        C: T.Buffer((16,), "int32", offset_factor=1, scope=scope),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:16, 0:4], B[0:4])
+            T.writes(C[0:16])
+            for i in T.serial(0, 16):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vi, vk], "int32") * T.cast(B[vk], "int32")
+
+    return func
+
+
+def _rows_u8s8_vnni(scope: str) -> Any:
+    @T.prim_func(s_tir=True)
+    def func(
+        A: T.Buffer((16, 4), "uint8", offset_factor=1),
+        B: T.Buffer((4,), "int8", offset_factor=1),
+        C: T.Buffer((16,), "int32", offset_factor=1, scope=scope),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:16, 0:4], B[0:4])
+            T.writes(C[0:16])
+            b_i32 = T.reinterpret(B.vload([0], "int8x4"), dtype="int32")
+            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+                C.vload([0], dtype="int32x16"),
+                T.reinterpret(A.vload([0, 0], dtype="uint8x64"), dtype="int8x64"),
+                T.reinterpret(T.broadcast(b_i32, 16), dtype="int8x64"),
+                dtype="int32x16",
+            )
+
+    return func
+
+
+def _rows_u8s8_avx512(scope: str) -> Any:
+    @T.prim_func(s_tir=True)
+    def func(
+        A: T.Buffer((16, 4), "uint8", offset_factor=1),
+        B: T.Buffer((4,), "int8", offset_factor=1),
+        C: T.Buffer((16,), "int32", offset_factor=1, scope=scope),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:16, 0:4], B[0:4])
+            T.writes(C[0:16])
+            b_i32 = T.reinterpret(B.vload([0], "int8x4"), dtype="int32")
+            pairs = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.pmaddubs.w.512"),
+                T.reinterpret(A.vload([0, 0], dtype="uint8x64"), dtype="int8x64"),
+                T.reinterpret(T.broadcast(b_i32, 16), dtype="int8x64"),
                 dtype="int16x32",
             )
             C[T.ramp(T.int32(0), 1, 16)] = C.vload([0], dtype="int32x16") + T.call_llvm_pure_intrin(
@@ -237,6 +310,8 @@ def register_intrinsics() -> None:
         AVX512_INTRIN: (_dot_x8s8_desc, _dot_u8s8_avx512),
         SDOT_INTRIN: (lambda scope: _dot_x8s8_desc(scope, "int8"), _dot_s8s8_sdot),
         BF16_INTRIN: (_dot_bf16_desc, _dot_bf16_avx512),
+        VNNI_ROWS_INTRIN: (_rows_x8s8_desc, _rows_u8s8_vnni),
+        AVX512_ROWS_INTRIN: (_rows_x8s8_desc, _rows_u8s8_avx512),
     }
     with cheap_frame_info():
         for name, (desc, impl) in pairs.items():
@@ -265,13 +340,14 @@ class Int8Kernel:
     feature: str  # the LLVM feature the target needs
     data: str  # the activations operand's dtype (the kernels shift the other kind by 128)
     weight_shift: int  # weights are rounded to ``w >> weight_shift`` (and sums shifted back)
+    rows_intrinsic: str | None = None  # pixels in the lanes (dot_rows), where it has one
 
 
 # In order of preference.
 INT8_KERNELS = (
-    Int8Kernel("vnni", VNNI_INTRIN, VNNI_FEATURE, "uint8", 0),
-    Int8Kernel("dotprod", SDOT_INTRIN, DOTPROD_FEATURE, "int8", 0),
-    Int8Kernel("avx512bw", AVX512_INTRIN, AVX512BW_FEATURE, "uint8", 1),
+    Int8Kernel("vnni", VNNI_INTRIN, VNNI_FEATURE, "uint8", 0, VNNI_ROWS_INTRIN),
+    Int8Kernel("dotprod", SDOT_INTRIN, DOTPROD_FEATURE, "int8", 0, None),
+    Int8Kernel("avx512bw", AVX512_INTRIN, AVX512BW_FEATURE, "uint8", 1, AVX512_ROWS_INTRIN),
 )
 
 
@@ -287,13 +363,14 @@ def int8_isa(target: Any) -> str:
     return kernel.isa if kernel else "none"
 
 
-def int8_intrinsic(target: Any) -> str | None:
-    """The tensor intrinsic (registered) int8 kernels use on ``target``, if any."""
+def int8_intrinsic(target: Any, *, rows: bool = False) -> str | None:
+    """The tensor intrinsic (registered) int8 kernels use on ``target``, if any; with
+    ``rows``, the one that puts output pixels in the lanes."""
     kernel = int8_kernel(target)
-    if kernel is None:
-        return None
-    register_intrinsics()
-    return kernel.intrinsic
+    name = (kernel.rows_intrinsic if rows else kernel.intrinsic) if kernel else None
+    if name is not None:
+        register_intrinsics()
+    return name
 
 
 def bf16_intrinsic(target: Any) -> str | None:

@@ -26,7 +26,11 @@ from tests.algorithms.util import AMX_CASES, Case, bare_conv_module, host_target
 
 DENSE_KERNELS = ["direct", "gemm", "spatial_pack"]
 # Stem-like and odd channel counts that are not multiples of 4 or 16, on top of the grid.
-EXTRA = [Case(1, 3, 16, 16, 20, 3, pad=1), Case(2, 5, 9, 9, 7, 3, stride=2, pad=1)]
+EXTRA = [
+    Case(1, 3, 16, 16, 20, 3, pad=1),
+    Case(2, 5, 9, 9, 7, 3, stride=2, pad=1),
+    Case(1, 6, 18, 18, 24, 1, pad=1),  # 1x1, width 20 in two row vectors (dot_rows)
+]
 
 
 def _reference(case: Case, x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -80,6 +84,7 @@ def test_int8_without_vnni_uses_the_avx512bw_pair_exactly(caplog, tmp_path):
         pytest.skip(f"this CPU ({host.mcpu}) cannot run AVX512-BW code")
     target = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
     assert intrinsics.int8_isa(target) == "avx512bw"
+    _exact_on(target, "direct", caplog)  # its 1x1 layers: the pixels-in-lanes pair
     layers, executable = _exact_on(target, "spatial_pack", caplog)
     assert {r["kernel"] for r in layers if r["groups"] == 1} == {"avx512bw"}
     if shutil.which("objdump") is None:
@@ -130,7 +135,7 @@ def test_int8_on_aarch64_uses_sdot_where_the_target_has_it(mcpu, isa):
     assert intrinsics.int8_isa(target) == isa
     cases = [*EXTRA, GRID[0]]
     rng = np.random.default_rng(0)
-    dtypes = ["uint8", "int8", "uint8"][: len(cases)]
+    dtypes = [("uint8", "int8")[i % 2] for i in range(len(cases))]
     ws = [rng.integers(-127, 128, (c.oc, c.c // c.groups, c.k, c.k)).astype("int8") for c in cases]
     lowered = lower(bare_conv_module(cases, dtypes, ws, "int32"), "spatial_pack", target)
     kernels = {r["kernel"] for r in lowered.layers if r["groups"] == 1}
