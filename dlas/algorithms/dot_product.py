@@ -1,8 +1,8 @@
 """int8 and bfloat16 convolutions and dense layers through the x86 dot-product instructions.
 
-One output vector is 16 lanes (channels); one instruction adds, to each lane, a short dot
-product of ``depth`` input elements (the same ones for all 16 lanes, broadcast) with a
-16 x ``depth`` block of weights:
+One output vector is 16 lanes (channels; ``direct``'s 1x1 layers put pixels there instead,
+:mod:`.dot_rows`); one instruction adds, to each lane, a short dot product of ``depth`` input
+elements (the same ones for all 16 lanes, broadcast) with a 16 x ``depth`` block of weights:
 
 * int8: ``vpdpbusd`` (AVX512-VNNI, u8 x s8), ``sdot`` (AArch64 +dotprod, s8 x s8) or
   ``vpmaddubsw`` + ``vpmaddwd`` (AVX512-BW, u8 x s8 with 7-bit weights), depth 4, int32 lanes

@@ -159,3 +159,22 @@ def test_signed_data_path_is_exact(monkeypatch, caplog):
     monkeypatch.setattr(intrinsics, "INT8_KERNELS", (stand_in,))
     layers, _ = _exact_on(host_target(), "spatial_pack", caplog)
     assert {r["kernel"] for r in layers if r["groups"] == 1} == {"s8-stand-in"}
+
+
+def test_int8_one_by_one_rows_put_pixels_in_the_lanes_exactly(caplog):
+    """``direct``'s 1x1 layers of unit stride (``dot_rows``): exact, in the default suite
+    (the whole grid with ``direct`` is slow), padded widths and channel counts included."""
+    target = host_target()
+    if intrinsics.int8_intrinsic(target, rows=True) is None:
+        pytest.skip(f"{target.mcpu} has no u8 x s8 dot product with a pixels-in-lanes form")
+    cases = [Case(1, 12, 16, 16, 72, 1), EXTRA[-1], Case(2, 16, 9, 9, 32, 1)]
+    _check("direct", cases, target)
+    assert "default schedule failed" not in caplog.text
+    mod = lower(
+        bare_conv_module(cases, ["uint8"] * 3, [np.ones((c.oc, c.c, 1, 1), "int8") for c in cases],
+                         "int32"),
+        "direct", target,
+    ).mod  # fmt: skip
+    # The two layers whose rows fill a vector are tensorized in rows, the 9-wide one is not.
+    kernels = [f.script() for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert sum('"dlas.op": "dot_rows"' in k for k in kernels) == 2
