@@ -42,8 +42,16 @@ from tvm import relax, s_tir, te, tirx
 from . import amx, amx_direct, dot_rows, intrinsics
 from .operands import SHIFT, Operands
 from .packing import in_block, pack_conv_weight, pack_data, pack_gemm_weight
-from .schedules import attach_epilogue, extent, pixel_tile
-from .shapes import LANES, MACS_KEY, STAGE_ATTRS, ConvSpec, largest_divisor, main_attrs
+from .schedules import attach_epilogue, extent
+from .shapes import (
+    LANES,
+    MACS_KEY,
+    STAGE_ATTRS,
+    ConvSpec,
+    largest_divisor,
+    main_attrs,
+    pixel_tile,
+)
 
 # Input channels (spatial forms) / K elements (gemm) reduced per pass over a row of tiles:
 # a chunk's weights (16 lanes x chunk) stay in L1 across the row.

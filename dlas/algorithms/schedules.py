@@ -24,10 +24,10 @@ from .shapes import (
     LANES,
     LLVM_VECTOR_KEY,
     MACS_KEY,
-    MAX_ACCUMULATORS,
     ROW_KEY,
     STAGE_KEY,
-    largest_divisor,
+    pixel_tile,
+    register_tile_sizes,
 )
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,6 @@ ScheduleFn = Callable[[s_tir.Schedule, SBlockRV], None]
 # The largest inner factor MetaSchedule may move a register-tile split to (its mutator keeps
 # sampled tiles perfect and within this bound).
 MAX_TUNED_INNER = 64
-# Vectors along a row in one register tile.
-MAX_WIDTH_VECTORS = 4
 
 
 def tile(sch: s_tir.Schedule, loop: LoopRV, inner: int) -> tuple[LoopRV, LoopRV]:
@@ -258,27 +256,12 @@ def register_tile(
     rows_first: bool,
     lanes: int | None = None,
 ) -> tuple[LoopRV, ...]:
-    """``oc``, ``y`` and ``x`` split (outer, inner) into a register tile of channels x rows x
-    whole vectors of ``lanes`` columns (16, or the row when narrower; 1 when ``x`` already
-    counts vectors), at most MAX_ACCUMULATORS vectors; the budget goes to channels first, or
-    with ``rows_first`` to rows."""
-    width = extent(sch, x)
-    lanes = lanes or (LANES if width % LANES == 0 else width)
-    vectors = largest_divisor(width // lanes, MAX_WIDTH_VECTORS)
-    budget = max(1, MAX_ACCUMULATORS // vectors)
-    first, second = (y, oc) if rows_first else (oc, y)
-    first_size = largest_divisor(extent(sch, first), budget)
-    second_size = largest_divisor(extent(sch, second), max(1, budget // first_size))
-    channels, rows = (second_size, first_size) if rows_first else (first_size, second_size)
-    return (*tile(sch, oc, channels), *tile(sch, y, rows), *tile(sch, x, vectors * lanes))
-
-
-def pixel_tile(out_h: int, out_w: int, vectors: int) -> tuple[int, int]:
-    """(rows, columns) of output pixels whose ``vectors`` accumulators fit in registers."""
-    budget = max(1, MAX_ACCUMULATORS // vectors)
-    cols = largest_divisor(out_w, min(budget, 12))
-    rows = largest_divisor(out_h, max(1, budget // cols))
-    return rows, cols
+    """``oc``, ``y`` and ``x`` split (outer, inner) into the register tile that
+    :func:`.shapes.register_tile_sizes` sizes."""
+    channels, rows, cols = register_tile_sizes(
+        extent(sch, oc), extent(sch, y), extent(sch, x), rows_first=rows_first, lanes=lanes
+    )
+    return (*tile(sch, oc, channels), *tile(sch, y, rows), *tile(sch, x, cols))
 
 
 def schedule_channel_tile(

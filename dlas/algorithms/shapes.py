@@ -16,6 +16,8 @@ from tvm import relax
 LANES = 16
 # Vector accumulators kept live in one register tile (32 zmm registers minus loads/broadcasts).
 MAX_ACCUMULATORS = 24
+# Vectors along a row in one register tile.
+MAX_WIDTH_VECTORS = 4
 # Input channels reduced per pass over a row of output tiles. A tile that walked every input
 # plane before moving on touches more pages than the TLB holds, and streams all its weights
 # from L2; chunked, a row's partial sums wait in L1 and the chunk's weights stay there.
@@ -157,6 +159,31 @@ def largest_divisor(value: int, limit: int) -> int:
         if value % d == 0:
             return d
     return 1
+
+
+def pixel_tile(out_h: int, out_w: int, vectors: int) -> tuple[int, int]:
+    """(rows, columns) of output pixels whose ``vectors`` accumulators fit in registers."""
+    budget = max(1, MAX_ACCUMULATORS // vectors)
+    cols = largest_divisor(out_w, min(budget, 12))
+    rows = largest_divisor(out_h, max(1, budget // cols))
+    return rows, cols
+
+
+def register_tile_sizes(
+    channels: int, rows: int, width: int, *, rows_first: bool, lanes: int | None = None
+) -> tuple[int, int, int]:
+    """(channels, rows, columns) of a register tile of whole vectors of ``lanes`` columns (16,
+    or the row when narrower; 1 when ``width`` already counts vectors), at most
+    MAX_ACCUMULATORS vectors; the budget goes to channels first, or with ``rows_first`` to
+    rows. Each size divides its extent."""
+    lanes = lanes or (LANES if width % LANES == 0 else width)
+    vectors = largest_divisor(width // lanes, MAX_WIDTH_VECTORS)
+    budget = max(1, MAX_ACCUMULATORS // vectors)
+    first, second = (rows, channels) if rows_first else (channels, rows)
+    first_size = largest_divisor(first, budget)
+    second_size = largest_divisor(second, max(1, budget // first_size))
+    sizes = (second_size, first_size) if rows_first else (first_size, second_size)
+    return (*sizes, vectors * lanes)
 
 
 def vector_width(extent: int) -> int:

@@ -18,8 +18,7 @@ from tvm.script import tirx as T
 
 from .base import Algorithm
 from .registry import ALGORITHMS
-from .schedules import pixel_tile
-from .shapes import LANES, ConvSpec, largest_divisor
+from .shapes import LANES, ConvSpec, largest_divisor, pixel_tile
 from .sparse import CSR, SparseAlgorithm, i64, to_block_csr
 
 

@@ -20,13 +20,14 @@ from .base import Algorithm, PackedAlgorithm
 from .legalize import call_te
 from .packing import channel_blocks, pack_data, unpack
 from .registry import ALGORITHMS
-from .schedules import extent, finish_reduction, pixel_tile, schedule_channel_tile, tile
+from .schedules import extent, finish_reduction, schedule_channel_tile, tile
 from .shapes import (
     CHANNEL_CHUNK,
     LANES,
     ConvSpec,
     largest_divisor,
     main_attrs,
+    pixel_tile,
     round_up,
 )
 
