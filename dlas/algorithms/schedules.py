@@ -19,6 +19,7 @@ import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir.schedule import LoopRV, SBlockRV, ScheduleError
 
+from ..compiler.stack_buffers import MARK as STACK_MARK
 from .shapes import (
     ALGORITHM_KEY,
     LANES,
@@ -40,12 +41,12 @@ MAX_WHOLE_VECTOR = 256
 MAX_EPILOGUE_VECTOR = 64
 MAX_UNROLLED_ELEMENTS = 512
 SCHEDULED_ATTR = "tirx.is_scheduled"
+DEFAULT_MARKS = {SCHEDULED_ATTR: True, STACK_MARK: True}  # stack_buffers: see its docstring
 # A block whose consumer writes this many times more elements is a broadcast operand.
 BROADCAST_RATIO = 16
 
 ScheduleFn = Callable[[s_tir.Schedule, SBlockRV], None]
-# The largest inner factor MetaSchedule may move a register-tile split to (its mutator keeps
-# sampled tiles perfect and within this bound).
+# The largest inner factor MetaSchedule's mutator may move a register-tile split to.
 MAX_TUNED_INNER = 64
 
 
@@ -74,7 +75,7 @@ def schedule_module(mod: tvm.IRModule, lookup: Callable[[str], ScheduleFn]) -> t
     for gv, func in mod.functions_items():
         if not isinstance(func, tirx.PrimFunc) or func.attrs.get(SCHEDULED_ATTR, False):
             continue
-        updates[gv] = schedule_func(func, lookup).with_attr(SCHEDULED_ATTR, True)
+        updates[gv] = schedule_func(func, lookup).with_attrs(DEFAULT_MARKS)
     for gv, func in updates.items():
         mod[gv] = func
     return mod

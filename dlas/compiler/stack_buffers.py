@@ -12,6 +12,11 @@ LLVM allocates it in the (parallel task's) function entry instead.
 The limit keeps a kernel's frame far below the 8 MiB a Linux thread's stack has by default
 (TVM's worker threads and the VM's caller alike): the largest tiles of the default schedules
 are about 16 KiB, a whole packed input of a 32 x 32 layer about 24 KiB.
+
+Only functions that dlas's default schedules made (marked :data:`MARK` by
+``dlas.algorithms.schedules``) are changed. MetaSchedule's designs unroll much more, and on
+a stack buffer LLVM's SROA then tries to promote thousands of elements to registers: one
+candidate of the tuning tests compiled for minutes instead of a second.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import tvm
 from tvm import tirx
 
 MAX_STACK_BYTES = 32 * 1024
+# PrimFunc attribute of the functions this pass may change (set by the default schedules).
+MARK = "dlas.stack_buffers"
 # tvm::tirx::transform::kDisableLowerTVMBuiltin: LowerTVMBuiltin leaves such a buffer as it is.
 KEEP_KEY = "disable_lower_builtin"
 PIPELINE = "dlas_cpu"
@@ -74,6 +81,8 @@ def _rewrite(stmt: Any) -> Any:
 
 @tirx.transform.prim_func_pass(opt_level=0, name="dlas.StackBuffers")
 def stack_buffers(func: tirx.PrimFunc, _mod: tvm.IRModule, _ctx: Any) -> tirx.PrimFunc:
+    if not (func.attrs and func.attrs.get(MARK, False)):
+        return func
     body = _rewrite(func.body)
     return func if body.same_as(func.body) else func.with_body(body)
 

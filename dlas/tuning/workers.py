@@ -81,17 +81,12 @@ def import_tensor_intrinsics() -> None:
 
 # --- builder -------------------------------------------------------------------------------
 def _build_candidate(mod: tvm.IRModule, target: tvm.target.Target) -> Any:
-    """MetaSchedule's default build (it strips the weight-layout-rewrite blocks first), with
-    dlas's TIR pipeline on a CPU: candidates are timed as :func:`dlas.compiler.build` builds."""
+    """MetaSchedule's default build (it strips the weight-layout-rewrite blocks first)."""
     from tvm.driver import build as tvm_build
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
-    from dlas.compiler.build import is_gpu
-    from dlas.compiler.stack_buffers import cpu_tir_pipeline
-
     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
-    pipeline = "default" if is_gpu(target) else cpu_tir_pipeline()
-    return tvm_build(mod, target=target, pipeline=pipeline)
+    return tvm_build(mod, target=target)
 
 
 @derived_object
