@@ -42,7 +42,7 @@ from tvm import relax, s_tir, te, tirx
 from . import amx, amx_direct, dot_rows, intrinsics
 from .operands import SHIFT, Operands
 from .packing import in_block, pack_conv_weight, pack_data, pack_gemm_weight
-from .schedules import attach_epilogue, extent
+from .schedules import extent
 from .shapes import (
     LANES,
     MACS_KEY,
@@ -332,16 +332,8 @@ def schedule(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
         limit = K_CHUNK // depth
     r_o, r_i = sch.split(first, [None, largest_divisor(extent(sch, first), limit)])
     sch.reorder(n, ob_o, y_o, r_o, x_o, r_i, *middle, y_i, x_i, ob_i, oi, ii)
-    fused = sch.fuse(n, ob_o, y_o)
-    if extent(sch, fused) > 1:
-        sch.parallel(fused)
-    attach_epilogue(sch, block, fused)
-    for lp in (y_i, x_i, ob_i):
-        if extent(sch, lp) > 1:
-            sch.unroll(lp)
-    init = sch.decompose_reduction(block, r_o)
-    sch.vectorize(sch.get_loops(init)[-1])
-    sch.tensorize(oi, name + intrinsics.LOCAL)
+    local = name + intrinsics.LOCAL
+    fused = dot_rows.finish_tensorized(sch, block, [n, ob_o, y_o], r_o, [y_i, x_i, ob_i], oi, local)
     if name in intrinsics.LLVM_IMPORTS:  # the LLVM IR the intrinsic's extern call inlines
         sch.annotate(fused, "pragma_import_llvm", intrinsics.LLVM_IMPORTS[name])
 

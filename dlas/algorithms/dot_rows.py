@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 from tvm import s_tir, te
+from tvm.s_tir.schedule import LoopRV
 
 from .operands import Operands
 from .packing import pack_data
@@ -91,13 +92,29 @@ def schedule(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, intrinsic: str
     oc_o, oc_i, y_o, y_i, x_o, x_i = register_tile(sch, oc, y, vectors, rows_first=False, lanes=1)
     ib_o, ib_i = tile(sch, ib, largest_divisor(extent(sch, ib), GROUP_CHUNK))
     sch.reorder(n, oc_o, y_o, ib_o, x_o, ib_i, kh, kw, y_i, x_i, oc_i, lanes, ii)
-    fused = sch.fuse(n, oc_o, y_o)
+    finish_tensorized(sch, block, [n, oc_o, y_o], ib_o, [y_i, x_i, oc_i], lanes, intrinsic)
+
+
+def finish_tensorized(
+    sch: s_tir.Schedule,
+    block: s_tir.schedule.SBlockRV,
+    parallel: list[LoopRV],
+    first_reduction: LoopRV,
+    unroll: list[LoopRV],
+    update: LoopRV,
+    intrinsic: str,
+) -> LoopRV:
+    """The common tail of the tensorized schedules (this one and dot_product's): the outer
+    loops fused and parallel with the epilogue inside, the register tile unrolled, the init
+    vectorized and the ``update`` loop tensorized. Returns the fused loop."""
+    fused = sch.fuse(*parallel)
     if extent(sch, fused) > 1:
         sch.parallel(fused)
     attach_epilogue(sch, block, fused)
-    for lp in (y_i, x_i, oc_i):
+    for lp in unroll:
         if extent(sch, lp) > 1:
             sch.unroll(lp)
-    init = sch.decompose_reduction(block, ib_o)
+    init = sch.decompose_reduction(block, first_reduction)
     sch.vectorize(sch.get_loops(init)[-1])
-    sch.tensorize(lanes, intrinsic)
+    sch.tensorize(update, intrinsic)
+    return fused
