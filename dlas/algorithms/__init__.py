@@ -20,7 +20,7 @@ from . import (  # noqa: F401  (each module registers its algorithm)
     winograd,
 )
 from .base import Algorithm
-from .lowering import LoweredModule, lower, resolve, schedule_defaults
+from .lowering import LoweredModule, algorithm_schedule, lower, resolve, schedule_defaults
 from .registry import ALGORITHMS
 from .shapes import ConvSpec
 
@@ -29,6 +29,7 @@ __all__ = [
     "Algorithm",
     "ConvSpec",
     "LoweredModule",
+    "algorithm_schedule",
     "lower",
     "resolve",
     "schedule_defaults",

@@ -13,7 +13,7 @@ from .base import Algorithm
 from .constants import FoldConstants
 from .pooling import pooling_legalizers
 from .registry import ALGORITHMS
-from .schedules import schedule_module
+from .schedules import ScheduleFn, schedule_module
 
 
 @dataclass
@@ -83,4 +83,9 @@ def lower(
 def schedule_defaults(mod: tvm.IRModule) -> tvm.IRModule:
     """dlas's default CPU schedules for every PrimFunc not yet scheduled (each algorithm's
     annotated block by that algorithm, the rest generically)."""
-    return schedule_module(mod, lambda name: ALGORITHMS.get(name)().schedule)
+    return schedule_module(mod, algorithm_schedule)
+
+
+def algorithm_schedule(name: str) -> ScheduleFn:
+    """The default schedule of algorithm ``name``'s blocks."""
+    return ALGORITHMS.get(name)().schedule

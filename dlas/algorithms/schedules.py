@@ -19,7 +19,7 @@ import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir.schedule import LoopRV, SBlockRV, ScheduleError
 
-from ..compiler.stack_buffers import MARK as STACK_MARK
+from ..compiler import stack_buffers
 from .shapes import (
     ALGORITHM_KEY,
     LANES,
@@ -41,7 +41,6 @@ MAX_WHOLE_VECTOR = 256
 MAX_EPILOGUE_VECTOR = 64
 MAX_UNROLLED_ELEMENTS = 512
 SCHEDULED_ATTR = "tirx.is_scheduled"
-DEFAULT_MARKS = {SCHEDULED_ATTR: True, STACK_MARK: True}  # stack_buffers: see its docstring
 # A block whose consumer writes this many times more elements is a broadcast operand.
 BROADCAST_RATIO = 16
 
@@ -50,7 +49,7 @@ ScheduleFn = Callable[[s_tir.Schedule, SBlockRV], None]
 MAX_TUNED_INNER = 64
 
 
-def tile(sch: s_tir.Schedule, loop: LoopRV, inner: int) -> tuple[LoopRV, LoopRV]:
+def tile(sch: s_tir.Schedule, loop: LoopRV, inner: int) -> list[LoopRV]:
     """``sch.split(loop, [None, inner])``, written as a sampled perfect tile whose decision is
     ``inner`` when ``inner`` divides the loop: the same loops when not tuning, and a trace that
     MetaSchedule's MutateTileSize can move (a trace of fixed splits is a dead end for the
@@ -63,46 +62,46 @@ def tile(sch: s_tir.Schedule, loop: LoopRV, inner: int) -> tuple[LoopRV, LoopRV]
             max_innermost_factor=max(inner, MAX_TUNED_INNER),
             decision=[n // inner, inner],
         )
-        outer, inside = sch.split(loop, factors)
-    else:
-        outer, inside = sch.split(loop, [None, inner])
-    return outer, inside
+        return sch.split(loop, factors)
+    return sch.split(loop, [None, inner])
 
 
 def schedule_module(mod: tvm.IRModule, lookup: Callable[[str], ScheduleFn]) -> tvm.IRModule:
     """Schedule every unscheduled PrimFunc; ``lookup(name)`` gives an algorithm's schedule."""
-    updates = {}
-    for gv, func in mod.functions_items():
-        if not isinstance(func, tirx.PrimFunc) or func.attrs.get(SCHEDULED_ATTR, False):
-            continue
-        updates[gv] = schedule_func(func, lookup).with_attrs(DEFAULT_MARKS)
-    for gv, func in updates.items():
-        mod[gv] = func
+    for gv, func in list(mod.functions_items()):
+        if isinstance(func, tirx.PrimFunc) and not func.attrs.get(SCHEDULED_ATTR, False):
+            mod[gv] = schedule_func(func, lookup).with_attr(SCHEDULED_ATTR, True)
     return mod
 
 
 def schedule_func(func: tirx.PrimFunc, lookup: Callable[[str], ScheduleFn]) -> tirx.PrimFunc:
     sch = s_tir.Schedule(func)
+    # Read before scheduling: tensorizing replaces the blocks that carry it.
+    macs = sum(int(sch.get(b).annotations[MACS_KEY]) for b in annotated_blocks(sch, MACS_KEY))
     try:
-        mains = annotated_blocks(sch, ALGORITHM_KEY)
-        # Read before scheduling: tensorizing replaces the blocks that carry it.
-        macs = sum(int(sch.get(b).annotations.get(MACS_KEY, 0)) for b in mains)
-        inline_injective(sch, keep=mains)
-        for block in mains:
-            lookup(str(sch.get(block).annotations[ALGORITHM_KEY]))(sch, block)
-        generic_schedule(sch, skip=mains)
-        scheduled = sch.mod["main"]
-        return scheduled.with_attr(MACS_KEY, macs) if macs else scheduled
+        default_schedule(sch, lookup)
+        return sch.mod["main"].with_attr(MACS_KEY, macs) if macs else sch.mod["main"]
     except Exception as err:  # noqa: BLE001 - a slow kernel beats a failed compile
         log.warning("default schedule failed, using the generic one: %s", str(err)[:300])
     sch = s_tir.Schedule(func)
     try:
-        inline_injective(sch, keep=[])
-        generic_schedule(sch, skip=[])
+        default_schedule(sch, None)
     except Exception as err:  # noqa: BLE001
         log.warning("generic schedule failed, leaving the function unscheduled: %s", err)
         return func
     return sch.mod["main"]
+
+
+def default_schedule(sch: s_tir.Schedule, lookup: Callable[[str], ScheduleFn] | None) -> None:
+    """Schedule the function in ``sch``: each algorithm block with ``lookup(its algorithm)``
+    (none: generic schedules only), the rest generically. Raises where a schedule fails. Its
+    trace is what a tuning record of the default schedule stores (dlas.tuning.seeding)."""
+    mains = annotated_blocks(sch, ALGORITHM_KEY) if lookup else []
+    inline_injective(sch, keep=mains)
+    for block in mains:
+        lookup(str(sch.get(block).annotations[ALGORITHM_KEY]))(sch, block)
+    generic_schedule(sch, skip=mains)
+    stack_buffers.mark(sch)
 
 
 # --- queries -----------------------------------------------------------------------------

@@ -13,10 +13,12 @@ The limit keeps a kernel's frame far below the 8 MiB a Linux thread's stack has 
 (TVM's worker threads and the VM's caller alike): the largest tiles of the default schedules
 are about 16 KiB, a whole packed input of a 32 x 32 layer about 24 KiB.
 
-Only functions that dlas's default schedules made (marked :data:`MARK` by
-``dlas.algorithms.schedules``) are changed. MetaSchedule's designs unroll much more, and on
-a stack buffer LLVM's SROA then tries to promote thousands of elements to registers: one
-candidate of the tuning tests compiled for minutes instead of a second.
+Only functions that dlas's default schedules made are changed: :func:`mark` annotates the
+schedule's root block, so the mark is part of the schedule's trace, and a tuning record of a
+default schedule (the one seeding commits, and what the search mutates from it) builds like
+the untuned kernel. MetaSchedule's own designs unroll much more, and on a stack buffer LLVM's
+SROA then tries to promote thousands of elements to registers: one candidate of the tuning
+tests compiled for minutes instead of a second.
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ from __future__ import annotations
 from typing import Any
 
 import tvm
-from tvm import tirx
+from tvm import s_tir, tirx
 
 MAX_STACK_BYTES = 32 * 1024
 # PrimFunc attribute of the functions this pass may change (set by the default schedules).
-MARK = "dlas.stack_buffers"
+MARK = "dlas.stack_buffers"  # on the root block of a schedule, then on the PrimFunc
 # tvm::tirx::transform::kDisableLowerTVMBuiltin: LowerTVMBuiltin leaves such a buffer as it is.
 KEEP_KEY = "disable_lower_builtin"
 PIPELINE = "dlas_cpu"
@@ -79,6 +81,21 @@ def _rewrite(stmt: Any) -> Any:
     return tirx.While(stmt.condition, body, stmt.span)
 
 
+def mark(sch: s_tir.Schedule) -> None:
+    """Let :func:`stack_buffers` change the function ``sch`` schedules (recorded in its trace)."""
+    # 1, not True: a record file stores a bool as 1, and the replayed trace must be equal.
+    sch.annotate(sch.get_sblock("root"), MARK, 1)
+
+
+@tirx.transform.prim_func_pass(opt_level=0, name="dlas.MarkStackBuffers")
+def _mark_function(func: tirx.PrimFunc, _mod: tvm.IRModule, _ctx: Any) -> tirx.PrimFunc:
+    """The root block's mark as a function attribute: lowering removes the blocks."""
+    root = getattr(func.body, "block", None)
+    if root is None or MARK not in (root.annotations or {}):
+        return func
+    return func.with_attr(MARK, True)
+
+
 @tirx.transform.prim_func_pass(opt_level=0, name="dlas.StackBuffers")
 def stack_buffers(func: tirx.PrimFunc, _mod: tvm.IRModule, _ctx: Any) -> tirx.PrimFunc:
     if not (func.attrs and func.attrs.get(MARK, False)):
@@ -89,11 +106,12 @@ def stack_buffers(func: tirx.PrimFunc, _mod: tvm.IRModule, _ctx: Any) -> tirx.Pr
 
 def _pipeline() -> tuple[Any, Any, Any]:
     lower, finalize_host, finalize_device = tirx.get_tir_pipeline("s_tir")
-    return tvm.transform.Sequential([lower, stack_buffers]), finalize_host, finalize_device
+    passes = [_mark_function, lower, stack_buffers]
+    return tvm.transform.Sequential(passes), finalize_host, finalize_device
 
 
 def cpu_tir_pipeline() -> str:
-    """The name of TVM's default TIR pipeline followed by :func:`stack_buffers`, registered
+    """The name of TVM's default TIR pipeline around :func:`stack_buffers`, registered
     on first use (``tvm.compile``'s ``tir_pipeline`` takes a registered name)."""
     from tvm.tirx.compilation_pipeline import PIPELINE_MAP, register_tir_pipeline
 

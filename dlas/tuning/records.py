@@ -37,11 +37,12 @@ VERIFIED_DIR = "verified"
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-# The tensor intrinsics dlas's schedules register, which traces name: bumped when their names
-# or shapes change (2: AMX calls over several channel blocks; 3: wide layers' weights as A
-# tiles, amx_direct), so a store of traces that no
-# longer replay is left on disk and a fresh one is used.
-INTRINSICS_VERSION = 3
+# The tensor intrinsics dlas's schedules register, which traces name, and what the traces of
+# its default schedules hold: bumped when either changes (2: AMX calls over several channel
+# blocks; 3: wide layers' weights as A tiles, amx_direct; 4: the default schedules' stack
+# mark), so a store of traces that no longer replay as intended is left on disk and a fresh
+# one is used.
+INTRINSICS_VERSION = 4
 
 
 def target_key(target: tvm.target.Target) -> str:

@@ -25,23 +25,14 @@ log = logging.getLogger(__name__)
 
 
 def default_schedule(mod: tvm.IRModule) -> s_tir.Schedule | None:
-    """dlas's default schedule of one task as a traced Schedule (None if it does not apply).
-
-    Mirrors the main path of dlas.algorithms.schedules.schedule_func, which returns only the
-    scheduled function; the trace is what a record stores."""
-    # TODO(algorithms): call a public "schedule this Schedule" entry point once there is one.
-    from dlas.algorithms import ALGORITHMS
-    from dlas.algorithms.schedules import annotated_blocks, generic_schedule, inline_injective
-    from dlas.algorithms.shapes import ALGORITHM_KEY
+    """dlas's default schedule of one task as a traced Schedule (None if it does not apply):
+    the trace is what a record stores."""
+    from dlas.algorithms import algorithm_schedule
+    from dlas.algorithms.schedules import default_schedule as schedule_in
 
     sch = s_tir.Schedule(mod)
     try:
-        mains = annotated_blocks(sch, ALGORITHM_KEY)
-        inline_injective(sch, keep=mains)
-        for block in mains:
-            name = str(sch.get(block).annotations[ALGORITHM_KEY])
-            ALGORITHMS.get(name)().schedule(sch, block)
-        generic_schedule(sch, skip=mains)
+        schedule_in(sch, algorithm_schedule)
     except Exception as err:  # noqa: BLE001 - no seed is fine, the search still runs
         log.debug("no default-schedule seed: %s", err)
         return None

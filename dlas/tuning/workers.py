@@ -81,12 +81,18 @@ def import_tensor_intrinsics() -> None:
 
 # --- builder -------------------------------------------------------------------------------
 def _build_candidate(mod: tvm.IRModule, target: tvm.target.Target) -> Any:
-    """MetaSchedule's default build (it strips the weight-layout-rewrite blocks first)."""
+    """MetaSchedule's default build (it strips the weight-layout-rewrite blocks first), with
+    dlas's TIR pipeline on a CPU: a candidate that carries the default schedules' stack mark
+    (the seeded default, and what the search mutates from it) is timed as it will be built."""
     from tvm.driver import build as tvm_build
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
+    from dlas.compiler.build import is_gpu
+    from dlas.compiler.stack_buffers import cpu_tir_pipeline
+
     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
-    return tvm_build(mod, target=target)
+    pipeline = "default" if is_gpu(target) else cpu_tir_pipeline()
+    return tvm_build(mod, target=target, pipeline=pipeline)
 
 
 @derived_object

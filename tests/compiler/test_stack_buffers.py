@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import tvm
-from tvm import relax
+from tvm import relax, s_tir
 
 from dlas.algorithms import lower
 from dlas.compiler import stack_buffers
 from dlas.compiler.build import build
+from dlas.tuning import workers
+from dlas.tuning.seeding import default_schedule
 from tests.algorithms.util import Case, conv_module, host_target, random_weights
 
 ALLOC = "TVMBackendAllocWorkspace"
@@ -60,3 +62,24 @@ def test_a_buffer_of_unknown_size_stays_in_the_pool():
     body = tvm.tirx.SeqStmt([tvm.tirx.AllocBuffer(buffer), tvm.tirx.Evaluate(0)])
     func = tvm.tirx.PrimFunc([dim], body).with_attr(stack_buffers.MARK, True)
     assert stack_buffers.KEEP_KEY not in (_rewritten(func).body.seq[0].annotations or {})
+
+
+def _replayed_default_asm(task: tvm.IRModule) -> str:
+    """The assembly of the tuner's build of a record of ``task``'s default schedule: its trace
+    replayed on the task, as MetaScheduleApplyDatabase does in a tuned build."""
+    replayed = s_tir.Schedule(task)
+    default_schedule(task).trace.apply_to_schedule(replayed, remove_postproc=False)
+    return workers._build_candidate(replayed.mod, host_target()).inspect_source("asm")
+
+
+def test_a_tuning_record_of_the_default_schedule_keeps_its_stack_buffers(monkeypatch):
+    # Else a tuned build whose best record is the seeded default is slower than the untuned one.
+    case = Case(1, 4, 16, 16, 32, 3, pad=1)
+    rng = np.random.default_rng(0)
+    mod = conv_module([case], [random_weights(case, 0.0, rng)], [rng.standard_normal(32, "f4")])
+    lowered = lower(mod, "direct", host_target(), schedule=False).mod
+    (conv,) = [f for gv, f in lowered.functions_items() if "conv2d" in gv.name_hint]
+    task = tvm.IRModule({"main": conv.with_attr("global_symbol", "main")})  # as a task has
+    assert ALLOC not in _replayed_default_asm(task)
+    monkeypatch.setattr(stack_buffers, "mark", lambda sch: None)
+    assert ALLOC in _replayed_default_asm(task)  # without the mark in the trace: pooled
