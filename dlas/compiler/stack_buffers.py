@@ -29,8 +29,9 @@ import tvm
 from tvm import s_tir, tirx
 
 MAX_STACK_BYTES = 32 * 1024
-# PrimFunc attribute of the functions this pass may change (set by the default schedules).
-MARK = "dlas.stack_buffers"  # on the root block of a schedule, then on the PrimFunc
+# What marks a function this pass may change: an annotation of its schedule's root block
+# (:func:`mark`), then, before lowering removes the blocks, an attribute of the PrimFunc.
+MARK = "dlas.stack_buffers"
 # tvm::tirx::transform::kDisableLowerTVMBuiltin: LowerTVMBuiltin leaves such a buffer as it is.
 KEEP_KEY = "disable_lower_builtin"
 PIPELINE = "dlas_cpu"
