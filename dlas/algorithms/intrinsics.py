@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from tvm.s_tir import TensorIntrin
@@ -45,65 +46,57 @@ DOTPROD_FEATURE = "dotprod"
 
 
 # --- u8 x s8 -> s32 -------------------------------------------------------------------------
-def _dot_x8s8_desc(scope: str, data: str = "uint8") -> Any:
+# Two forms of the same 16 x 4 block: 16 output channels in the lanes (A: one pixel's 4 data
+# bytes, broadcast; B: 16 channels' 4 weights), or with ``rows`` 16 output *pixels* in the
+# lanes for dot_rows (A: 16 pixels x 4 channels of packed data, 64 contiguous bytes; B: one
+# output channel's 4 weights, broadcast), whose accumulators are rows of an NCHW output.
+def _dot_x8s8_desc(scope: str, data: str = "uint8", rows: bool = False) -> Any:
+    a_shape, b_shape = ((16, 4), (4,)) if rows else ((4,), (16, 4))
+
     @T.prim_func(s_tir=True)
     def func(
-        A: T.Buffer((4,), data, offset_factor=1),
-        B: T.Buffer((16, 4), "int8", offset_factor=1),
+        A: T.Buffer(a_shape, data, offset_factor=1),
+        B: T.Buffer(b_shape, "int8", offset_factor=1),
         C: T.Buffer((16,), "int32", offset_factor=1, scope=scope),
     ) -> None:
         with T.sblock("root"):
-            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            if rows:
+                T.reads(C[0:16], A[0:16, 0:4], B[0:4])
+            else:
+                T.reads(C[0:16], A[0:4], B[0:16, 0:4])
             T.writes(C[0:16])
             for i in T.serial(0, 16):
                 for k in T.serial(0, 4):
                     with T.sblock("update"):
                         vi, vk = T.axis.remap("SR", [i, k])
-                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+                        if rows:
+                            C[vi] = C[vi] + T.cast(A[vi, vk], "int32") * T.cast(B[vk], "int32")
+                        else:
+                            C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
 
     return func
 
 
-def _dot_u8s8_vnni(scope: str) -> Any:
-    @T.prim_func(s_tir=True)
-    def func(
-        A: T.Buffer((4,), "uint8", offset_factor=1),
-        B: T.Buffer((16, 4), "int8", offset_factor=1),
-        C: T.Buffer((16,), "int32", offset_factor=1, scope=scope),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-            T.writes(C[0:16])
-            a_i32 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
-            a_u8x64 = T.reinterpret(T.broadcast(a_i32, 16), dtype="int8x64")
+def _dot_u8s8(scope: str, vnni: bool, rows: bool = False) -> Any:
+    """``vpdpbusd`` (AVX512-VNNI); without VNNI, ``vpmaddubsw`` (u8 x s8 pairs -> saturating
+    s16) + ``vpmaddwd`` (x 1). Either takes the u8 and the s8 operand as 64-byte vectors."""
+    a_shape, b_shape = ((16, 4), (4,)) if rows else ((4,), (16, 4))
+
+    @T.macro
+    def accumulate(C: Any, u8: Any, s8: Any) -> None:
+        if vnni:
             C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
                 T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
                 C.vload([0], dtype="int32x16"),
-                a_u8x64,
-                B.vload([0, 0], dtype="int8x64"),
+                u8,
+                s8,
                 dtype="int32x16",
             )
-
-    return func
-
-
-def _dot_u8s8_avx512(scope: str) -> Any:
-    @T.prim_func(s_tir=True)
-    def func(
-        A: T.Buffer((4,), "uint8", offset_factor=1),
-        B: T.Buffer((16, 4), "int8", offset_factor=1),
-        C: T.Buffer((16,), "int32", offset_factor=1, scope=scope),
-    ) -> None:
-        # AVX-512 without VNNI: vpmaddubsw (u8 x s8 pairs -> saturating s16) + vpmaddwd (x 1).
-        with T.sblock("root"):
-            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-            T.writes(C[0:16])
-            a_i32 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
-            a_u8x64 = T.reinterpret(T.broadcast(a_i32, 16), dtype="int8x64")
+        else:
             pairs = T.call_llvm_pure_intrin(
                 T.llvm_lookup_intrinsic_id("llvm.x86.avx512.pmaddubs.w.512"),
-                a_u8x64,
-                B.vload([0, 0], dtype="int8x64"),
+                u8,
+                s8,
                 dtype="int16x32",
             )
             C[T.ramp(T.int32(0), 1, 16)] = C.vload([0], dtype="int32x16") + T.call_llvm_pure_intrin(
@@ -113,76 +106,29 @@ def _dot_u8s8_avx512(scope: str) -> Any:
                 dtype="int32x16",
             )
 
-    return func
-
-
-# --- the same products with 16 output *pixels* in the lanes (dot_rows) ----------------------
-# A is 16 pixels x 4 channels of packed data (64 contiguous bytes), B one output channel's 4
-# weights, broadcast: the accumulators are rows of an NCHW output.
-def _rows_x8s8_desc(scope: str) -> Any:
     @T.prim_func(s_tir=True)
     def func(
-        A: T.Buffer((16, 4), "uint8", offset_factor=1),
-        B: T.Buffer((4,), "int8", offset_factor=1),
+        A: T.Buffer(a_shape, "uint8", offset_factor=1),
+        B: T.Buffer(b_shape, "int8", offset_factor=1),
         C: T.Buffer((16,), "int32", offset_factor=1, scope=scope),
     ) -> None:
         with T.sblock("root"):
-            T.reads(C[0:16], A[0:16, 0:4], B[0:4])
+            if rows:
+                T.reads(C[0:16], A[0:16, 0:4], B[0:4])
+            else:
+                T.reads(C[0:16], A[0:4], B[0:16, 0:4])
             T.writes(C[0:16])
-            for i in T.serial(0, 16):
-                for k in T.serial(0, 4):
-                    with T.sblock("update"):
-                        vi, vk = T.axis.remap("SR", [i, k])
-                        C[vi] = C[vi] + T.cast(A[vi, vk], "int32") * T.cast(B[vk], "int32")
-
-    return func
-
-
-def _rows_u8s8_vnni(scope: str) -> Any:
-    @T.prim_func(s_tir=True)
-    def func(
-        A: T.Buffer((16, 4), "uint8", offset_factor=1),
-        B: T.Buffer((4,), "int8", offset_factor=1),
-        C: T.Buffer((16,), "int32", offset_factor=1, scope=scope),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:16], A[0:16, 0:4], B[0:4])
-            T.writes(C[0:16])
-            b_i32 = T.reinterpret(B.vload([0], "int8x4"), dtype="int32")
-            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-                C.vload([0], dtype="int32x16"),
-                T.reinterpret(A.vload([0, 0], dtype="uint8x64"), dtype="int8x64"),
-                T.reinterpret(T.broadcast(b_i32, 16), dtype="int8x64"),
-                dtype="int32x16",
-            )
-
-    return func
-
-
-def _rows_u8s8_avx512(scope: str) -> Any:
-    @T.prim_func(s_tir=True)
-    def func(
-        A: T.Buffer((16, 4), "uint8", offset_factor=1),
-        B: T.Buffer((4,), "int8", offset_factor=1),
-        C: T.Buffer((16,), "int32", offset_factor=1, scope=scope),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:16], A[0:16, 0:4], B[0:4])
-            T.writes(C[0:16])
-            b_i32 = T.reinterpret(B.vload([0], "int8x4"), dtype="int32")
-            pairs = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.pmaddubs.w.512"),
-                T.reinterpret(A.vload([0, 0], dtype="uint8x64"), dtype="int8x64"),
-                T.reinterpret(T.broadcast(b_i32, 16), dtype="int8x64"),
-                dtype="int16x32",
-            )
-            C[T.ramp(T.int32(0), 1, 16)] = C.vload([0], dtype="int32x16") + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.pmaddw.d.512"),
-                pairs,
-                T.broadcast(T.int16(1), 32),
-                dtype="int32x16",
-            )
+            if rows:
+                b_i32 = T.reinterpret(B.vload([0], "int8x4"), dtype="int32")
+                accumulate(
+                    C,
+                    T.reinterpret(A.vload([0, 0], dtype="uint8x64"), dtype="int8x64"),
+                    T.reinterpret(T.broadcast(b_i32, 16), dtype="int8x64"),
+                )
+            else:
+                a_i32 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
+                a_u8x64 = T.reinterpret(T.broadcast(a_i32, 16), dtype="int8x64")
+                accumulate(C, a_u8x64, B.vload([0, 0], dtype="int8x64"))
 
     return func
 
@@ -306,12 +252,18 @@ def register_intrinsics() -> None:
     """Register the intrinsics (global and ``.local`` accumulators), once per process, before
     the first kernel tensorizes with one: not on import, which every ``dlas`` command does."""
     pairs = {
-        VNNI_INTRIN: (_dot_x8s8_desc, _dot_u8s8_vnni),
-        AVX512_INTRIN: (_dot_x8s8_desc, _dot_u8s8_avx512),
-        SDOT_INTRIN: (lambda scope: _dot_x8s8_desc(scope, "int8"), _dot_s8s8_sdot),
+        VNNI_INTRIN: (_dot_x8s8_desc, partial(_dot_u8s8, vnni=True)),
+        AVX512_INTRIN: (_dot_x8s8_desc, partial(_dot_u8s8, vnni=False)),
+        SDOT_INTRIN: (partial(_dot_x8s8_desc, data="int8"), _dot_s8s8_sdot),
         BF16_INTRIN: (_dot_bf16_desc, _dot_bf16_avx512),
-        VNNI_ROWS_INTRIN: (_rows_x8s8_desc, _rows_u8s8_vnni),
-        AVX512_ROWS_INTRIN: (_rows_x8s8_desc, _rows_u8s8_avx512),
+        VNNI_ROWS_INTRIN: (
+            partial(_dot_x8s8_desc, rows=True),
+            partial(_dot_u8s8, vnni=True, rows=True),
+        ),
+        AVX512_ROWS_INTRIN: (
+            partial(_dot_x8s8_desc, rows=True),
+            partial(_dot_u8s8, vnni=False, rows=True),
+        ),
     }
     with cheap_frame_info():
         for name, (desc, impl) in pairs.items():
