@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Bump when lowering or building changes what a cached library contains.
-BUILD_VERSION = 9  # 9: sparse kernels' flops in kernels.json (8: stack buffers; int8 1x1 rows)
+BUILD_VERSION = 10  # 10: int8 on AVX2 (ymm vpmaddubsw); 9: sparse flops; 8: stack buffers
 
 
 def run(cfg: DictConfig, parent_run_id: str | None = None) -> dict[str, float]:

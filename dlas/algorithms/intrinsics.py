@@ -8,12 +8,13 @@ kernel (and every MetaSchedule candidate) tensorized with it fails to build.
 reinterprets the operands as 64-byte vectors, once per process: dlas's in-process builder and
 MetaSchedule's tuner then both get the working one.
 
-Without VNNI, AVX512-BW's ``vpmaddubsw`` adds u8 x s8 pairs into *saturating* int16 lanes: a
-pair of full-range operands reaches 2 x 255 x 127 = 64770. As oneDNN does on such CPUs, the
-kernels then use 7-bit weights (``round(w / 2)``, |w| <= 64: a pair stays within 32640) and
-double their sums, so they are exact for the weights ``2 * round(w / 2)`` (one bit of weight
-precision lost). On AArch64 with the dot-product extension (``+dotprod``, Armv8.2+), ``sdot``
-multiplies signed bytes: ``dlas_dot_16x4_sdot`` covers the same 16 x 4 block with four of them.
+Without VNNI, AVX512-BW's ``vpmaddubsw`` (or AVX2's, on ymm registers: the 16 x 4 block in
+two halves) adds u8 x s8 pairs into *saturating* int16 lanes: a pair of full-range operands
+reaches 2 x 255 x 127 = 64770. As oneDNN does on such CPUs, the kernels then use 7-bit weights
+(``round(w / 2)``, |w| <= 64: a pair stays within 32640) and double their sums, so they are
+exact for the weights ``2 * round(w / 2)`` (one bit of weight precision lost). On AArch64
+with the dot-product extension (``+dotprod``, Armv8.2+), ``sdot`` multiplies signed bytes:
+``dlas_dot_16x4_sdot`` covers the same 16 x 4 block with four of them.
 
 ``dot_16x2_bf16`` is the bfloat16 analogue for AVX512-BF16 (``vdpbf16ps``): 16 float32 lanes,
 each += a pair of bf16 products.
@@ -36,11 +37,14 @@ AVX512_INTRIN = "dot_16x4_avx512"
 SDOT_INTRIN = "dlas_dot_16x4_sdot"
 VNNI_ROWS_INTRIN = "dlas_rows_16x4_vnni"
 AVX512_ROWS_INTRIN = "dlas_rows_16x4_avx512"
+AVX2_INTRIN = "dlas_dot_16x4_avx2"
+AVX2_ROWS_INTRIN = "dlas_rows_16x4_avx2"
 BF16_INTRIN = "dot_16x2_bf16"
 
 # LLVM feature names (as ``target_has_features`` spells them) of each instruction family.
 VNNI_FEATURE = "avx512vnni"
 AVX512BW_FEATURE = "avx512bw"
+AVX2_FEATURE = "avx2"
 BF16_FEATURE = "avx512bf16"
 DOTPROD_FEATURE = "dotprod"
 
@@ -77,34 +81,51 @@ def _dot_x8s8_desc(scope: str, data: str = "uint8", rows: bool = False) -> Any:
     return func
 
 
-def _dot_u8s8(scope: str, vnni: bool, rows: bool = False) -> Any:
-    """``vpdpbusd`` (AVX512-VNNI); without VNNI, ``vpmaddubsw`` (u8 x s8 pairs -> saturating
-    s16) + ``vpmaddwd`` (x 1). Either takes the u8 and the s8 operand as 64-byte vectors."""
+# Each u8 x s8 family: int32 lanes per instruction, and its LLVM intrinsics (one fused
+# dot product, or a pair: u8 x s8 pairs -> saturating s16, then s16 pairs x 1 -> s32).
+U8S8_FAMILIES = {
+    "vnni": (16, ("llvm.x86.avx512.vpdpbusd.512",)),
+    "avx512bw": (16, ("llvm.x86.avx512.pmaddubs.w.512", "llvm.x86.avx512.pmaddw.d.512")),
+    "avx2": (8, ("llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd")),
+}
+
+
+def _dot_u8s8(scope: str, isa: str, rows: bool = False) -> Any:
+    """``vpdpbusd`` (AVX512-VNNI); without VNNI, ``vpmaddubsw`` + ``vpmaddwd`` (x 1), on zmm
+    registers (AVX512-BW) or on two halves of the block in ymm registers (AVX2). Each takes
+    the u8 and the s8 operand as byte vectors of its register width."""
     a_shape, b_shape = ((16, 4), (4,)) if rows else ((4,), (16, 4))
+    lanes, llvm = U8S8_FAMILIES[isa]
+    acc, pairs, quads = f"int32x{lanes}", f"int16x{2 * lanes}", f"int8x{4 * lanes}"
 
     @T.macro
-    def accumulate(C: Any, u8: Any, s8: Any) -> None:
-        if vnni:
-            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-                C.vload([0], dtype="int32x16"),
-                u8,
-                s8,
-                dtype="int32x16",
+    def accumulate(C: Any, lo: int, u8: Any, s8: Any) -> None:
+        if len(llvm) == 1:
+            C[T.ramp(T.int32(lo), 1, lanes)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(llvm[0]), C.vload([lo], dtype=acc), u8, s8, dtype=acc
             )
         else:
-            pairs = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.pmaddubs.w.512"),
-                u8,
-                s8,
-                dtype="int16x32",
+            C[T.ramp(T.int32(lo), 1, lanes)] = C.vload([lo], dtype=acc) + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(llvm[1]),
+                T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(llvm[0]), u8, s8, dtype=pairs),
+                T.broadcast(T.int16(1), 2 * lanes),
+                dtype=acc,
             )
-            C[T.ramp(T.int32(0), 1, 16)] = C.vload([0], dtype="int32x16") + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.pmaddw.d.512"),
-                pairs,
-                T.broadcast(T.int16(1), 32),
-                dtype="int32x16",
+
+    @T.macro
+    def lanes_from(A: Any, B: Any, C: Any, lo: int) -> None:
+        if rows:
+            b_i32 = T.reinterpret(B.vload([0], "int8x4"), dtype="int32")
+            accumulate(
+                C,
+                lo,
+                T.reinterpret(A.vload([lo, 0], dtype=f"uint8x{4 * lanes}"), dtype=quads),
+                T.reinterpret(T.broadcast(b_i32, lanes), dtype=quads),
             )
+        else:
+            a_i32 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
+            a_u8 = T.reinterpret(T.broadcast(a_i32, lanes), dtype=quads)
+            accumulate(C, lo, a_u8, B.vload([lo, 0], dtype=quads))
 
     @T.prim_func(s_tir=True)
     def func(
@@ -118,17 +139,9 @@ def _dot_u8s8(scope: str, vnni: bool, rows: bool = False) -> Any:
             else:
                 T.reads(C[0:16], A[0:4], B[0:16, 0:4])
             T.writes(C[0:16])
-            if rows:
-                b_i32 = T.reinterpret(B.vload([0], "int8x4"), dtype="int32")
-                accumulate(
-                    C,
-                    T.reinterpret(A.vload([0, 0], dtype="uint8x64"), dtype="int8x64"),
-                    T.reinterpret(T.broadcast(b_i32, 16), dtype="int8x64"),
-                )
-            else:
-                a_i32 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
-                a_u8x64 = T.reinterpret(T.broadcast(a_i32, 16), dtype="int8x64")
-                accumulate(C, a_u8x64, B.vload([0, 0], dtype="int8x64"))
+            lanes_from(A, B, C, 0)
+            if lanes == 8:
+                lanes_from(A, B, C, 8)
 
     return func
 
@@ -252,17 +265,22 @@ def register_intrinsics() -> None:
     """Register the intrinsics (global and ``.local`` accumulators), once per process, before
     the first kernel tensorizes with one: not on import, which every ``dlas`` command does."""
     pairs = {
-        VNNI_INTRIN: (_dot_x8s8_desc, partial(_dot_u8s8, vnni=True)),
-        AVX512_INTRIN: (_dot_x8s8_desc, partial(_dot_u8s8, vnni=False)),
+        VNNI_INTRIN: (_dot_x8s8_desc, partial(_dot_u8s8, isa="vnni")),
+        AVX512_INTRIN: (_dot_x8s8_desc, partial(_dot_u8s8, isa="avx512bw")),
+        AVX2_INTRIN: (_dot_x8s8_desc, partial(_dot_u8s8, isa="avx2")),
         SDOT_INTRIN: (partial(_dot_x8s8_desc, data="int8"), _dot_s8s8_sdot),
         BF16_INTRIN: (_dot_bf16_desc, _dot_bf16_avx512),
         VNNI_ROWS_INTRIN: (
             partial(_dot_x8s8_desc, rows=True),
-            partial(_dot_u8s8, vnni=True, rows=True),
+            partial(_dot_u8s8, isa="vnni", rows=True),
         ),
         AVX512_ROWS_INTRIN: (
             partial(_dot_x8s8_desc, rows=True),
-            partial(_dot_u8s8, vnni=False, rows=True),
+            partial(_dot_u8s8, isa="avx512bw", rows=True),
+        ),
+        AVX2_ROWS_INTRIN: (
+            partial(_dot_x8s8_desc, rows=True),
+            partial(_dot_u8s8, isa="avx2", rows=True),
         ),
     }
     with cheap_frame_info():
@@ -300,6 +318,7 @@ INT8_KERNELS = (
     Int8Kernel("vnni", VNNI_INTRIN, VNNI_FEATURE, "uint8", 0, VNNI_ROWS_INTRIN),
     Int8Kernel("dotprod", SDOT_INTRIN, DOTPROD_FEATURE, "int8", 0, None),
     Int8Kernel("avx512bw", AVX512_INTRIN, AVX512BW_FEATURE, "uint8", 1, AVX512_ROWS_INTRIN),
+    Int8Kernel("avx2", AVX2_INTRIN, AVX2_FEATURE, "uint8", 1, AVX2_ROWS_INTRIN),
 )
 
 
@@ -309,8 +328,8 @@ def int8_kernel(target: Any) -> Int8Kernel | None:
 
 
 def int8_isa(target: Any) -> str:
-    """``vnni`` (vpdpbusd), ``dotprod`` (sdot), ``avx512bw`` (vpmaddubsw + vpmaddwd, 7-bit
-    weights) or ``none`` (widened int32 arithmetic)."""
+    """``vnni`` (vpdpbusd), ``dotprod`` (sdot), ``avx512bw`` or ``avx2`` (vpmaddubsw +
+    vpmaddwd on zmm or ymm registers, 7-bit weights) or ``none`` (widened int32 arithmetic)."""
     kernel = int8_kernel(target)
     return kernel.isa if kernel else "none"
 

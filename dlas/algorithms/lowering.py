@@ -76,14 +76,16 @@ def lower(
     with target:
         mod = tvm.transform.Sequential(passes)(mod)
     if schedule:
-        mod = schedule_defaults(mod)
+        mod = schedule_defaults(mod, target)
     return LoweredModule(mod, algo.layers)
 
 
-def schedule_defaults(mod: tvm.IRModule) -> tvm.IRModule:
+def schedule_defaults(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
     """dlas's default CPU schedules for every PrimFunc not yet scheduled (each algorithm's
-    annotated block by that algorithm, the rest generically)."""
-    return schedule_module(mod, algorithm_schedule)
+    annotated block by that algorithm, the rest generically), sized for ``target``'s
+    registers."""
+    with target:
+        return schedule_module(mod, algorithm_schedule)
 
 
 def algorithm_schedule(name: str) -> ScheduleFn:

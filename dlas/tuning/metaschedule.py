@@ -87,7 +87,7 @@ def schedule_rest(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
         return mod
     from dlas.algorithms import schedule_defaults
 
-    return schedule_defaults(mod)
+    return schedule_defaults(mod, target)
 
 
 def tune_contexts(

@@ -24,15 +24,16 @@ from dlas.tuning.records import RecordStore, best_seconds
 log = logging.getLogger(__name__)
 
 
-def default_schedule(mod: tvm.IRModule) -> s_tir.Schedule | None:
-    """dlas's default schedule of one task as a traced Schedule (None if it does not apply):
-    the trace is what a record stores."""
+def default_schedule(mod: tvm.IRModule, target: tvm.target.Target) -> s_tir.Schedule | None:
+    """dlas's default schedule of one task on ``target`` as a traced Schedule (None if it
+    does not apply): the trace is what a record stores."""
     from dlas.algorithms import algorithm_schedule
     from dlas.algorithms.schedules import default_schedule as schedule_in
 
     sch = s_tir.Schedule(mod)
     try:
-        schedule_in(sch, algorithm_schedule)
+        with target:  # the register tile's size depends on the target's vector registers
+            schedule_in(sch, algorithm_schedule)
     except Exception as err:  # noqa: BLE001 - no seed is fine, the search still runs
         log.debug("no default-schedule seed: %s", err)
         return None
@@ -50,7 +51,7 @@ def seed_default_schedules(
     and commit it as a record. Returns the seconds measured per task name."""
     if target.kind.name != "llvm":  # dlas's default schedules are CPU schedules
         return {}
-    scheduled = [(task, default_schedule(task.dispatched[0])) for task in tasks]
+    scheduled = [(task, default_schedule(task.dispatched[0], target)) for task in tasks]
     scheduled = [(task, sch) for task, sch in scheduled if sch is not None]
     if not scheduled:
         return {}
@@ -110,7 +111,7 @@ def verify_against_defaults(
     for task in tasks:
         mod = task.dispatched[0]
         records = store.records(mod, 1)
-        default = default_schedule(mod)
+        default = default_schedule(mod, target)
         if not records or default is None:
             continue
         searched = s_tir.Schedule(mod)

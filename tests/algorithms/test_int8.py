@@ -1,9 +1,9 @@
 """int8 kernels: exact int32 sums against an integer reference over the conv test grid.
 
 Every algorithm computes ``conv2d(x_u8|s8, W_s8, out_dtype=int32)``; on a CPU with a byte dot
-product (VNNI; AVX512-BW's vpmaddubsw pair, exact for its 7-bit weights ``2 * round(w / 2)``)
-the dense algorithms run the tensorized kernels of :mod:`dlas.algorithms.dot_product` and the
-layer table says which layers did not. AArch64 (``sdot``) is built and disassembled only:
+product (VNNI; the vpmaddubsw pair of AVX512-BW or AVX2, exact for its 7-bit weights
+``2 * round(w / 2)``) the dense algorithms run the tensorized kernels of
+:mod:`dlas.algorithms.dot_product` and the layer table says which layers did not. AArch64 (``sdot``) is built and disassembled only:
 nothing here runs Arm code.
 """
 
@@ -77,21 +77,29 @@ def test_int8_conv_grid_is_exact(algorithm, caplog):
     _exact_on(host_target(), algorithm, caplog)
 
 
-def test_int8_without_vnni_uses_the_avx512bw_pair_exactly(caplog, tmp_path):
-    """An AVX-512 CPU without VNNI (Skylake-SP): this CPU runs its code too."""
+@pytest.mark.parametrize(
+    ("mcpu", "isa", "registers"),
+    [("skylake-avx512", "avx512bw", "zmm"), ("skylake", "avx2", "ymm")],
+    ids=["avx512-without-vnni", "avx2-i7"],
+)
+def test_int8_without_vnni_uses_the_u8s8_pair_exactly(mcpu, isa, registers, caplog, tmp_path):
+    """A CPU without VNNI: AVX-512 (Skylake-SP) or only AVX2 (the study's i7, Zen 1-3). This
+    CPU runs their code where it has their feature."""
+    target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "num-cores": 2})
+    kernel = intrinsics.int8_kernel(target)
+    assert kernel is not None and kernel.isa == isa
     host = host_target()
-    if not intrinsics.has_feature(intrinsics.AVX512BW_FEATURE, host):
-        pytest.skip(f"this CPU ({host.mcpu}) cannot run AVX512-BW code")
-    target = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
-    assert intrinsics.int8_isa(target) == "avx512bw"
+    if not intrinsics.has_feature(kernel.feature, host):
+        pytest.skip(f"this CPU ({host.mcpu}) cannot run {kernel.feature} code")
     _exact_on(target, "direct", caplog)  # its 1x1 layers: the pixels-in-lanes pair
     layers, executable = _exact_on(target, "spatial_pack", caplog)
-    assert {r["kernel"] for r in layers if r["groups"] == 1} == {"avx512bw"}
+    assert {r["kernel"] for r in layers if r["groups"] == 1} == {isa}
     if shutil.which("objdump") is None:
         pytest.skip("objdump is not installed: instructions not checked")
     executable.export_library(str(tmp_path / "lib.so"))
     code = disassemble(str(tmp_path / "lib.so"))
-    assert re.search(r"\svpmaddubsw\s", code) and not re.search(r"\svpdpbusd\s", code)
+    assert re.search(rf"\svpmaddubsw\s.*%{registers}", code), f"no vpmaddubsw on {registers}"
+    assert not re.search(r"\svpdpbusd\s", code)
 
 
 def test_int8_amx_tiles_are_exact_and_in_the_library(caplog, tmp_path):

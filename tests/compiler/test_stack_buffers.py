@@ -68,7 +68,7 @@ def _replayed_default_asm(task: tvm.IRModule) -> str:
     """The assembly of the tuner's build of a record of ``task``'s default schedule: its trace
     replayed on the task, as MetaScheduleApplyDatabase does in a tuned build."""
     replayed = s_tir.Schedule(task)
-    default_schedule(task).trace.apply_to_schedule(replayed, remove_postproc=False)
+    default_schedule(task, host_target()).trace.apply_to_schedule(replayed, remove_postproc=False)
     return workers._build_candidate(replayed.mod, host_target()).inspect_source("asm")
 
 

@@ -44,17 +44,24 @@ def _disassembly(executable, tmp_path) -> str:
     ).stdout  # fmt: skip
 
 
+# What each kernel family's library must contain (a regex over one line of objdump's output).
+INSTRUCTIONS = {
+    "vnni": r"vpdpbusd\s",
+    "avx512bw": r"vpmaddubsw\s.*%zmm",
+    "avx2": r"vpmaddubsw\s.*%ymm",
+    "avx512bf16": r"vdpbf16ps\s",
+}
+
+
 @pytest.mark.parametrize("kind", ["int8", "bf16"])
 def test_library_uses_the_dot_product_instruction(kind, tmp_path):
-    """Fails if an int8 build on a VNNI target has no vpdpbusd, or a bf16 build on a BF16
-    target has no vdpbf16ps; skips (saying so) on CPUs without them."""
+    """Fails if an int8 build has no instruction of the family the target has (vpdpbusd with
+    VNNI, vpmaddubsw on zmm or ymm registers without), or a bf16 build on a BF16 target has no
+    vdpbf16ps; skips (saying so) on CPUs without them."""
     target = host_target()
-    feature, instruction = {
-        "int8": (intrinsics.VNNI_FEATURE, "vpdpbusd"),
-        "bf16": (intrinsics.BF16_FEATURE, "vdpbf16ps"),
-    }[kind]
-    if not intrinsics.has_feature(feature, target):
-        pytest.skip(f"this CPU ({target.mcpu}) has no {feature}: {instruction} not checked")
+    expected = intrinsics.int8_isa(target) if kind == "int8" else intrinsics.BF16_FEATURE
+    if (kind == "bf16" and not intrinsics.has_bf16(target)) or expected == "none":
+        pytest.skip(f"this CPU ({target.mcpu}) has no {kind} dot product: nothing to check")
     model = _model()
     x = torch.randn(2, 3, 12, 12)
     mod = export(model, InputSpec(3, 12, 10))
@@ -64,14 +71,14 @@ def test_library_uses_the_dot_product_instruction(kind, tmp_path):
         mod, table = to_bf16(mod)
         assert table["status"] == ["bfloat16"] * 3
     lowered = lower(mod, "spatial_pack", target)
-    expected = "vnni" if kind == "int8" else "avx512bf16"
     assert [r["kernel"] for r in lowered.layers] == [expected] * 3
     assert kernel_family(lowered.layers) == expected
     executable = build(lowered.mod, target)
     got = run(executable, x[:1].numpy())
     ref = model(x[:1]).detach().numpy()
     assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()
-    assert re.search(rf"\s{instruction}\s", _disassembly(executable, tmp_path)), instruction
+    instruction = INSTRUCTIONS[expected]
+    assert re.search(rf"\s{instruction}", _disassembly(executable, tmp_path)), instruction
 
 
 def _cfg(compose_cfg, tmp_path, *overrides: str):

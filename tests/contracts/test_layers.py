@@ -20,6 +20,9 @@ from dlas.layers import LAYERS, layer
 # What each option needs beside it to form a valid run (the rest stays at the defaults).
 COMPANIONS = {
     ("compression", "int8"): ["algorithm=direct"],
+    # A CPU with AVX512-BF16, whatever this host is (a host without it refuses bf16: the
+    # refusal has its own test in tests/compression/test_low_precision.py).
+    ("compression", "bf16"): ["device.target.mcpu=sapphirerapids"],
     ("algorithm", "sparse_direct"): ["compression=weight_pruning"],
     ("algorithm", "sparse_gemm"): ["compression=weight_pruning"],
     ("algorithm", "sparse_spatial_pack"): ["compression=weight_pruning"],

@@ -30,7 +30,7 @@ def test_default_trace_replays_with_every_tile_moved_outward(case):
     lowered = lower(mod, "direct", host_target(), schedule=False).mod
     (name,) = [gv.name_hint for gv in lowered.functions if "conv2d" in gv.name_hint]
     task = tvm.IRModule({"main": lowered[name]})
-    sch = default_schedule(task)
+    sch = default_schedule(task, host_target())
     assert sch is not None
     trace = sch.trace
     tiles = [i for i in trace.insts if i.kind.name == "SamplePerfectTile"]

@@ -38,8 +38,8 @@ def _tiles(trace: s_tir.schedule.Trace) -> list:
 
 
 def test_default_trace_samples_its_tiles_and_replays_to_the_same_function(conv_task):
-    mod, _ = conv_task
-    sch = default_schedule(mod)
+    mod, target = conv_task
+    sch = default_schedule(mod, target)
     assert sch is not None and len(_tiles(sch.trace)) >= 4
     for inst in _tiles(sch.trace):
         assert sch.trace.decisions[inst] is not None
@@ -50,7 +50,7 @@ def test_default_trace_samples_its_tiles_and_replays_to_the_same_function(conv_t
 
 def test_metaschedule_can_mutate_the_default_trace(conv_task):
     mod, target = conv_task
-    sch = default_schedule(mod)
+    sch = default_schedule(mod, target)
     # TuneContext imports TVM's tensor intrinsics; through dlas's import they keep dlas's
     # replacements (a process that already built int8 layers has them registered).
     import_tensor_intrinsics()

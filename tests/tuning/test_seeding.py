@@ -60,7 +60,7 @@ def test_a_record_timed_in_a_quiet_moment_does_not_beat_a_faster_default(tmp_pat
     verified = verify_against_defaults([task], store, builder, runner, target)
     default_s, searched_s = verified[task.task_name]
     assert searched_s > default_s  # timed side by side, the strided loop nest is slower
-    default_mod = default_schedule(mod).mod
+    default_mod = default_schedule(mod, target).mod
     chosen = store.best_record(mod)
     assert tvm_ffi.structural_equal(_applied(chosen, mod), default_mod)
     assert best_seconds(chosen) == default_s
@@ -86,7 +86,7 @@ def test_a_store_tuned_before_verification_is_checked_on_its_next_use(tmp_path):
     (row,) = json.loads((ctx.artifacts["tuning"] / "tasks.json").read_text())
     assert row["best_us"] > row["default_schedule_us"] / 10  # not the lucky record (/100)
     applied = RecordStore(store.path).best_record(task.dispatched[0])
-    default_mod = default_schedule(task.dispatched[0]).mod
+    default_mod = default_schedule(task.dispatched[0], target).mod
     assert tvm_ffi.structural_equal(_applied(applied, task.dispatched[0]), default_mod)
     tuner, ctx = make(tmp_path, trials=8)
     tuner.compile(lowered(mlp_module(sizes=(1024, 1024))), target, ctx)

@@ -1,0 +1,46 @@
+"""Register tiles sized for the target's vector registers: AVX-512's 32 zmm hold 24 16-lane
+accumulators, AVX2's 16 ymm (two per accumulator) hold 6; a tile sized for AVX-512 spills on
+an AVX2 CPU (ResNet18-32 ran 1.8x slower on Zen 3)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+import tvm_ffi
+
+from dlas.algorithms import lower, shapes
+from tests.algorithms.util import Case, conv_module, random_weights
+
+
+def _target(mcpu: str, triple: str = "x86_64-linux-gnu") -> tvm.target.Target:
+    return tvm.target.Target({"kind": "llvm", "mtriple": triple, "mcpu": mcpu, "num-cores": 2})
+
+
+@pytest.mark.parametrize(
+    ("mcpu", "triple", "accumulators"),
+    [
+        ("sapphirerapids", "x86_64-linux-gnu", 24),
+        ("skylake-avx512", "x86_64-linux-gnu", 24),
+        ("skylake", "x86_64-linux-gnu", 6),  # the study's i7
+        ("znver3", "x86_64-linux-gnu", 6),
+        ("nehalem", "x86_64-linux-gnu", 3),  # SSE: 16 xmm, four per accumulator
+        ("cortex-a73", "aarch64-linux-gnu", 6),  # HiKey 970: 32 q registers, four each
+    ],
+)
+def test_accumulator_budget_follows_the_vector_registers(mcpu, triple, accumulators):
+    with _target(mcpu, triple):
+        assert shapes.max_accumulators() == accumulators
+        rows, cols = shapes.pixel_tile(16, 16, 2)
+        assert 2 * rows * cols <= accumulators
+    assert shapes.max_accumulators() == shapes.MAX_ACCUMULATORS  # no target: AVX-512's
+
+
+def test_lowering_schedules_for_the_target_it_is_given():
+    case = Case(1, 32, 16, 16, 64, 3, pad=1)
+    rng = np.random.default_rng(0)
+    mod = conv_module([case], [random_weights(case, 0.0, rng)], [np.zeros(64, "float32")])
+    wide, narrow = (lower(mod, "direct", _target(m)).mod for m in ("skylake-avx512", "skylake"))
+    assert not tvm_ffi.structural_equal(wide, narrow)
+    again = lower(mod, "direct", _target("skylake-avx512")).mod
+    assert tvm_ffi.structural_equal(wide, again)
