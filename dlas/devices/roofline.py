@@ -29,11 +29,11 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-ROOFLINE_VERSION = 2
+ROOFLINE_VERSION = 3  # 3: FMA chains sized for the target's vector registers
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
-FMA_ACCUMULATORS = 24  # independent zmm chains: > FMA latency x ports, < 32 registers
 FMA_ITERS = 1 << 17
+LANES = 16  # float32 lanes per chain (dlas.algorithms.shapes.LANES)
 
 
 @dataclass
@@ -120,7 +120,7 @@ def measure(threads: int, target: Any = None) -> Roofline:
     flags = cpu_flags()
     result = Roofline(threads=threads, cpu=cpu_model())
     result.peaks["float32"] = fp32_fma_peak(target, threads)
-    result.how["float32"] = f"TVM FMA micro-kernel, {FMA_ACCUMULATORS} vector chains/thread"
+    result.how["float32"] = "TVM FMA micro-kernel, 16-lane vector chains in registers"
     if flags & set(BF16_FLAGS):
         result.peaks["bfloat16"] = torch_gemm_peak("bfloat16", threads)
         result.how["bfloat16"] = "PyTorch (oneDNN) bf16 GEMM 2048^3"
@@ -149,14 +149,26 @@ def fp32_fma_peak(target: Any, threads: int) -> float:
     """GFLOP/s of independent vector FMA chains, one per thread, all in registers."""
     import tvm
 
-    lanes, acc = 16, FMA_ACCUMULATORS
-    func = _fma_primfunc(threads, acc, lanes)
-    lib = tvm.compile(func, target=target)
+    lib, acc = fma_kernel(target, threads)
     dev = tvm.cpu()
-    out = tvm.runtime.tensor(np.ones((threads, acc, lanes), "float32"), dev)
+    out = tvm.runtime.tensor(np.ones((threads, acc, LANES), "float32"), dev)
     timer = lib.mod.time_evaluator("main", dev, number=1, repeat=5)
     seconds = min(timer(out).results)
-    return 2 * threads * acc * lanes * FMA_ITERS / seconds / 1e9
+    return 2 * threads * acc * LANES * FMA_ITERS / seconds / 1e9
+
+
+def fma_kernel(target: Any, threads: int, chains: int | None = None) -> tuple[Any, int]:
+    """The FMA micro-kernel built for ``target``, and its number of 16-lane chains: by
+    default as many as a register tile holds (24 zmm on AVX-512, 6 x 2 ymm on AVX2), more
+    than FMA latency x ports and without spills (24 on AVX2 measured a third of the peak)."""
+    import tvm
+
+    from dlas.algorithms.shapes import max_accumulators
+
+    if chains is None:
+        with target:
+            chains = max_accumulators()
+    return tvm.compile(_fma_primfunc(threads, chains, LANES), target=target), chains
 
 
 def _fma_primfunc(threads: int, acc: int, lanes: int) -> Any:
