@@ -32,6 +32,8 @@ from tvm.script import tirx as T
 
 from dlas._tvmscript import cheap_frame_info
 
+from .shapes import has_feature
+
 VNNI_INTRIN = "dot_16x4_vnni"
 AVX512_INTRIN = "dot_16x4_avx512"
 SDOT_INTRIN = "dlas_dot_16x4_sdot"
@@ -290,17 +292,6 @@ def register_intrinsics() -> None:
 
 
 # --- which family a target gets --------------------------------------------------------------
-def has_feature(feature: str, target: Any) -> bool:
-    from tvm.target import codegen
-
-    if target is None or target.kind.name != "llvm":
-        return False
-    try:
-        return bool(codegen.target_has_features(feature, target))
-    except Exception:  # noqa: BLE001 - a triple LLVM does not know has no such feature
-        return False
-
-
 @dataclass(frozen=True)
 class Int8Kernel:
     """An instruction family for u8/s8 x s8 -> s32 dot products of depth 4."""

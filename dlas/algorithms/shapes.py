@@ -167,17 +167,24 @@ def largest_divisor(value: int, limit: int) -> int:
 REGISTER_FILES = (("avx512f", 32, 512), ("avx", 16, 256), ("neon", 32, 128), ("sse2", 16, 128))
 
 
+def has_feature(feature: str, target: Any) -> bool:
+    """Whether the LLVM ``target`` has CPU ``feature`` (as ``target_has_features`` spells it)."""
+    from tvm.target import codegen
+
+    if target is None or target.kind.name != "llvm":
+        return False
+    try:
+        return bool(codegen.target_has_features(feature, target))
+    except Exception:  # noqa: BLE001 - a triple LLVM does not know has no such feature
+        return False
+
+
 @functools.cache
 def _accumulators_on(target: str) -> int:
-    from tvm.target import Target, codegen
+    from tvm.target import Target
 
-    def has(feature: str) -> bool:
-        try:
-            return bool(codegen.target_has_features(feature, Target(target)))
-        except Exception:  # noqa: BLE001 - a triple LLVM does not know has no such feature
-            return False
-
-    count, bits = next(((n, b) for f, n, b in REGISTER_FILES if has(f)), (32, 512))
+    llvm = Target(target)
+    count, bits = next(((n, b) for f, n, b in REGISTER_FILES if has_feature(f, llvm)), (32, 512))
     per_accumulator = max(1, LANES * 32 // bits)  # registers one 16-lane fp32/int32 vector takes
     return max(1, MAX_ACCUMULATORS * count // 32 // per_accumulator)
 

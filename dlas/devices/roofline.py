@@ -33,7 +33,6 @@ ROOFLINE_VERSION = 3  # 3: FMA chains sized for the target's vector registers
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 FMA_ITERS = 1 << 17
-LANES = 16  # float32 lanes per chain (dlas.algorithms.shapes.LANES)
 
 
 @dataclass
@@ -149,6 +148,8 @@ def fp32_fma_peak(target: Any, threads: int) -> float:
     """GFLOP/s of independent vector FMA chains, one per thread, all in registers."""
     import tvm
 
+    from dlas.algorithms.shapes import LANES
+
     lib, acc = fma_kernel(target, threads)
     dev = tvm.cpu()
     out = tvm.runtime.tensor(np.ones((threads, acc, LANES), "float32"), dev)
@@ -163,7 +164,7 @@ def fma_kernel(target: Any, threads: int, chains: int | None = None) -> tuple[An
     than FMA latency x ports and without spills (24 on AVX2 measured a third of the peak)."""
     import tvm
 
-    from dlas.algorithms.shapes import max_accumulators
+    from dlas.algorithms.shapes import LANES, max_accumulators
 
     if chains is None:
         with target:

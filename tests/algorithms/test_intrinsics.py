@@ -14,18 +14,25 @@ from tvm import s_tir, te
 from dlas.algorithms import intrinsics
 from tests.algorithms.util import host_target
 
+# What a library of each kernel family must contain: a regex over one line of objdump's output.
+INSTRUCTIONS = {
+    "vnni": r"vpdpbusd\s",
+    "avx512bw": r"vpmaddubsw\s.*%zmm",
+    "avx2": r"vpmaddubsw\s.*%ymm",
+    "avx512bf16": r"vdpbf16ps\s",
+}
+
 CASES = [
-    # (intrinsic, feature the CPU needs, instruction in the disassembly (a regex over one
-    # line), operand dtypes, acc)
-    (intrinsics.VNNI_INTRIN, intrinsics.VNNI_FEATURE, r"vpdpbusd\s", ("uint8", "int8"), "int32",
-     4),
-    (intrinsics.AVX512_INTRIN, intrinsics.AVX512BW_FEATURE, r"vpmaddubsw\s.*%zmm",
+    # (intrinsic, feature the CPU needs, instruction in the disassembly, operand dtypes, acc)
+    (intrinsics.VNNI_INTRIN, intrinsics.VNNI_FEATURE, INSTRUCTIONS["vnni"], ("uint8", "int8"),
+     "int32", 4),
+    (intrinsics.AVX512_INTRIN, intrinsics.AVX512BW_FEATURE, INSTRUCTIONS["avx512bw"],
      ("uint8", "int8"), "int32", 4),
-    (intrinsics.AVX2_INTRIN, intrinsics.AVX2_FEATURE, r"vpmaddubsw\s.*%ymm", ("uint8", "int8"),
+    (intrinsics.AVX2_INTRIN, intrinsics.AVX2_FEATURE, INSTRUCTIONS["avx2"], ("uint8", "int8"),
      "int32", 4),
     # bfloat16 operands travel as their bit patterns (uint16).
-    (intrinsics.BF16_INTRIN, intrinsics.BF16_FEATURE, r"vdpbf16ps\s", ("uint16", "uint16"),
-     "float32", 2),
+    (intrinsics.BF16_INTRIN, intrinsics.BF16_FEATURE, INSTRUCTIONS["avx512bf16"],
+     ("uint16", "uint16"), "float32", 2),
 ]  # fmt: skip
 
 

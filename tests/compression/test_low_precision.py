@@ -21,6 +21,7 @@ from dlas.compression.int8 import calibrate, kernel_family
 from dlas.compression.quantize import quantize_module
 from dlas.config import validate
 from dlas.data import InputSpec
+from tests.algorithms.test_intrinsics import INSTRUCTIONS
 from tests.compression.helpers import host_target, run
 
 
@@ -42,15 +43,6 @@ def _disassembly(executable, tmp_path) -> str:
         ["objdump", "-d", "--no-show-raw-insn", str(path)],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
-
-
-# What each kernel family's library must contain (a regex over one line of objdump's output).
-INSTRUCTIONS = {
-    "vnni": r"vpdpbusd\s",
-    "avx512bw": r"vpmaddubsw\s.*%zmm",
-    "avx2": r"vpmaddubsw\s.*%ymm",
-    "avx512bf16": r"vdpbf16ps\s",
-}
 
 
 @pytest.mark.parametrize("kind", ["int8", "bf16"])
