@@ -29,10 +29,14 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-ROOFLINE_VERSION = 3  # 3: FMA chains sized for the target's vector registers
+ROOFLINE_VERSION = 4  # 3: FMA chains sized for the target's vector registers; 4: long calls
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 FMA_ITERS = 1 << 17
+# TVM pins its workers to cores and leaves the calling thread free; sometimes the caller starts
+# on a worker's core, and the OS moves it only after tens of ms. A 0.3 ms kernel then measured
+# one core's peak in 3 of 8 processes on a 2-core Zen 3; calls of 0.1 s measured 8 of 8 right.
+FMA_MIN_CALL_S = 0.1
 
 
 @dataclass
@@ -145,7 +149,8 @@ def _best_seconds(fn, runs: int = 5) -> float:
 
 
 def fp32_fma_peak(target: Any, threads: int) -> float:
-    """GFLOP/s of independent vector FMA chains, one per thread, all in registers."""
+    """GFLOP/s of independent vector FMA chains, one per thread, all in registers: the best of
+    5 calls, each with enough iterations to last :data:`FMA_MIN_CALL_S`."""
     import tvm
 
     from dlas.algorithms.shapes import LANES
@@ -153,15 +158,21 @@ def fp32_fma_peak(target: Any, threads: int) -> float:
     lib, acc = fma_kernel(target, threads)
     dev = tvm.cpu()
     out = tvm.runtime.tensor(np.ones((threads, acc, LANES), "float32"), dev)
-    timer = lib.mod.time_evaluator("main", dev, number=1, repeat=5)
-    seconds = min(timer(out).results)
-    return 2 * threads * acc * LANES * FMA_ITERS / seconds / 1e9
+    iters = FMA_ITERS
+    while True:
+        seconds = lib.mod.time_evaluator("main", dev, number=1, repeat=1)(out, iters).mean
+        if seconds >= FMA_MIN_CALL_S:
+            break
+        iters *= 2 if seconds <= 0 else max(2, int(FMA_MIN_CALL_S / seconds) + 1)
+    seconds = min(lib.mod.time_evaluator("main", dev, number=1, repeat=5)(out, iters).results)
+    return 2 * threads * acc * LANES * iters / seconds / 1e9
 
 
 def fma_kernel(target: Any, threads: int, chains: int | None = None) -> tuple[Any, int]:
-    """The FMA micro-kernel built for ``target``, and its number of 16-lane chains: by
-    default as many as a register tile holds (24 zmm on AVX-512, 6 x 2 ymm on AVX2), more
-    than FMA latency x ports and without spills (24 on AVX2 measured a third of the peak)."""
+    """The FMA micro-kernel ``main(out, iterations)`` built for ``target``, and its number of
+    16-lane chains: by default as many as a register tile holds (24 zmm on AVX-512, 6 x 2 ymm
+    on AVX2), more than FMA latency x ports and without spills (24 on AVX2 measured a third of
+    the peak)."""
     import tvm
 
     from dlas.algorithms.shapes import LANES, max_accumulators
@@ -175,10 +186,8 @@ def fma_kernel(target: Any, threads: int, chains: int | None = None) -> tuple[An
 def _fma_primfunc(threads: int, acc: int, lanes: int) -> Any:
     from tvm.script import tirx as T
 
-    iters = FMA_ITERS
-
     @T.prim_func
-    def fma(out: T.Buffer((threads, acc, lanes), "float32")):
+    def fma(out: T.Buffer((threads, acc, lanes), "float32"), iters: T.int32):
         T.func_attr({"global_symbol": "main", "tirx.noalias": True})
         for t in T.parallel(threads):
             x = T.alloc_buffer((acc, lanes), "float32", scope="local")
