@@ -50,21 +50,26 @@ def library_of(cfg: Any) -> Path | None:
 
 
 # TVM's, ONNX Runtime's and PyTorch's idle worker threads spin for a while after a call; with
-# 2 cores they would take them from whichever system runs next (OpenMP barriers suffer most).
-SETTLE_S = 0.05
+# 2 cores they take them from whichever system runs next. A pause did not hide that: after
+# PyTorch eager or TVM and a 50 ms pause, ONNX Runtime's MobileNetV2-224 took 11-23 ms where it
+# takes 5 (Zen 3, 2 cores, 4 of 4 processes). Warming the next system up on its own calls for
+# 0.05-0.1 s measured it at 4.7-6.0 ms every time, and left the others' figures unchanged.
+WARMUP_S = 0.1
 
 
 def round_robin(
-    systems: dict[Any, Callable[[], Any]], rounds: int, calls: int, settle_s: float = SETTLE_S
+    systems: dict[Any, Callable[[], Any]], rounds: int, calls: int, warmup_s: float = WARMUP_S
 ) -> dict[Any, list[float]]:
     """Times (ms) of ``rounds`` x ``calls`` calls of each system, round-robin so that all see
-    the same machine load; before each system's calls a pause (the previous system's threads
-    go idle) and one untimed call."""
+    the same machine load; before each system's calls, untimed calls of it for ``warmup_s``
+    (at least one)."""
     times: dict[Any, list[float]] = {k: [] for k in systems}
     for _ in range(rounds):
         for name, call in systems.items():
-            time.sleep(settle_s)
+            until = time.perf_counter() + warmup_s
             call()
+            while time.perf_counter() < until:
+                call()
             for _ in range(calls):
                 start = time.perf_counter()
                 call()

@@ -6,7 +6,7 @@
 
 Batch 1, 2 threads on both sides. Every algorithm of a row group and PyTorch eager (under
 ``torch.no_grad``) are called round-robin in one process (``--repeat`` rounds of 3 calls, each
-after a pause and an untimed call: ``_libraries.round_robin``), so all see the same machine
+after 0.1 s of untimed calls: ``_libraries.round_robin``), so all see the same machine
 load; medians (and minima) of those calls. Models at <= 64 px are the CIFAR
 variants. The sparse rows use the same model with every conv and linear weight magnitude-
 pruned (per layer) to the given sparsity, and put each sparse algorithm next to its dense

@@ -157,15 +157,15 @@ def best_dlas(medians: dict[str, float], compression: str) -> tuple[str, float]:
 
 
 def interleaved(
-    systems: dict[str, Callable], x: np.ndarray, runs: int, block: int, settle: float
+    systems: dict[str, Callable], x: np.ndarray, runs: int, block: int, warmup: float
 ) -> dict:
     """Median ms of each system over at least ``runs`` calls, ``block`` at a time round-robin
-    (``_libraries.round_robin``: a pause and an untimed call before each block)."""
+    (``_libraries.round_robin``: ``warmup`` seconds of untimed calls before each block)."""
     for f in systems.values():  # warm-up
         for _ in range(3):
             f(x)
     calls = {name: functools.partial(f, x) for name, f in systems.items()}
-    samples = _libraries.round_robin(calls, rounds=-(-runs // block), calls=block, settle_s=settle)
+    samples = _libraries.round_robin(calls, rounds=-(-runs // block), calls=block, warmup_s=warmup)
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
@@ -192,7 +192,9 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--block", type=int, default=10)
-    parser.add_argument("--settle", type=float, default=0.2, help="seconds idle between blocks")
+    parser.add_argument(
+        "--warmup", type=float, default=0.1, help="seconds of untimed calls before each block"
+    )
     parser.add_argument("--test-limit", type=int, default=300)
     parser.add_argument("--cache-dir", default=".cache/dlas")
     parser.add_argument("--mcpu", default="auto", help="the CPU dlas compiles for (LLVM name)")
@@ -253,7 +255,7 @@ def main() -> None:
             compressions,
         )
         x = samples[0][:1].numpy()
-        medians = interleaved(systems, x, args.runs, args.block, args.settle)
+        medians = interleaved(systems, x, args.runs, args.block, args.warmup)
         accuracy = {n: top1(f, data, args.test_limit) for n, f in systems.items()} if data else {}
         fp32_name, fp32 = (
             best_dlas(medians, "fp32")

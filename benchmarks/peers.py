@@ -6,8 +6,8 @@
 
 Batch 1, random weights (batch-norm statistics from a few random batches, so every layer does
 real work), every system on the same ``--threads`` in this one process. The systems are timed
-round-robin: each round gives every system one untimed call (TVM's idle workers spin for a
-while after a call, and would otherwise slow whoever comes next) and ``--calls`` timed ones;
+round-robin: each round gives every system 0.1 s of untimed calls (the previous system's idle
+workers spin for a while, and would otherwise slow it) and then ``--calls`` timed ones;
 the figure is the median over all rounds. dlas = the fastest of its untuned algorithm builds
 (each checked against PyTorch). GFLOP/s are 2 x the model's MACs / median latency; "of peak"
 is against this host's measured float32 roofline (dlas.devices.roofline, cached). The load

@@ -48,7 +48,7 @@ SMOKE_ARGS: dict[str, list[str]] = {
     "low_precision.py": [  # 45 s (slow): a trained (epochs=0) row, all systems, two algorithms
         "--rows", "tiny_cnn:32", "--trained", "tiny_cnn", "--runs", "2", "--block", "1",
         "--algorithm", "spatial_pack,gemm",
-        "--settle", "0", "--test-limit", "4", "--cache-dir", "{tmp}/cache",
+        "--warmup", "0", "--test-limit", "4", "--cache-dir", "{tmp}/cache",
         "--work-dir", "{tmp}/work", "--override", "dataset.train.epochs=0",
     ],
     "peers.py": [  # 15 s (torch.compile's first compile alone would add ~25 s)
@@ -204,3 +204,22 @@ def test_benchmark_runs(script: str, tmp_path: Path) -> None:
     assert proc.returncode == 0, (
         f"benchmarks/{script} {' '.join(args)} exited {proc.returncode}:\n{_tail(proc.stdout)}"
     )
+
+
+def test_round_robin_warms_each_system_up_on_its_own_calls_before_timing_it() -> None:
+    # A pause instead let the previous system's spinning workers slow ONNX Runtime 2-4x.
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import _libraries
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    log: list[str] = []
+    systems = {name: (lambda n=name: log.append(n)) for name in ("a", "b")}
+    times = _libraries.round_robin(systems, rounds=2, calls=3, warmup_s=0.02)
+    assert {k: len(v) for k, v in times.items()} == {"a": 6, "b": 6}
+    blocks = [log[0]]
+    for name in log[1:]:
+        if name != blocks[-1]:
+            blocks.append(name)
+    assert blocks == ["a", "b", "a", "b"]  # interleaved, one block per system and round
+    assert log.count("a") > 6 + 2  # more untimed calls than the one a pause gave
