@@ -158,12 +158,12 @@ def fp32_fma_peak(target: Any, threads: int) -> float:
     lib, acc = fma_kernel(target, threads)
     dev = tvm.cpu()
     out = tvm.runtime.tensor(np.ones((threads, acc, LANES), "float32"), dev)
+    once = lib.mod.time_evaluator("main", dev, number=1, repeat=1)
     iters = FMA_ITERS
-    while True:
-        seconds = lib.mod.time_evaluator("main", dev, number=1, repeat=1)(out, iters).mean
-        if seconds >= FMA_MIN_CALL_S:
-            break
-        iters *= 2 if seconds <= 0 else max(2, int(FMA_MIN_CALL_S / seconds) + 1)
+    seconds = once(out, iters).mean
+    while seconds < FMA_MIN_CALL_S and iters < 1 << 30:  # int32 loop bound
+        iters = min(1 << 30, iters * max(2, int(FMA_MIN_CALL_S / max(seconds, 1e-9)) + 1))
+        seconds = once(out, iters).mean
     seconds = min(lib.mod.time_evaluator("main", dev, number=1, repeat=5)(out, iters).results)
     return 2 * threads * acc * LANES * iters / seconds / 1e9
 
