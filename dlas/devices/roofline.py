@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 ROOFLINE_VERSION = 4  # 3: FMA chains sized for the target's vector registers; 4: long calls
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
-FMA_ITERS = 1 << 17
+FMA_ITERS = 1 << 17  # the first call's; grown up to FMA_MAX_ITERS (the int32 loop counter)
+FMA_MAX_ITERS = 1 << 30
 # TVM pins its workers to cores and leaves the calling thread free; sometimes the caller starts
 # on a worker's core, and the OS moves it only after tens of ms. A 0.3 ms kernel then measured
 # one core's peak in 3 of 8 processes on a 2-core Zen 3; calls of 0.1 s measured 8 of 8 right.
@@ -161,25 +162,24 @@ def fp32_fma_peak(target: Any, threads: int) -> float:
     once = lib.mod.time_evaluator("main", dev, number=1, repeat=1)
     iters = FMA_ITERS
     seconds = once(out, iters).mean
-    while seconds < FMA_MIN_CALL_S and iters < 1 << 30:  # int32 loop bound
-        iters = min(1 << 30, iters * max(2, int(FMA_MIN_CALL_S / max(seconds, 1e-9)) + 1))
+    while seconds < FMA_MIN_CALL_S and iters < FMA_MAX_ITERS:
+        iters = min(FMA_MAX_ITERS, iters * max(2, int(FMA_MIN_CALL_S / max(seconds, 1e-9)) + 1))
         seconds = once(out, iters).mean
     seconds = min(lib.mod.time_evaluator("main", dev, number=1, repeat=5)(out, iters).results)
     return 2 * threads * acc * LANES * iters / seconds / 1e9
 
 
-def fma_kernel(target: Any, threads: int, chains: int | None = None) -> tuple[Any, int]:
+def fma_kernel(target: Any, threads: int) -> tuple[Any, int]:
     """The FMA micro-kernel ``main(out, iterations)`` built for ``target``, and its number of
-    16-lane chains: by default as many as a register tile holds (24 zmm on AVX-512, 6 x 2 ymm
-    on AVX2), more than FMA latency x ports and without spills (24 on AVX2 measured a third of
-    the peak)."""
+    16-lane chains: as many as a register tile holds (24 zmm on AVX-512, 6 x 2 ymm on AVX2),
+    more than FMA latency x ports and without spills (24 on AVX2 measured a third of the
+    peak)."""
     import tvm
 
     from dlas.algorithms.shapes import LANES, max_accumulators
 
-    if chains is None:
-        with target:
-            chains = max_accumulators()
+    with target:
+        chains = max_accumulators()
     return tvm.compile(_fma_primfunc(threads, chains, LANES), target=target), chains
 
 
