@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -21,7 +20,7 @@ from dlas.compression.int8 import calibrate, kernel_family
 from dlas.compression.quantize import quantize_module
 from dlas.config import validate
 from dlas.data import InputSpec
-from tests.algorithms.test_intrinsics import INSTRUCTIONS
+from tests.algorithms.test_intrinsics import INSTRUCTIONS, disassemble
 from tests.compression.helpers import host_target, run
 
 
@@ -39,10 +38,7 @@ def _disassembly(executable, tmp_path) -> str:
         pytest.skip("objdump is not installed: the instructions cannot be checked")
     path = tmp_path / "model.so"
     executable.export_library(str(path))
-    return subprocess.run(
-        ["objdump", "-d", "--no-show-raw-insn", str(path)],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+    return disassemble(str(path))
 
 
 @pytest.mark.parametrize("kind", ["int8", "bf16"])
