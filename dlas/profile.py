@@ -158,12 +158,14 @@ def profile_table(
     rows = []
     for k in sorted(kernels, key=lambda k: -k.ms):
         cost = costs.get(k.name, {})
-        flops, size = cost.get("flops", 0.0), cost.get("bytes", 0.0)
+        # The costs are one call's; ``ms`` sums the kernel's ``calls`` per model call.
+        flops, size = (k.calls * cost.get(key, 0.0) for key in ("flops", "bytes"))
         seconds = k.ms / 1e3
         gflops = flops / seconds / 1e9 if flops and seconds > 0 else None
         intensity = flops / size if flops and size else None
         bound = attainable = None
-        gbs = bandwidth(size) if bandwidth and size else None
+        # Which level streams it depends on what one call touches.
+        gbs = bandwidth(size / max(1, k.calls)) if bandwidth and size else None
         ridge = peak_gflops / gbs if peak_gflops and gbs else None
         if ridge is not None and intensity is not None:
             bound = "compute" if intensity >= ridge else "memory"
@@ -174,7 +176,7 @@ def profile_table(
                 "calls": k.calls,
                 "ms": round(k.ms, 4),
                 "share": round(k.ms / total, 4),
-                "gflop": round(flops / 1e9, 5) if flops else None,
+                "gflop": round(flops / 1e9, 5) if flops else None,  # per model call
                 "gflops": round(gflops, 2) if gflops else None,
                 "gbs": round(size / seconds / 1e9, 2) if size and seconds > 0 else None,
                 "flop_per_byte": round(intensity, 2) if intensity else None,

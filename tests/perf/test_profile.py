@@ -85,3 +85,14 @@ def test_bounds_follow_the_ridge_point():
     fraction = dict(zip(table["kernel"], table["of_roofline"], strict=True))
     assert fraction["dense_math"] == 0.5  # 50 of 100 GFLOP/s
     assert fraction["copy"] == 1.0  # 1 GFLOP/s of the 0.1 x 10 GB/s allowed
+
+
+def test_a_kernel_called_several_times_per_model_call_counts_every_call():
+    # ms sums a kernel's calls (MobileNetV2 calls one fused kernel 3-4 times); dividing one
+    # call's flops by it read 22 GFLOP/s for a kernel doing 66.
+    kernels = [KernelTime("once", 1, 1.0), KernelTime("thrice", 3, 1.0)]
+    costs = {name: {"flops": 20e6, "bytes": 1e6} for name in ("once", "thrice")}
+    table = profile_table(kernels, costs, peak_gflops=100.0, bandwidth=lambda nbytes: 10.0)
+    gflops = dict(zip(table["kernel"], table["gflops"], strict=True))
+    assert gflops == {"once": 20.0, "thrice": 60.0}
+    assert dict(zip(table["kernel"], table["gflop"], strict=True))["thrice"] == 0.06
