@@ -8,6 +8,8 @@ Narrow maps (a 7-wide row fills half a vector) and strided layers (a stride-2 ro
 gather) instead broadcast one input pixel and update 16 output channels per FMA, the
 weights laid out [OC/16, IC, KH, KW, 16] at compile time; the data is still read in place.
 Depthwise layers always run along the width (their channels do not share input pixels).
+1x1 stride-1 layers whose planes split into tasks of whole 16-pixel vectors run along the
+flattened plane instead (pointwise.py): no row padding, the epilogue writes NCHW directly.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 from tvm import relax, s_tir, te, tirx
 
-from . import dot_product, dot_rows
+from . import dot_product, dot_rows, pointwise
 from .base import Algorithm
 from .legalize import call_te, padded_input
 from .packing import channel_blocks, unpack
@@ -70,6 +72,10 @@ class Direct(Algorithm):
             out := dot_product.try_conv2d(bb, data, weight, spec, row, self.name, dot_rows.FORM)
         ) is not None:
             return out
+        if pointwise.eligible(spec):
+            if isinstance(weight, np.ndarray):
+                weight = relax.const(weight)
+            return call_te(bb, pointwise.compute, data, weight, spec=spec, name="conv2d")
         if isinstance(weight, np.ndarray) and across_channels(spec):
             packed = relax.const(pack_channels(weight, spec))
             return call_te(bb, self._conv_channels, data, packed, spec=spec, name="conv2d")
@@ -148,6 +154,9 @@ class Direct(Algorithm):
             return
         if op == "depthwise":
             self._schedule_planes(sch, block)
+            return
+        if op == pointwise.OP:
+            pointwise.schedule(sch, block)
             return
         n, oc, y, x, rc, kh, kw = sch.get_loops(block)
         oc_o, oc_i, y_o, y_i, x_o, x_i = register_tile(sch, oc, y, x, rows_first=False)
