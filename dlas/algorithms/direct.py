@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from tvm import relax, s_tir, te, tirx
+from tvm import relax, s_tir, te
 
 from . import dot_product, dot_rows, pointwise
 from .base import Algorithm
@@ -34,6 +34,7 @@ from .schedules import (
 from .shapes import (
     CHANNEL_CHUNK,
     LANES,
+    LLVM_VECTOR_KEY,
     STAGE_ATTRS,
     STAGE_KEY,
     ConvSpec,
@@ -43,6 +44,7 @@ from .shapes import (
     vector_width,
 )
 
+PHASES_ATTRS = {**STAGE_ATTRS, LLVM_VECTOR_KEY: 1}
 # Output rows of one depthwise plane per parallel task: its padded input rows are made once
 # for all of them (16 and 64 ran alike on Zen 3; 8 was up to 15% slower at 14 px).
 PLANE_TASK_ROWS = 16
@@ -187,13 +189,22 @@ class Direct(Algorithm):
         tiles = largest_divisor(extent(sch, y_o), max(1, PLANE_TASK_ROWS // extent(sch, y_i)))
         task, y_o = tile(sch, y_o, tiles)
         sch.reorder(n, oc_o, task, y_o, x_o, rc, kh, kw, oc_i, y_i, x_i)
-        for stage in sch.get_producers(block):
-            if STAGE_KEY in sch.get(stage).annotations:
-                # Unit loops kept: the loop count must not depend on the sampled tiles, or a
-                # mutated trace no longer replays (MetaSchedule checks get_loops' outputs).
-                sch.compute_at(stage, task, preserve_unit_loops=True)
-                if extent(sch, inner := sch.get_loops(stage)[-1]) > 1:
-                    sch.vectorize(inner)
+        stages = [s for s in sch.get_producers(block) if STAGE_KEY in sch.get(s).annotations]
+        while stages:
+            stage = stages.pop(0)
+            # Unit loops kept: the loop count must not depend on the sampled tiles, or a
+            # mutated trace no longer replays (MetaSchedule checks get_loops' outputs).
+            sch.compute_at(stage, task, preserve_unit_loops=True)
+            inner = sch.get_loops(stage)[-1]
+            if LLVM_VECTOR_KEY in sch.get(stage).annotations:
+                # The phase split: the sw phases of a column innermost, unrolled, so the
+                # column loop left to LLVM reads sw contiguous values per iteration.
+                phase = sch.get_loops(stage)[-2]
+                sch.reorder(inner, phase)
+                sch.unroll(phase)
+            elif extent(sch, inner) > 1:
+                sch.vectorize(inner)
+            stages += [s for s in sch.get_producers(stage) if STAGE_KEY in sch.get(s).annotations]
         finish_reduction(
             sch,
             block,
@@ -222,19 +233,18 @@ class Direct(Algorithm):
 
 
 def padded_phases(data: te.Tensor, spec: ConvSpec, height: int, width: int) -> te.Tensor:
-    """Zero-padded input [N, C, height, sw, ceil(width / sw)], column w at [.., w % sw, w // sw]
-    (one pass, pad included): a stride-sw row becomes sw contiguous rows."""
-    top, left = spec.padding[0], spec.padding[1]
+    """Zero-padded input [N, C, height, sw, ceil(width / sw)], column w at [.., w % sw, w // sw]:
+    a stride-sw row becomes sw contiguous rows. Split from the padded input, so the split
+    itself has no bounds test: LLVM's vectorizer makes it wide loads and shuffles."""
     sw = spec.strides[1]
-    zero = tirx.const(0, data.dtype)
+    phase = -(-width // sw)
+    padded = padded_input(data, spec, height, phase * sw)
 
     def value(n, c, h, p, q):
-        w = q * sw + p
-        inside = tirx.all(h >= top, h < spec.height + top, w >= left, w < spec.width + left)
-        return tirx.if_then_else(inside, data[n, c, h - top, w - left], zero)
+        return padded[n, c, h, q * sw + p]
 
-    shape = (spec.batch, spec.in_channels, height, sw, -(-width // sw))
-    return te.compute(shape, value, name="phases", attrs=STAGE_ATTRS)
+    shape = (spec.batch, spec.in_channels, height, sw, phase)
+    return te.compute(shape, value, name="phases", attrs=PHASES_ATTRS)
 
 
 def across_channels(spec: ConvSpec) -> bool:
