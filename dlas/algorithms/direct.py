@@ -44,6 +44,8 @@ from .shapes import (
     vector_width,
 )
 
+# The column phases of a strided depthwise layer's rows: their copy loop is LLVM's to
+# vectorize (see padded_phases).
 PHASES_ATTRS = {**STAGE_ATTRS, LLVM_VECTOR_KEY: 1}
 # Output rows of one depthwise plane per parallel task: its padded input rows are made once
 # for all of them (16 and 64 ran alike on Zen 3; 8 was up to 15% slower at 14 px).
