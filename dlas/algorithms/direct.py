@@ -76,16 +76,14 @@ class Direct(Algorithm):
             out := dot_product.try_conv2d(bb, data, weight, spec, row, self.name, dot_rows.FORM)
         ) is not None:
             return out
-        if pointwise.eligible(spec):
-            if isinstance(weight, np.ndarray):
-                weight = relax.const(weight)
-            return call_te(bb, pointwise.compute, data, weight, spec=spec, name="conv2d")
-        if isinstance(weight, np.ndarray) and across_channels(spec):
+        flat_plane = pointwise.eligible(spec)
+        if not flat_plane and isinstance(weight, np.ndarray) and across_channels(spec):
             packed = relax.const(pack_channels(weight, spec))
             return call_te(bb, self._conv_channels, data, packed, spec=spec, name="conv2d")
         if isinstance(weight, np.ndarray):
             weight = relax.const(weight)
-        return call_te(bb, self._conv, data, weight, spec=spec, name="conv2d")
+        compute = pointwise.compute if flat_plane else self._conv
+        return call_te(bb, compute, data, weight, spec=spec, name="conv2d")
 
     def _conv(self, data: te.Tensor, weight: te.Tensor, spec: ConvSpec) -> te.Tensor:
         _, width = padded_width(spec)
@@ -191,7 +189,11 @@ class Direct(Algorithm):
         tiles = largest_divisor(extent(sch, y_o), max(1, PLANE_TASK_ROWS // extent(sch, y_i)))
         task, y_o = tile(sch, y_o, tiles)
         sch.reorder(n, oc_o, task, y_o, x_o, rc, kh, kw, oc_i, y_i, x_i)
-        stages = [s for s in sch.get_producers(block) if STAGE_KEY in sch.get(s).annotations]
+
+        def staged(consumer: s_tir.schedule.SBlockRV) -> list[s_tir.schedule.SBlockRV]:
+            return [s for s in sch.get_producers(consumer) if STAGE_KEY in sch.get(s).annotations]
+
+        stages = staged(block)
         while stages:
             stage = stages.pop(0)
             # Unit loops kept: the loop count must not depend on the sampled tiles, or a
@@ -206,7 +208,7 @@ class Direct(Algorithm):
                 sch.unroll(phase)
             elif extent(sch, inner) > 1:
                 sch.vectorize(inner)
-            stages += [s for s in sch.get_producers(stage) if STAGE_KEY in sch.get(s).annotations]
+            stages += staged(stage)
         finish_reduction(
             sch,
             block,
