@@ -20,6 +20,7 @@ its correction are :mod:`.operands`' as for the other forms.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ from tvm import s_tir, te
 from tvm.s_tir.schedule import LoopRV
 
 from .operands import Operands
-from .packing import pack_data
+from .packing import INTERLEAVE_ATTRS, INTERLEAVE_KEY, pack_data, schedule_interleave
 from .schedules import attach_epilogue, extent, register_tile, tile
 from .shapes import LANES, ConvSpec, largest_divisor, round_up
 
@@ -38,7 +39,20 @@ GROUP_CHUNK = 16
 
 def applies(spec: ConvSpec) -> bool:
     one_by_one = (spec.kernel_h, spec.kernel_w) == (1, 1)
-    return one_by_one and spec.groups == 1 and spec.strides[1] == 1 and spec.out_w >= LANES
+    rows = spec.out_w >= LANES or flat_plane(spec)
+    return one_by_one and spec.groups == 1 and spec.strides[1] == 1 and rows
+
+
+def flat_plane(spec: ConvSpec) -> bool:
+    """A 1x1 layer, unpadded, of unit stride, on a map narrower than a vector whose plane is
+    whole vectors (8x8, 4x4): it runs as one row of H*W pixels (both the input and the
+    output plane are contiguous), not as rows padded to a vector each."""
+    return (
+        (spec.kernel_h, spec.kernel_w, spec.strides) == (1, 1, (1, 1))
+        and not any(spec.padding)
+        and spec.out_w < LANES
+        and spec.out_h * spec.out_w % LANES == 0
+    )
 
 
 def pack_weight(weight: np.ndarray, depth: int) -> np.ndarray:
@@ -58,12 +72,27 @@ def conv(
     ops: Operands,
     attrs: dict,
 ) -> te.Tensor:
+    if flat_plane(spec):
+        n, c, h, w = spec.batch, spec.in_channels, spec.height, spec.width
+        row = te.compute((n, c, 1, h * w), lambda b, i, _, p: data[b, i, p // w, p % w])
+        flat = conv(row, packed, corr, replace(spec, height=1, width=h * w), product, ops, attrs)
+        shape = (n, spec.out_channels, h, w)
+        return te.compute(shape, lambda b, o, y, x: flat[b, o, 0, y * w + x], name="unflatten")
     depth = int(packed.shape[-1])
     width = round_up(spec.out_w, LANES)
     (sh, _), (dh, dw) = spec.strides, spec.dilation
     need_h = (spec.out_h - 1) * sh + (spec.kernel_h - 1) * dh + 1
     need_w = width + (spec.kernel_w - 1) * dw
-    d = pack_data(data, spec, depth, need_h, need_w, element=ops.element, pad=ops.pad())
+    d = pack_data(
+        data,
+        spec,
+        depth,
+        need_h,
+        need_w,
+        element=ops.element,
+        pad=ops.pad(),
+        attrs=INTERLEAVE_ATTRS,
+    )
     ib = te.reduce_axis((0, int(d.shape[1])), "ib")
     kh = te.reduce_axis((0, spec.kernel_h), "kh")
     kw = te.reduce_axis((0, spec.kernel_w), "kw")
@@ -86,6 +115,9 @@ def schedule(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, intrinsic: str
     """Register tile of channels x rows x row vectors over a chunk of the channel groups; the
     (16 pixels, depth) update tensorized, the channel loop innermost so that each data
     vector loaded serves the whole tile's channels (their weights broadcast from memory)."""
+    for pack in sch.get_producers(block):
+        if INTERLEAVE_KEY in sch.get(pack).annotations:
+            schedule_interleave(sch, pack)
     n, oc, y, x, ib, kh, kw, ii = sch.get_loops(block)
     # A fixed split: the tensor intrinsic takes exactly one vector (the width is padded to it).
     vectors, lanes = sch.split(x, [None, LANES])

@@ -13,6 +13,7 @@ from .base import Algorithm
 from .constants import FoldConstants
 from .pooling import pooling_legalizers
 from .registry import ALGORITHMS
+from .requantize import FoldRequantize
 from .schedules import ScheduleFn, schedule_module
 
 
@@ -60,6 +61,8 @@ def lower(
         relax.transform.FoldConstant(),
         relax.transform.CanonicalizeBindings(),
         relax.transform.DeadCodeElimination(),
+        # int8 layers: rescale, bias, activation and requantization as one multiply-add.
+        FoldRequantize(),
         relax.transform.LegalizeOps(
             {
                 "relax.nn.conv2d": algo.conv2d,

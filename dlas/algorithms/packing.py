@@ -7,9 +7,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from tvm import te, tirx
+from tvm import s_tir, te, tirx
 
 from .shapes import LANES, STAGE_ATTRS, ConvSpec, largest_divisor, round_up
+
+# A pack that interleaves a few channel planes into one row of pixel groups (NCHW[4]c): its
+# pixel loop is left to LLVM's vectorizer (schedule_interleave, called by dot_rows.schedule).
+INTERLEAVE_KEY = "dlas.interleave"
+INTERLEAVE_ATTRS = {**STAGE_ATTRS, INTERLEAVE_KEY: 1}
 
 
 def channel_blocks(spec: ConvSpec) -> tuple[int, int, int]:
@@ -28,6 +33,7 @@ def pack_data(
     width: int = 0,
     element: Callable[[tirx.PrimExpr], tirx.PrimExpr] | None = None,
     pad: tirx.PrimExpr | None = None,
+    attrs: dict | None = None,
 ) -> te.Tensor:
     """NCHW -> N[C/block]HW[block], zero padding included (one pass over the input); at
     least ``height`` x ``width`` when given (whole tiles). ``element`` stores a value the
@@ -44,7 +50,18 @@ def pack_data(
         return tirx.if_then_else(inside, element(pixel) if element else pixel, pad)
 
     shape = (spec.batch, -(-spec.in_channels // block), h + top + bottom, w + left + right, block)
-    return te.compute(shape, value, name="data_pack", attrs=STAGE_ATTRS)
+    return te.compute(shape, value, name="data_pack", attrs=attrs or STAGE_ATTRS)
+
+
+def schedule_interleave(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
+    """The group loop unrolled, the pixel loop serial for LLVM, which turns the group's reads
+    into whole-row loads and shuffles; vectorized in TIR, each 4-byte group was a gather (a
+    ``vpinsrb`` per byte: 12% of MobileNetV2-32 int8, direct)."""
+    *outer, _, group = sch.get_loops(block)
+    sch.unroll(group)
+    fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+    if sch.get(fused).extent.value > 1:
+        sch.parallel(fused)
 
 
 def unpack(packed: te.Tensor, spec: ConvSpec, block: int) -> te.Tensor:

@@ -87,12 +87,12 @@ def _build_candidate(mod: tvm.IRModule, target: tvm.target.Target) -> Any:
     from tvm.driver import build as tvm_build
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
-    from dlas.compiler.build import is_gpu
+    from dlas.compiler.build import full_width_vectors, is_gpu
     from dlas.compiler.stack_buffers import cpu_tir_pipeline
 
     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
     pipeline = "default" if is_gpu(target) else cpu_tir_pipeline()
-    return tvm_build(mod, target=target, pipeline=pipeline)
+    return tvm_build(mod, target=full_width_vectors(target), pipeline=pipeline)
 
 
 @derived_object

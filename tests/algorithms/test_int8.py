@@ -175,14 +175,16 @@ def test_int8_one_by_one_rows_put_pixels_in_the_lanes_exactly(caplog):
     target = host_target()
     if intrinsics.int8_intrinsic(target, rows=True) is None:
         pytest.skip(f"{target.mcpu} has no u8 x s8 dot product with a pixels-in-lanes form")
-    cases = [Case(1, 12, 16, 16, 72, 1), EXTRA[-1], Case(2, 16, 9, 9, 32, 1)]
+    # 8x8 and 4x4 planes are whole vectors: one flattened row each (dot_rows.flat_plane).
+    flat = [Case(1, 20, 8, 8, 40, 1), Case(2, 7, 4, 4, 24, 1)]
+    cases = [Case(1, 12, 16, 16, 72, 1), EXTRA[-1], Case(2, 16, 9, 9, 32, 1), *flat]
     _check("direct", cases, target)
     assert "default schedule failed" not in caplog.text
     mod = lower(
-        bare_conv_module(cases, ["uint8"] * 3, [np.ones((c.oc, c.c, 1, 1), "int8") for c in cases],
+        bare_conv_module(cases, ["uint8"] * 5, [np.ones((c.oc, c.c, 1, 1), "int8") for c in cases],
                          "int32"),
         "direct", target,
     ).mod  # fmt: skip
-    # The two layers whose rows fill a vector are tensorized in rows, the 9-wide one is not.
+    # The layers whose rows or planes fill vectors are tensorized in rows, the 9x9 one is not.
     kernels = [f.script() for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
-    assert sum('"dlas.op": "dot_rows"' in k for k in kernels) == 2
+    assert sum('"dlas.op": "dot_rows"' in k for k in kernels) == 4
