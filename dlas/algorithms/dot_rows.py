@@ -11,10 +11,11 @@ stores, and the requantized output is stored as it is.
 
 Ungrouped 1x1 layers of unit stride whose output rows are at least one vector wide (rounded
 up to whole vectors), or whose whole plane is whole vectors (8x8, 4x4: one flattened row of
-H*W pixels; MobileNetV2-32 int8 ran 1.10x faster than with those layers channel-lane). A 3x3 layer does 9 times the products per output, and there the
-channel-lane form's register reuse wins: this form made ResNet18-32 int8 (``direct``) 2%
-slower and MobileNetV2-32 int8 6% faster when it took every layer of unit width stride; on
-1x1 layers only, ResNet18 is unchanged. Weights ``[OC, ICp/4, KH, KW, 4]``; the data shift and
+H*W pixels; MobileNetV2-32 int8 ran 1.10x faster than with those layers channel-lane). A 3x3
+layer does 9 times the products per output, and there the channel-lane form's register
+reuse wins: this form made ResNet18-32 int8 (``direct``) 2% slower and MobileNetV2-32 int8
+6% faster when it took every layer of unit width stride; on 1x1 layers only, ResNet18 is
+unchanged. Weights ``[OC, ICp/4, KH, KW, 4]``; the data shift and
 its correction are :mod:`.operands`' as for the other forms.
 """
 
