@@ -9,6 +9,7 @@ from collections.abc import Callable
 import numpy as np
 from tvm import s_tir, te, tirx
 
+from .schedules import extent
 from .shapes import LANES, STAGE_ATTRS, ConvSpec, largest_divisor, round_up
 
 # A pack that interleaves a few channel planes into one row of pixel groups (NCHW[4]c): its
@@ -60,7 +61,7 @@ def schedule_interleave(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> 
     *outer, _, group = sch.get_loops(block)
     sch.unroll(group)
     fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
-    if sch.get(fused).extent.value > 1:
+    if extent(sch, fused) > 1:
         sch.parallel(fused)
 
 
