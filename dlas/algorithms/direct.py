@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from tvm import relax, s_tir, te
 
-from . import dot_product, dot_rows, pointwise
+from . import dot_product, dot_rows, dot_taps, pointwise
 from .base import Algorithm
 from .legalize import call_te, padded_input
 from .packing import channel_blocks, unpack
@@ -72,6 +72,8 @@ class Direct(Algorithm):
         spec: ConvSpec,
         row: dict[str, Any],
     ) -> relax.Expr:
+        if (out := dot_taps.try_conv2d(bb, data, weight, spec, row, self.name)) is not None:
+            return out
         if (
             out := dot_product.try_conv2d(bb, data, weight, spec, row, self.name, dot_rows.FORM)
         ) is not None:
@@ -147,10 +149,13 @@ class Direct(Algorithm):
         return unpack(conv, spec, cbo)
 
     def schedule(self, sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
+        op = str(sch.get(block).annotations["dlas.op"])
+        if op == dot_taps.OP:
+            dot_taps.schedule(sch, block)
+            return
         if dot_product.is_dot_block(sch, block):
             dot_product.schedule(sch, block)
             return
-        op = str(sch.get(block).annotations["dlas.op"])
         if op == "channels":
             self._schedule_channels(sch, block)
             return

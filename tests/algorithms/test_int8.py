@@ -188,3 +188,26 @@ def test_int8_one_by_one_rows_put_pixels_in_the_lanes_exactly(caplog):
     # The layers whose rows or planes fill vectors are tensorized in rows, the 9x9 one is not.
     kernels = [f.script() for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
     assert sum('"dlas.op": "dot_rows"' in k for k in kernels) == 4
+
+
+def test_int8_depthwise_rows_reduce_kernel_taps_exactly(caplog):
+    """``direct``'s int8 depthwise layers with rows of at least one vector (``dot_taps``):
+    exact for u8 and shifted s8 data, strides, 5x5 (two tap quads), dilation and padded
+    widths; a narrower layer stays widened and says why."""
+    target = host_target()
+    if intrinsics.int8_intrinsic(target, rows=True) is None:
+        pytest.skip(f"{target.mcpu} has no u8 x s8 dot product with a pixels-in-lanes form")
+    cases = [
+        Case(1, 16, 16, 16, 16, 3, pad=1, groups=16),
+        Case(2, 8, 20, 37, 8, 3, pad=1, groups=8),
+        Case(1, 8, 40, 40, 8, 3, stride=2, pad=1, groups=8),
+        Case(1, 8, 20, 20, 8, 5, pad=2, groups=8),
+        Case(1, 8, 21, 21, 8, 3, pad=2, groups=8, dilation=2),
+        Case(1, 16, 8, 8, 16, 3, pad=1, groups=16),
+    ]
+    layers, _ = _check("direct", cases, target)
+    assert "default schedule failed" not in caplog.text
+    isa = intrinsics.int8_isa(target)
+    assert [r["kernel"] for r in layers] == [isa] * 5 + ["widened"]
+    assert "narrower" not in str(layers[0]["fallback"])
+    assert "rows of 8 < 16 pixels" in layers[-1]["fallback"]
