@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Bump when lowering or building changes what a cached library contains.
-# 12: int8 requantization folded, zmm; 11: depthwise tasks, pointwise; 10: int8 on AVX2
-BUILD_VERSION = 12
+# 13: int8 depthwise taps; 12: int8 requantization folded, zmm; 11: depthwise tasks, pointwise
+BUILD_VERSION = 13
 
 
 def run(cfg: DictConfig, parent_run_id: str | None = None) -> dict[str, float]:
