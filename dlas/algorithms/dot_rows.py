@@ -35,6 +35,8 @@ from .schedules import attach_epilogue, extent, register_tile, tile
 from .shapes import LANES, ConvSpec, largest_divisor, round_up
 
 FORM = "rows"
+# On the conv of a flat plane (flat_plane): its epilogue's rows and columns are one row.
+FLAT_KEY = "dlas.flat_plane"
 # Packed channel groups (of ``depth``) reduced per pass over a row of tiles.
 GROUP_CHUNK = 16
 
@@ -77,7 +79,8 @@ def conv(
     if flat_plane(spec):
         n, c, h, w = spec.batch, spec.in_channels, spec.height, spec.width
         row = te.compute((n, c, 1, h * w), lambda b, i, _, p: data[b, i, p // w, p % w])
-        flat = conv(row, packed, corr, replace(spec, height=1, width=h * w), product, ops, attrs)
+        flat_spec = replace(spec, height=1, width=h * w)
+        flat = conv(row, packed, corr, flat_spec, product, ops, {**attrs, FLAT_KEY: 1})
         shape = (n, spec.out_channels, h, w)
         return te.compute(shape, lambda b, o, y, x: flat[b, o, 0, y * w + x], name="unflatten")
     depth = int(packed.shape[-1])
@@ -126,7 +129,8 @@ def schedule(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, intrinsic: str
     oc_o, oc_i, y_o, y_i, x_o, x_i = register_tile(sch, oc, y, vectors, rows_first=False, lanes=1)
     ib_o, ib_i = tile(sch, ib, largest_divisor(extent(sch, ib), GROUP_CHUNK))
     sch.reorder(n, oc_o, y_o, ib_o, x_o, ib_i, kh, kw, y_i, x_i, oc_i, lanes, ii)
-    finish_tensorized(sch, block, [n, oc_o, y_o], ib_o, [y_i, x_i, oc_i], lanes, intrinsic)
+    flat = FLAT_KEY in sch.get(block).annotations
+    finish_tensorized(sch, block, [n, oc_o, y_o], ib_o, [y_i, x_i, oc_i], lanes, intrinsic, flat)
 
 
 def finish_tensorized(
@@ -137,6 +141,7 @@ def finish_tensorized(
     unroll: list[LoopRV],
     update: LoopRV,
     intrinsic: str,
+    flat: bool = False,
 ) -> LoopRV:
     """The common tail of the tensorized schedules (this one and dot_product's): the outer
     loops fused and parallel with the epilogue inside, the register tile unrolled, the init
@@ -144,7 +149,7 @@ def finish_tensorized(
     fused = sch.fuse(*parallel)
     if extent(sch, fused) > 1:
         sch.parallel(fused)
-    attach_epilogue(sch, block, fused)
+    attach_epilogue(sch, block, fused, flat)
     for lp in unroll:
         if extent(sch, lp) > 1:
             sch.unroll(lp)

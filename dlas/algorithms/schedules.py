@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Sequence
 
 import tvm
@@ -180,17 +181,22 @@ def broadcast_into_larger(sch: s_tir.Schedule, block: SBlockRV) -> bool:
 
 
 # --- tiles and epilogues -----------------------------------------------------------------
-def attach_epilogue(sch: s_tir.Schedule, block: SBlockRV, loop: LoopRV) -> list[SBlockRV]:
+def attach_epilogue(
+    sch: s_tir.Schedule, block: SBlockRV, loop: LoopRV, flat: bool = False
+) -> list[SBlockRV]:
     """Compute the consumers of ``block`` inside ``loop`` so its tile never leaves cache.
 
     The conv output buffer then lives per tile (PlanAndUpdateBufferAllocationLocation +
     CompactBufferAllocation shrink it) and is marked local so LLVM keeps it in registers.
+    ``flat`` (whole planes as one row, dot_rows.flat_plane): the consumer's rows and columns
+    fused, so its vectors span the row (of a 4- or 8-wide map row, LLVM went scalar).
     """
     attached = []
     for consumer in sch.get_consumers(block):
         sch.reverse_compute_at(consumer, loop, preserve_unit_loops=True)
         attached.append(consumer)
-        vectorize_innermost(sch, loops_below(sch, consumer, loop))
+        loops = loops_below(sch, consumer, loop)
+        vectorize_innermost(sch, [*loops[:-2], sch.fuse(*loops[-2:])] if flat else loops)
     if attached:
         sch.set_scope(block, 0, "local")
     return attached
@@ -338,9 +344,7 @@ def schedule_spatial(sch: s_tir.Schedule, block: SBlockRV) -> None:
         # A ragged last vector is predicated: still far better than a scalar row.
         rest, vector = sch.split(inner, [None, LANES])
         outer = [*outer, rest]
-    total = 1
-    for e in extents:
-        total *= e
+    total = math.prod(extents)
     if outer and total >= PARALLEL_MIN_ELEMENTS:
         fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
         sch.parallel(fused)
@@ -356,9 +360,7 @@ def _schedule_reduction(sch: s_tir.Schedule, block: SBlockRV) -> None:
     if len(loops) != len(stmt.iter_vars):
         return
     spatial, reduce = loops[:n_spatial], loops[n_spatial:]
-    total = 1
-    for lp in spatial:
-        total *= extent(sch, lp)
+    total = math.prod(extent(sch, lp) for lp in spatial)
     vector = None
     if LLVM_VECTOR_KEY in stmt.annotations:
         spatial = spatial[:-1]  # the row stays a serial loop for LLVM to vectorize
@@ -372,12 +374,9 @@ def _schedule_reduction(sch: s_tir.Schedule, block: SBlockRV) -> None:
     for consumer in sch.get_consumers(block):
         if is_reduction(sch, consumer):
             continue  # scheduled as a reduction of its own
-        try:
+        with contextlib.suppress(ScheduleError):
             sch.reverse_compute_at(consumer, fused)
-            inner = sch.get_loops(consumer)[1:]
-            vectorize_innermost(sch, inner)
-        except ScheduleError:
-            pass
+            vectorize_innermost(sch, sch.get_loops(consumer)[1:])
     if total >= PARALLEL_MIN_ELEMENTS // 8 and extent(sch, fused) > 1:
         sch.parallel(fused)
     if vector is not None and reduce:
