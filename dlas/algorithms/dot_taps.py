@@ -14,9 +14,9 @@ Layers whose output rows are at least one vector wide, of any stride and dilatio
 row's quads are made from every other column of one padded row); taps past 4 take more
 quads. Single layers, side by side with the widened kernel (AVX512-VNNI, 2 threads): 1.1x
 (32 channels at 112 px) to 2.1-2.5x (stride 2 at 64 px), 1.6x at 32 px. Narrower rows stay
-widened: as one flattened row of the padded plane they ran 0.3-0.9x (the quads' gather and
-a separate epilogue pass). The data shift and its correction are :mod:`.operands`' as for
-the other forms.
+widened: LLVM builds their quads from byte inserts and shuffles, which cost more than the
+products save (8x8 maps 0.3-0.4x, as one row of the padded plane or as quads per output
+pixel). The data shift and its correction are :mod:`.operands`' as for the other forms.
 """
 
 from __future__ import annotations
