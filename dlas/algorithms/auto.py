@@ -38,8 +38,8 @@ log = logging.getLogger(__name__)
 DENSE_CANDIDATES = ("direct", "gemm", "spatial_pack", "winograd")
 SPARSE_CANDIDATES = ("sparse_direct", "sparse_gemm", "sparse_spatial_pack")
 # Bump when what a candidate's timing means changes (kernels, protocol).
-# 9: int8 flat-plane epilogues; 8: int8 depthwise taps; 7: int8 flat rows, zmm epilogues
-CHOICES_VERSION = 9
+# 10: int8 requantization via lrint; 9: int8 flat-plane epilogues; 8: int8 depthwise taps
+CHOICES_VERSION = 10
 
 
 @ALGORITHMS.register("auto")

@@ -9,6 +9,8 @@ import tvm
 from tvm import relax
 
 from dlas.algorithms.requantize import FoldRequantize
+from dlas.algorithms.shapes import has_feature
+from tests.algorithms.util import host_target
 from tests.compression.helpers import build, run
 
 SHAPE = (1, 4, 3, 5)
@@ -78,6 +80,22 @@ def test_folded_chain_matches_the_chain_within_one_step(k, residual):
     got = vm["main"](tvm.runtime.tensor(acc), tvm.runtime.tensor(res)).numpy()
     diff = np.abs(got.astype(int) - ref.astype(int))
     assert diff.max() <= 1 and (diff == 0).mean() > 0.95, diff
+
+
+def test_on_x86_round_clip_and_cast_are_one_lrint_kernel():
+    """Built for x86 (the numerics test above runs that build), the chain ends in one
+    elementwise kernel that clips and converts with llvm.lrint: no round op is left."""
+    target = host_target()
+    if not has_feature("sse2", target):
+        pytest.skip(f"{target} is not an x86 target: the chain keeps round, clip and cast")
+    mod, _ = _chain(30.0, True)
+    with target:
+        folded = FoldRequantize()(mod)
+    script = folded.script()
+    assert "R.round(" not in script and "R.clip(" not in script
+    (kernel,) = [f for gv, f in folded.functions_items() if gv.name_hint.startswith("requantize")]
+    body = kernel.script()
+    assert body.count("llvm.lrint") == 1 and "T.float32(180.0)" in body  # 6 x 30, clipped first
 
 
 def test_a_chain_whose_values_are_read_elsewhere_is_left_alone():
