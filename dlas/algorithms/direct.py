@@ -36,20 +36,17 @@ from .shapes import (
     LANES,
     LLVM_VECTOR_KEY,
     STAGE_ATTRS,
-    STAGE_KEY,
     ConvSpec,
     largest_divisor,
     main_attrs,
     round_up,
     vector_width,
 )
+from .stages import compute_per_task, plane_tasks
 
 # The column phases of a strided depthwise layer's rows: their copy loop is LLVM's to
 # vectorize (see padded_phases).
 PHASES_ATTRS = {**STAGE_ATTRS, LLVM_VECTOR_KEY: 1}
-# Output rows of one depthwise plane per parallel task: its padded input rows are made once
-# for all of them (16 and 64 ran alike on Zen 3; 8 was up to 15% slower at 14 px).
-PLANE_TASK_ROWS = 16
 
 
 def padded_width(spec: ConvSpec) -> tuple[int, int]:
@@ -191,29 +188,17 @@ class Direct(Algorithm):
         input row was padded KH times (one-row tiles at 56 px: 3.7x slower on Zen 3)."""
         n, oc, y, x, rc, kh, kw = sch.get_loops(block)
         oc_o, oc_i, y_o, y_i, x_o, x_i = register_tile(sch, oc, y, x, rows_first=True)
-        tiles = largest_divisor(extent(sch, y_o), max(1, PLANE_TASK_ROWS // extent(sch, y_i)))
-        task, y_o = tile(sch, y_o, tiles)
+        task, y_o = plane_tasks(sch, y_o, y_i)
         sch.reorder(n, oc_o, task, y_o, x_o, rc, kh, kw, oc_i, y_i, x_i)
 
-        def staged(consumer: s_tir.schedule.SBlockRV) -> list[s_tir.schedule.SBlockRV]:
-            return [s for s in sch.get_producers(consumer) if STAGE_KEY in sch.get(s).annotations]
+        def phases(stage: s_tir.schedule.SBlockRV) -> None:
+            # The phase split: the sw phases of a column innermost, unrolled, so the column
+            # loop left to LLVM reads sw contiguous values per iteration.
+            *_, phase, inner = sch.get_loops(stage)
+            sch.reorder(inner, phase)
+            sch.unroll(phase)
 
-        stages = staged(block)
-        while stages:
-            stage = stages.pop(0)
-            # Unit loops kept: the loop count must not depend on the sampled tiles, or a
-            # mutated trace no longer replays (MetaSchedule checks get_loops' outputs).
-            sch.compute_at(stage, task, preserve_unit_loops=True)
-            inner = sch.get_loops(stage)[-1]
-            if LLVM_VECTOR_KEY in sch.get(stage).annotations:
-                # The phase split: the sw phases of a column innermost, unrolled, so the
-                # column loop left to LLVM reads sw contiguous values per iteration.
-                phase = sch.get_loops(stage)[-2]
-                sch.reorder(inner, phase)
-                sch.unroll(phase)
-            elif extent(sch, inner) > 1:
-                sch.vectorize(inner)
-            stages += staged(stage)
+        compute_per_task(sch, block, task, phases)
         finish_reduction(
             sch,
             block,

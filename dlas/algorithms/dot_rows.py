@@ -143,9 +143,10 @@ def finish_tensorized(
     intrinsic: str,
     flat: bool = False,
 ) -> LoopRV:
-    """The common tail of the tensorized schedules (this one and dot_product's): the outer
-    loops fused and parallel with the epilogue inside, the register tile unrolled, the init
-    vectorized and the ``update`` loop tensorized. Returns the fused loop."""
+    """The common tail of the tensorized schedules (this one, dot_product's and dot_taps'):
+    the outer loops fused and parallel with the epilogue inside (``flat``: see
+    attach_epilogue), the register tile unrolled, the init vectorized and the ``update`` loop
+    tensorized. Returns the fused loop."""
     fused = sch.fuse(*parallel)
     if extent(sch, fused) > 1:
         sch.parallel(fused)

@@ -38,20 +38,16 @@ from .shapes import (
     LLVM_VECTOR_KEY,
     MACS_KEY,
     STAGE_ATTRS,
-    STAGE_KEY,
     ConvSpec,
-    largest_divisor,
     main_attrs,
     register_tile_sizes,
     round_up,
 )
+from .stages import compute_per_task, plane_tasks
 
 FORM = "taps"
 OP = f"{OP_PREFIX}_{FORM}"
 DEPTH = 4
-# Output rows of one plane per parallel task; the stages are made per task (see direct's
-# PLANE_TASK_ROWS, the same trade).
-TASK_ROWS = 16
 # The quads' column loop is LLVM's to vectorize: in TIR each 4-byte quad would be a gather.
 QUAD_ATTRS = {**STAGE_ATTRS, LLVM_VECTOR_KEY: 1}
 
@@ -138,9 +134,9 @@ def conv(
 
 
 def schedule(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
-    """A task takes TASK_ROWS rows of one plane, its padded rows and their quads made once
-    for it while in cache; register tiles of rows x row vectors (an input row's quads serve
-    KH output rows), the (16 pixels, 4 taps) update tensorized."""
+    """Tasks of a few rows of one plane (stages.plane_tasks), each making its padded rows and
+    their quads while in cache; register tiles of rows x row vectors (an input row's quads
+    serve KH output rows), the (16 pixels, 4 taps) update tensorized."""
     n, c, y, x, r, q, t = sch.get_loops(block)
     vectors, lanes = sch.split(x, [None, LANES])
     # One channel per tile: a plane's rows share nothing with another plane's.
@@ -149,22 +145,17 @@ def schedule(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
     )
     y_o, y_i = tile(sch, y, rows)
     x_o, x_i = tile(sch, vectors, cols)
-    tiles = largest_divisor(extent(sch, y_o), max(1, TASK_ROWS // extent(sch, y_i)))
-    task, y_o = tile(sch, y_o, tiles)
+    task, y_o = plane_tasks(sch, y_o, y_i)
     sch.reorder(n, c, task, y_o, x_o, r, q, y_i, x_i, lanes, t)
-    stages = [s for s in sch.get_producers(block) if STAGE_KEY in sch.get(s).annotations]
-    while stages:
-        stage = stages.pop(0)
-        sch.compute_at(stage, task, preserve_unit_loops=True)
-        inner = sch.get_loops(stage)[-1]
-        if LLVM_VECTOR_KEY in sch.get(stage).annotations:
-            # Measured: rows of several vectors vectorize as whole-row loads and shuffles
-            # with the tap loop unrolled (1.3-2.6x over the widened kernel), a one-vector row
-            # only with both loops left to LLVM (1.7x; unrolled, SLP made 4-quad pieces).
-            if extent(sch, sch.get_loops(stage)[-2]) > LANES:
-                sch.unroll(inner)
-        elif extent(sch, inner) > 1:
-            sch.vectorize(inner)
-        stages += [s for s in sch.get_producers(stage) if STAGE_KEY in sch.get(s).annotations]
+
+    def quads(stage: s_tir.schedule.SBlockRV) -> None:
+        # Measured: rows of several vectors vectorize as whole-row loads and shuffles with
+        # the tap loop unrolled (1.3-2.6x over the widened kernel), a one-vector row only
+        # with both loops left to LLVM (1.7x; unrolled, SLP made 4-quad pieces).
+        *_, column, tap = sch.get_loops(stage)
+        if extent(sch, column) > LANES:
+            sch.unroll(tap)
+
+    compute_per_task(sch, block, task, quads)
     intrinsic = str(sch.get(block).annotations[INTRIN_KEY]) + LOCAL
     finish_tensorized(sch, block, [n, c, task], r, [y_i, x_i], lanes, intrinsic)
