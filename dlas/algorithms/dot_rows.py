@@ -107,6 +107,19 @@ def conv(
         pixel = d[n, ib, y * sh + kh * dh, x + kw * dw, ii]
         return te.sum(product(pixel, packed[oc, ib, kh, kw, ii]), axis=[ib, kh, kw, ii])
 
+    return output_rows(value, width, corr, spec, ops, attrs)
+
+
+def output_rows(
+    value: Callable[..., Any],
+    width: int,
+    corr: te.Tensor,
+    spec: ConvSpec,
+    ops: Operands,
+    attrs: dict,
+) -> te.Tensor:
+    """The accumulators as NCHW rows of ``width`` columns (whole vectors) summed by ``value``,
+    and the layer's output cropped from them (its epilogue: :meth:`.Operands.result`)."""
     shape = (spec.batch, spec.out_channels, spec.out_h, width)
     acc = te.compute(shape, value, name="conv", attrs=attrs)
     return te.compute(

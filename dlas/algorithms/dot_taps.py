@@ -28,7 +28,7 @@ import tvm
 from tvm import relax, s_tir, te
 
 from .dot_product import INTRIN_KEY, OP_PREFIX, flavor_of
-from .dot_rows import finish_tensorized
+from .dot_rows import finish_tensorized, output_rows
 from .intrinsics import LOCAL
 from .legalize import padded_input
 from .operands import Operands
@@ -124,13 +124,7 @@ def conv(
         pixel = taps[n, c, y * sh + r * dh, q, x, t]
         return te.sum(pixel.astype("int32") * packed[c, r, q, t].astype("int32"), axis=[r, q, t])
 
-    shape = (spec.batch, spec.out_channels, spec.out_h, width)
-    acc = te.compute(shape, value, name="conv", attrs=attrs)
-    return te.compute(
-        (spec.batch, spec.out_channels, spec.out_h, spec.out_w),
-        lambda n, c, y, x: ops.result(acc[n, c, y, x], corr[c]),
-        name="unpack",
-    )
+    return output_rows(value, width, corr, spec, ops, attrs)
 
 
 def schedule(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
