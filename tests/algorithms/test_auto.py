@@ -71,3 +71,21 @@ def test_auto_refuses_a_target_it_cannot_time(compose_cfg):
     assert any("algorithm=auto times its candidates on this machine" in r for r in reasons)
     with pytest.raises(ValueError, match="candidates must be"):
         Auto(candidates=["fft"])
+
+
+def test_int8_candidates_are_timed_with_their_requantizing_epilogue():
+    """An int8 layer's epilogue costs as much as its products on narrow layers and differs by
+    form (channels or pixels in the lanes): the timed module ends in it, as the model does."""
+    from dlas.algorithms.shapes import ConvSpec
+
+    def spec(dtype, out_dtype):
+        return ConvSpec(1, 8, 8, 8, 16, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1, dtype, out_dtype)
+
+    weight = np.ones((16, 8, 1, 1), "int8")
+    int8 = auto_module.conv_module(spec("uint8", "int32"), weight)["main"]
+    assert str(int8.ret_ty.dtype) == "uint8"
+    assert int8.script().count("R.clip(") == 1
+    fp32 = auto_module.conv_module(spec("float32", "float32"), weight.astype("float32"))["main"]
+    assert str(fp32.ret_ty.dtype) == "float32" and "R.clip(" not in fp32.script()
+    ms = auto_module.time_conv(spec("uint8", "int32"), weight, "direct", host_target(), 3)
+    assert ms > 0
