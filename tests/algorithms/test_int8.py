@@ -195,13 +195,21 @@ def test_int8_one_by_one_rows_put_pixels_in_the_lanes_exactly(caplog):
     assert min(lanes) >= 16, lanes
 
 
-def test_int8_depthwise_rows_reduce_kernel_taps_exactly(caplog):
+@pytest.mark.parametrize(
+    "mcpu", [None, "skylake-avx512", "skylake"], ids=["host", "avx512bw", "avx2"]
+)
+def test_int8_depthwise_rows_reduce_kernel_taps_exactly(mcpu, caplog):
     """``direct``'s int8 depthwise layers with rows of at least one vector (``dot_taps``):
     exact for u8 and shifted s8 data, strides, 5x5 (two tap quads), dilation and padded
-    widths; a narrower layer stays widened and says why."""
-    target = host_target()
+    widths, with each x86 instruction family this CPU can run (7-bit weights without VNNI);
+    a narrower layer stays widened and says why."""
+    host = host_target()
+    target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "num-cores": 2}) if mcpu else host
+    kernel = intrinsics.int8_kernel(target)
     if intrinsics.int8_intrinsic(target, rows=True) is None:
         pytest.skip(f"{target.mcpu} has no u8 x s8 dot product with a pixels-in-lanes form")
+    if not intrinsics.has_feature(kernel.feature, host):
+        pytest.skip(f"this CPU ({host.mcpu}) cannot run {kernel.feature} code")
     cases = [
         Case(1, 16, 16, 16, 16, 3, pad=1, groups=16),
         Case(2, 8, 20, 37, 8, 3, pad=1, groups=8),
