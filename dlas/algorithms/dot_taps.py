@@ -24,10 +24,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import tvm
 from tvm import relax, s_tir, te
 
-from .dot_product import INTRIN_KEY, OP_PREFIX, flavor_of
+from .dot_product import INTRIN_KEY, OP_PREFIX, current_target, flavor_of
 from .dot_rows import finish_tensorized, output_rows
 from .intrinsics import LOCAL
 from .legalize import padded_input
@@ -69,7 +68,7 @@ def try_conv2d(
     flavor = flavor_of(spec.dtype)
     if not spec.depthwise or flavor is None or flavor.name != "int8":
         return None
-    target = tvm.target.Target.current(allow_none=True)
+    target = current_target()
     intrinsic = flavor.intrinsic(target, rows=True)
     if intrinsic is None or spec.out_dtype != flavor.acc or not isinstance(weight, np.ndarray):
         return None  # dot_product says why
