@@ -8,10 +8,10 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 
 def run_one(overrides: list[str]) -> tuple[dict[str, float], Path | None]:
@@ -55,6 +55,8 @@ def library_of(cfg: Any) -> Path | None:
 # takes 5 (Zen 3, 2 cores, 4 of 4 processes). Warming the next system up on its own calls for
 # 0.05-0.1 s measured it at 4.7-6.0 ms every time, and left the others' figures unchanged.
 WARMUP_S = 0.1
+# Bootstrap resamples of a speedup's interval (fixed seed: reruns print the same interval).
+BOOTSTRAP_RESAMPLES = 2000
 
 
 def round_robin(
@@ -75,6 +77,37 @@ def round_robin(
                 call()
                 times[name].append((time.perf_counter() - start) * 1e3)
     return times
+
+
+class Speedup(NamedTuple):
+    """How many times faster one system ran than another: the ratio of their medians, and a
+    95% interval of it."""
+
+    ratio: float
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return f"x{self.ratio:.2f} (95%: {self.low:.2f}-{self.high:.2f})"
+
+
+def speedup(fast: Sequence[float], slow: Sequence[float], calls: int) -> Speedup:
+    """``median(slow) / median(fast)`` of two systems' :func:`round_robin` times, with a
+    percentile-bootstrap interval that resamples whole rounds: a round's blocks of the two
+    systems ran back to back, so a change of machine speed between rounds (other tenants on a
+    shared host; one core slower than the other for a while) moves both of a pair and stays
+    out of their ratio, where resampling calls one by one would count it as noise."""
+    import numpy as np
+
+    a = np.asarray(fast, dtype=np.float64).reshape(-1, calls)
+    b = np.asarray(slow, dtype=np.float64).reshape(-1, calls)
+    rng = np.random.default_rng(0)
+    rounds = rng.integers(0, len(a), size=(BOOTSTRAP_RESAMPLES, len(a)))
+    ratios = np.median(b[rounds].reshape(BOOTSTRAP_RESAMPLES, -1), axis=1) / np.median(
+        a[rounds].reshape(BOOTSTRAP_RESAMPLES, -1), axis=1
+    )
+    low, high = np.percentile(ratios, [2.5, 97.5])
+    return Speedup(float(np.median(b) / np.median(a)), float(low), float(high))
 
 
 def retime(

@@ -10,7 +10,8 @@ Batch 1, 2 threads everywhere (TVM_NUM_THREADS, torch.set_num_threads, ORT intra
 systems of a row are timed in one process, interleaved round-robin in blocks of
 ``--block`` calls (so a change of machine load hits every system alike; blocks keep TVM's
 spinning worker threads from stealing PyTorch's cores between single calls); each system
-gets ``--runs`` timed calls in total, median reported, with os.getloadavg().
+gets ``--runs`` timed calls in total, median reported, with os.getloadavg(). Each comparison
+is a ratio of medians with a 95% interval from resampling whole rounds (``_libraries.speedup``).
 
 32 px rows use the default job's trained checkpoint (dataset=digits, trained on first use
 and cached under --cache-dir) and report top-1 on ``--test-limit`` test images for every
@@ -158,15 +159,45 @@ def best_dlas(medians: dict[str, float], compression: str) -> tuple[str, float]:
 
 def interleaved(
     systems: dict[str, Callable], x: np.ndarray, runs: int, block: int, warmup: float
-) -> dict:
-    """Median ms of each system over at least ``runs`` calls, ``block`` at a time round-robin
+) -> dict[str, list[float]]:
+    """Times (ms) of each system over at least ``runs`` calls, ``block`` at a time round-robin
     (``_libraries.round_robin``: ``warmup`` seconds of untimed calls before each block)."""
     for f in systems.values():  # warm-up
         for _ in range(3):
             f(x)
     calls = {name: functools.partial(f, x) for name, f in systems.items()}
-    samples = _libraries.round_robin(calls, rounds=-(-runs // block), calls=block, warmup_s=warmup)
-    return {name: statistics.median(s) for name, s in samples.items()}
+    return _libraries.round_robin(calls, rounds=-(-runs // block), calls=block, warmup_s=warmup)
+
+
+def print_speedups(
+    times: dict[str, list[float]],
+    compressions: list[str],
+    algorithms: list[str],
+    block: int,
+    fp32_name: str,
+) -> None:
+    """The issue's comparisons, each a ratio of medians with its interval over the rounds."""
+    medians = {name: statistics.median(ms) for name, ms in times.items()}
+
+    def faster(name: str, than: str) -> _libraries.Speedup:
+        return _libraries.speedup(times[name], times[than], block)
+
+    peers = {n: ms for n, ms in medians.items() if not n.startswith("dlas")}
+    best_peer = min(peers, key=peers.get)
+    if "int8" in compressions:
+        int8_name, _ = best_dlas(medians, "int8")
+        print(f"  {int8_name} vs pytorch int8 {faster(int8_name, 'pytorch int8')}, "
+              f"vs ort int8 {faster(int8_name, 'ort int8')}, "
+              f"vs fastest peer ({best_peer}) {faster(int8_name, best_peer)}")  # fmt: skip
+        if "fp32" in compressions:
+            pairs = {
+                a: [_dlas_name(c, a, algorithms) for c in ("int8", "fp32")] for a in algorithms
+            }
+            same = ", ".join(f"{a} {faster(*pair)}" for a, pair in pairs.items())
+            print(f"  dlas int8 vs fp32, same algorithm: {same}")
+    if any(n.startswith("dlas bf16") for n in medians):
+        bf16_name, _ = best_dlas(medians, "bf16")
+        print(f"  {bf16_name} vs {fp32_name} {faster(bf16_name, fp32_name)}")
 
 
 def top1(forward: Callable, data, limit: int) -> float:
@@ -255,7 +286,8 @@ def main() -> None:
             compressions,
         )
         x = samples[0][:1].numpy()
-        medians = interleaved(systems, x, args.runs, args.block, args.warmup)
+        times = interleaved(systems, x, args.runs, args.block, args.warmup)
+        medians = {name: statistics.median(ms) for name, ms in times.items()}
         accuracy = {n: top1(f, data, args.test_limit) for n, f in systems.items()} if data else {}
         fp32_name, fp32 = (
             best_dlas(medians, "fp32")
@@ -265,16 +297,8 @@ def main() -> None:
         for sys_name, ms in medians.items():
             acc = f"  top-1 {accuracy[sys_name]:5.1f}%" if accuracy else ""
             print(f"  {sys_name:26s} {ms:8.3f} ms  x{fp32 / ms:5.2f} vs {fp32_name}{acc}")
-        peers = {n: ms for n, ms in medians.items() if not n.startswith("dlas")}
-        best_peer = min(peers, key=peers.get)
-        if "int8" in compressions:
-            int8_name, int8 = best_dlas(medians, "int8")
-            print(f"  {int8_name} vs pytorch int8 x{medians['pytorch int8'] / int8:.2f}, "
-                  f"vs ort int8 x{medians['ort int8'] / int8:.2f}, "
-                  f"vs fastest peer ({best_peer}) x{peers[best_peer] / int8:.2f}")  # fmt: skip
-        if any(n.startswith("dlas bf16") for n in medians):
-            bf16_name, bf16 = best_dlas(medians, "bf16")
-            print(f"  {bf16_name} vs {fp32_name} x{fp32 / bf16:.2f}")
+
+        print_speedups(times, compressions, algorithms, args.block, fp32_name)
         print(f"  load average after: {os.getloadavg()}")
 
 

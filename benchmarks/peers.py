@@ -8,11 +8,12 @@ Batch 1, random weights (batch-norm statistics from a few random batches, so eve
 real work), every system on the same ``--threads`` in this one process. The systems are timed
 round-robin: each round gives every system 0.1 s of untimed calls (the previous system's idle
 workers spin for a while, and would otherwise slow it) and then ``--calls`` timed ones;
-the figure is the median over all rounds. dlas = the fastest of its untuned builds (one per
-algorithm, and ``auto``'s per-layer choice), each checked against PyTorch. GFLOP/s are 2 x
-the model's MACs / median latency; "of peak" is against this host's measured float32 roofline
-(dlas.devices.roofline, cached). The load average is printed with the table: on a shared
-machine, compare ratios, not milliseconds.
+the figure is the median over all rounds, and a row's notes give dlas/ort with its 95%
+interval from resampling whole rounds (``_libraries.speedup``). dlas = the fastest of its
+untuned builds (one per algorithm, and ``auto``'s per-layer choice), each checked against
+PyTorch. GFLOP/s are 2 x the model's MACs / median latency; "of peak" is against this host's
+measured float32 roofline (dlas.devices.roofline, cached). The load average is printed with
+the table: on a shared machine, compare ratios, not milliseconds.
 """
 
 from __future__ import annotations
@@ -104,11 +105,6 @@ def tvm_system(model, spec, x, algorithm, target) -> tuple[Callable[[], None], f
     return (lambda: vm.invoke_stateful("main")), err, seconds
 
 
-def round_robin(systems: dict[str, Callable[[], None]], rounds: int, calls: int) -> dict:
-    times = _libraries.round_robin(systems, rounds, calls)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def bench(entry: str, args, target, device, peak: float | None) -> dict:
     name, size = entry.split("@")
     model, spec, x = prepare(name, int(size))
@@ -135,9 +131,14 @@ def bench(entry: str, args, target, device, peak: float | None) -> dict:
             continue
         function = program.function
         systems[peer] = lambda f=function: f(x)
-    medians = round_robin(systems, args.repeat, args.calls)
+    times = _libraries.round_robin(systems, args.repeat, args.calls)
+    medians = {k: statistics.median(v) for k, v in times.items()}
     dlas = {k: v for k, v in medians.items() if k.startswith("dlas:")}
     best = min(dlas, key=dlas.get) if dlas else None
+    if best and "ort" in times:
+        # median(dlas) / median(ort), with its interval over the rounds
+        ratio = _libraries.speedup(times["ort"], times[best], args.calls)
+        notes.append(f"dlas/ort {ratio.ratio:.2f} (95%: {ratio.low:.2f}-{ratio.high:.2f})")
     return {
         "model": entry,
         "macs": macs,
