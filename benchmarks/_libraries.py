@@ -55,8 +55,6 @@ def library_of(cfg: Any) -> Path | None:
 # takes 5 (Zen 3, 2 cores, 4 of 4 processes). Warming the next system up on its own calls for
 # 0.05-0.1 s measured it at 4.7-6.0 ms every time, and left the others' figures unchanged.
 WARMUP_S = 0.1
-# Bootstrap resamples of a speedup's interval (fixed seed: reruns print the same interval).
-BOOTSTRAP_RESAMPLES = 2000
 
 
 def round_robin(
@@ -98,6 +96,8 @@ def speedup(fast: Sequence[float], slow: Sequence[float], calls: int) -> Speedup
     shared host; one core slower than the other for a while) moves both of a pair and stays
     out of their ratio, where resampling calls one by one would count it as noise."""
     import numpy as np
+
+    from dlas.measure import BOOTSTRAP_RESAMPLES
 
     a = np.asarray(fast, dtype=np.float64).reshape(-1, calls)
     b = np.asarray(slow, dtype=np.float64).reshape(-1, calls)
