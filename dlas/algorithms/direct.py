@@ -142,7 +142,7 @@ class Direct(Algorithm):
             )
 
         shape = (spec.batch, oc_pad // cbo, spec.out_h, spec.out_w, cbo)
-        conv = te.compute(shape, value, name="conv", attrs=main_attrs(self.name, "channels"))
+        conv = te.compute(shape, value, name="conv", attrs=main_attrs(self.name, "channels", spec))
         return unpack(conv, spec, cbo)
 
     def schedule(self, sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:

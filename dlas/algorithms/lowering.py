@@ -11,10 +11,11 @@ from tvm import relax
 from .activations import activation_legalizers
 from .base import Algorithm
 from .constants import FoldConstants
+from .default_schedules import schedule_module
 from .pooling import pooling_legalizers
 from .registry import ALGORITHMS
 from .requantize import FoldRequantize
-from .schedules import ScheduleFn, schedule_module
+from .schedules import ScheduleFn
 
 
 @dataclass

@@ -1,47 +1,26 @@
-"""Default CPU schedules for fused PrimFuncs.
-
-Relax on CPU has no default schedules, so every fused PrimFunc passes through here:
-1. injective blocks (batch-norm arithmetic, bias, relu, residual add, layout unpacking) are
-   inlined into one epilogue block per output;
-2. a block annotated by an algorithm (conv2d, dense) is handed to that algorithm's
-   ``schedule``, which tiles it and computes the epilogue inside its output tile;
-3. whatever is left (pads, im2col, packing, pooling, means, plain elementwise functions) gets
-   a generic schedule: parallel outer loops, a vectorized inner loop.
-"""
+"""The building blocks of the default CPU schedules (default_schedules.py): searchable
+tiles, loop queries, inlining of injective blocks, register tiles and their epilogues."""
 
 from __future__ import annotations
 
 import contextlib
-import logging
-import math
 from collections.abc import Callable, Sequence
 
 import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir.schedule import LoopRV, SBlockRV, ScheduleError
 
-from ..compiler import stack_buffers
 from .shapes import (
-    ALGORITHM_KEY,
     LANES,
-    LLVM_VECTOR_KEY,
-    MACS_KEY,
-    ROW_KEY,
+    ROWS_FIRST_KEY,
     STAGE_KEY,
     pixel_tile,
     register_tile_sizes,
 )
 
-log = logging.getLogger(__name__)
-
-# Below this many output elements a parallel region costs more than it saves.
-PARALLEL_MIN_ELEMENTS = 4096
-# Longest inner loop vectorized whole; LLVM splits odd widths into legal vector pieces.
-MAX_WHOLE_VECTOR = 256
 # An attached epilogue: the widest vector loop, and the most elements unrolled above it.
 MAX_EPILOGUE_VECTOR = 64
 MAX_UNROLLED_ELEMENTS = 512
-SCHEDULED_ATTR = "tirx.is_scheduled"
 # A block whose consumer writes this many times more elements is a broadcast operand.
 BROADCAST_RATIO = 16
 
@@ -65,44 +44,6 @@ def tile(sch: s_tir.Schedule, loop: LoopRV, inner: int) -> list[LoopRV]:
         )
         return sch.split(loop, factors)
     return sch.split(loop, [None, inner])
-
-
-def schedule_module(mod: tvm.IRModule, lookup: Callable[[str], ScheduleFn]) -> tvm.IRModule:
-    """Schedule every unscheduled PrimFunc; ``lookup(name)`` gives an algorithm's schedule."""
-    for gv, func in list(mod.functions_items()):
-        if isinstance(func, tirx.PrimFunc) and not func.attrs.get(SCHEDULED_ATTR, False):
-            mod[gv] = schedule_func(func, lookup).with_attr(SCHEDULED_ATTR, True)
-    return mod
-
-
-def schedule_func(func: tirx.PrimFunc, lookup: Callable[[str], ScheduleFn]) -> tirx.PrimFunc:
-    sch = s_tir.Schedule(func)
-    # Read before scheduling: tensorizing replaces the blocks that carry it.
-    macs = sum(int(sch.get(b).annotations[MACS_KEY]) for b in annotated_blocks(sch, MACS_KEY))
-    try:
-        default_schedule(sch, lookup)
-        return sch.mod["main"].with_attr(MACS_KEY, macs) if macs else sch.mod["main"]
-    except Exception as err:  # noqa: BLE001 - a slow kernel beats a failed compile
-        log.warning("default schedule failed, using the generic one: %s", str(err)[:300])
-    sch = s_tir.Schedule(func)
-    try:
-        default_schedule(sch, None)
-    except Exception as err:  # noqa: BLE001
-        log.warning("generic schedule failed, leaving the function unscheduled: %s", err)
-        return func
-    return sch.mod["main"]
-
-
-def default_schedule(sch: s_tir.Schedule, lookup: Callable[[str], ScheduleFn] | None) -> None:
-    """Schedule the function in ``sch``: each algorithm block with ``lookup(its algorithm)``
-    (none: generic schedules only), the rest generically. Raises where a schedule fails. Its
-    trace is what a tuning record of the default schedule stores (dlas.tuning.seeding)."""
-    mains = annotated_blocks(sch, ALGORITHM_KEY) if lookup else []
-    inline_injective(sch, keep=mains)
-    for block in mains:
-        lookup(str(sch.get(block).annotations[ALGORITHM_KEY]))(sch, block)
-    generic_schedule(sch, skip=mains)
-    stack_buffers.mark(sch)
 
 
 # --- queries -----------------------------------------------------------------------------
@@ -287,112 +228,24 @@ def schedule_channel_tile(
     """The register tile of the convs vectorized over 16 output channels: rows x cols pixels
     times one or two channel vectors (two when the channel blocks pair up). ``reduction`` is
     reduced ``chunk`` iterations at a time over a whole row of tiles, so a chunk's weights
-    stay in L1 across the row; ``inner`` are the reduction loops below it."""
+    stay in L1 across the row; ``inner`` are the reduction loops below it. The threads split
+    the tasks by channel blocks, or by rows where the block says so (ROWS_FIRST_KEY)."""
     vectors = 2 if extent(sch, channels) % 2 == 0 else 1
     rows, cols = pixel_tile(extent(sch, y), extent(sch, x), vectors)
     ob_o, ob_i = tile(sch, channels, vectors)
     y_o, y_i = tile(sch, y, rows)
     x_o, x_i = tile(sch, x, cols)
     r_o, r_i = tile(sch, reduction, chunk)
-    sch.reorder(*outer, ob_o, y_o, r_o, x_o, r_i, *inner, y_i, x_i, ob_i, lanes)
+    rows_first = ROWS_FIRST_KEY in sch.get(block).annotations
+    first, second = (y_o, ob_o) if rows_first else (ob_o, y_o)
+    sch.reorder(*outer, first, second, r_o, x_o, r_i, *inner, y_i, x_i, ob_i, lanes)
     finish_reduction(
         sch,
         block,
-        parallel=[*outer, ob_o, y_o],
-        tile_loop=y_o,
+        parallel=[*outer, first, second],
+        tile_loop=second,
         first_reduction=r_o,
         vector=lanes,
         unroll=[y_i, x_i, ob_i],
         attach=attach,
     )
-
-
-# --- generic schedules -------------------------------------------------------------------
-def generic_schedule(sch: s_tir.Schedule, skip: Sequence[SBlockRV]) -> None:
-    """Parallel + vectorized loops for every block no algorithm has scheduled."""
-    del skip  # algorithm blocks share their loop nests with other blocks: skipped below
-    for block in root_blocks(sch):
-        loops = sch.get_loops(block)
-        if not loops or any(sch.get(lp).kind != tirx.ForKind.SERIAL for lp in loops):
-            continue
-        # A nest shared with other blocks was scheduled with them (epilogues, attached
-        # consumers): rescheduling it here would vectorize across their loops.
-        if len(sch.get_child_blocks(loops[0])) != 1:
-            continue
-        if is_reduction(sch, block):
-            _schedule_reduction(sch, block)
-        else:
-            schedule_spatial(sch, block)
-
-
-def schedule_spatial(sch: s_tir.Schedule, block: SBlockRV) -> None:
-    loops = sch.get_loops(block)
-    row = int(sch.get(block).annotations.get(ROW_KEY, 0))
-    if row and extent(sch, loops[-1]) % row == 0:
-        loops = [*loops[:-1], *sch.split(loops[-1], [None, row])]
-    extents = [extent(sch, lp) for lp in loops]
-    # A short innermost loop (7x7 maps, 1x1 features) is fused with its parent for lanes.
-    split = len(loops) - 1
-    while split > 0 and extents[split] < 8 and extents[split - 1] * extents[split] <= 64:
-        extents[split - 1] *= extents[split]
-        split -= 1
-    inner = sch.fuse(*loops[split:]) if len(loops) - split > 1 else loops[split]
-    outer = loops[:split]
-    if extent(sch, inner) <= MAX_WHOLE_VECTOR:
-        vector = inner
-    else:
-        # A ragged last vector is predicated: still far better than a scalar row.
-        rest, vector = sch.split(inner, [None, LANES])
-        outer = [*outer, rest]
-    total = math.prod(extents)
-    if outer and total >= PARALLEL_MIN_ELEMENTS:
-        fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
-        sch.parallel(fused)
-    if extent(sch, vector) > 1:
-        sch.vectorize(vector)
-
-
-def _schedule_reduction(sch: s_tir.Schedule, block: SBlockRV) -> None:
-    """Pooling / mean: parallel over outputs, reduce serially, epilogue inside the tile."""
-    stmt = sch.get(block)
-    n_spatial = sum(iv.iter_type == tirx.IterVar.DataPar for iv in stmt.iter_vars)
-    loops = sch.get_loops(block)
-    if len(loops) != len(stmt.iter_vars):
-        return
-    spatial, reduce = loops[:n_spatial], loops[n_spatial:]
-    total = math.prod(extent(sch, lp) for lp in spatial)
-    vector = None
-    if LLVM_VECTOR_KEY in stmt.annotations:
-        spatial = spatial[:-1]  # the row stays a serial loop for LLVM to vectorize
-    elif spatial and _vectorizable_reduction(sch, block) and extent(sch, spatial[-1]) >= 4:
-        vector = spatial[-1]
-        spatial = spatial[:-1]
-        sch.reorder(*reduce, vector)
-    if not spatial:
-        return
-    fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
-    for consumer in sch.get_consumers(block):
-        if is_reduction(sch, consumer):
-            continue  # scheduled as a reduction of its own
-        with contextlib.suppress(ScheduleError):
-            sch.reverse_compute_at(consumer, fused)
-            vectorize_innermost(sch, sch.get_loops(consumer)[1:])
-    if total >= PARALLEL_MIN_ELEMENTS // 8 and extent(sch, fused) > 1:
-        sch.parallel(fused)
-    if vector is not None and reduce:
-        sch.vectorize(vector)
-        sch.decompose_reduction(block, reduce[0])
-
-
-def _vectorizable_reduction(sch: s_tir.Schedule, block: SBlockRV) -> bool:
-    """True when the innermost output axis is the innermost axis of every read (contiguous)."""
-    stmt = sch.get(block)
-    spatial = [iv.var for iv in stmt.iter_vars if iv.iter_type == tirx.IterVar.DataPar]
-    if not spatial:
-        return False
-    inner = spatial[-1]
-    for region in stmt.reads:
-        used = tirx.analysis.undefined_vars(region.region[-1].min, [])
-        if not any(v.same_as(inner) for v in used):
-            return False
-    return True

@@ -41,10 +41,15 @@ LLVM_VECTOR_KEY = "dlas.llvm_vector"
 # TIR's flop estimator: the multiply-adds it does. The default schedule copies the sum onto
 # its PrimFunc (the same key), where dlas.profile reads it for the kernel's GFLOP/s.
 MACS_KEY = "dlas.macs"
+# On a conv block whose threads should split the output by rows (ConvSpec.split_by_rows).
+ROWS_FIRST_KEY = "dlas.rows_first"
 
 
-def main_attrs(algorithm: str, op: str) -> dict[str, Any]:
-    return {ALGORITHM_KEY: algorithm, OP_KEY: op}
+def main_attrs(algorithm: str, op: str, spec: ConvSpec | None = None) -> dict[str, Any]:
+    attrs: dict[str, Any] = {ALGORITHM_KEY: algorithm, OP_KEY: op}
+    if spec is not None and spec.split_by_rows:
+        attrs[ROWS_FIRST_KEY] = 1
+    return attrs
 
 
 STAGE_ATTRS = {STAGE_KEY: 1}
@@ -101,6 +106,17 @@ class ConvSpec:
             str(data.dtype),
             out_dtype,
         )
+
+    @property
+    def split_by_rows(self) -> bool:
+        """Whether the parallel tasks should split the output by rows rather than by channels:
+        True when the weights are smaller than the input. Split by rows, each core reads all
+        the weights and half the input; by channels, half the weights and all the input, half
+        of which the previous layer left in the other core's cache. MobileNetV2-224's 1x1
+        projections at 14 px (576->96, 384->64) ran 1.4-1.6x faster in the model split by
+        rows; ResNet18's 3x3 layers, whose weights outweigh their input, 13% slower."""
+        weights = self.out_channels * self.in_per_group * self.kernel_h * self.kernel_w
+        return weights < self.in_channels * self.height * self.width
 
     @property
     def in_per_group(self) -> int:

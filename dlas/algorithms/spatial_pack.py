@@ -98,7 +98,7 @@ class SpatialPack(PackedAlgorithm):
             )
 
         shape = (spec.batch, oc_pad // cbo, spec.out_h, spec.out_w, cbo)
-        conv = te.compute(shape, value, name="conv", attrs=main_attrs(self.name, "conv2d"))
+        conv = te.compute(shape, value, name="conv", attrs=main_attrs(self.name, "conv2d", spec))
         return unpack(conv, spec, cbo)
 
     def _depthwise(self, data: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:

@@ -28,7 +28,7 @@ def default_schedule(mod: tvm.IRModule, target: tvm.target.Target) -> s_tir.Sche
     """dlas's default schedule of one task on ``target`` as a traced Schedule (None if it
     does not apply): the trace is what a record stores."""
     from dlas.algorithms import algorithm_schedule
-    from dlas.algorithms.schedules import default_schedule as schedule_in
+    from dlas.algorithms.default_schedules import default_schedule as schedule_in
 
     sch = s_tir.Schedule(mod)
     try:

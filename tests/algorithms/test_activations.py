@@ -63,7 +63,7 @@ def test_squeeze_excitation_gets_default_schedules(caplog):
     """The gate (a per-channel sigmoid broadcast over the map) stays its own block, and every
     fused function keeps its default schedule (none falls back to the generic one)."""
     spec = InputSpec(3, 16, 10)
-    with caplog.at_level("WARNING", logger="dlas.algorithms.schedules"):
+    with caplog.at_level("WARNING", logger="dlas.algorithms.default_schedules"):
         lowered = lower(export(SiluNet().eval(), spec), "direct", host_target())
     assert not [r.getMessage() for r in caplog.records if "schedule failed" in r.getMessage()]
     gated = [f.script() for _, f in lowered.mod.functions_items() if "sigmoid" in str(f)]

@@ -4,6 +4,8 @@ an AVX2 CPU (ResNet18-32 ran 1.8x slower on Zen 3)."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import tvm
@@ -44,3 +46,31 @@ def test_lowering_schedules_for_the_target_it_is_given():
     assert not tvm_ffi.structural_equal(wide, narrow)
     again = lower(mod, "direct", _target("skylake-avx512")).mod
     assert tvm_ffi.structural_equal(wide, again)
+
+
+def _parallel_loops(case: Case, algorithm: str) -> list[str]:
+    w = random_weights(case, 0.0, np.random.default_rng(0))
+    mod = conv_module([case], [w], [np.zeros(case.oc, "float32")])
+    scripts = [
+        f.script()
+        for _, f in lower(mod, algorithm, tvm.target.Target("llvm")).mod.functions_items()
+    ]
+    return [n for s in scripts if "dlas.op" in s for n in re.findall(r"for (\w+) in T.parallel", s)]
+
+
+@pytest.mark.parametrize("algorithm", ["direct", "gemm", "spatial_pack"])
+def test_threads_split_rows_where_the_weights_are_smaller_than_the_input(algorithm):
+    # MobileNetV2's projection at 14 px (576 -> 96): a thread split by channels reads the whole
+    # input, half of it from the other core's cache; ResNet's 3x3 layers keep channels.
+    projection = shapes.ConvSpec(
+        1, 576, 14, 14, 96, 1, 1, (1, 1), (0,) * 4, (1, 1), 1, "float32", "float32"
+    )
+    resnet = shapes.ConvSpec(
+        1, 256, 14, 14, 256, 3, 3, (1, 1), (1,) * 4, (1, 1), 1, "float32", "float32"
+    )
+    assert projection.split_by_rows and not resnet.split_by_rows
+    # Narrow maps (under 16 px) run in 16-channel tiles: tasks of rows x channel blocks.
+    rows_first = _parallel_loops(Case(1, 64, 14, 14, 16, 1), algorithm)[-1]  # after packing
+    assert re.match(r"n_.*y_0_ob_0_fused", rows_first), rows_first
+    channels_first = _parallel_loops(Case(1, 16, 14, 14, 64, 3, pad=1), algorithm)[-1]
+    assert re.match(r"n_.*ob_0_y_0_fused", channels_first), channels_first
