@@ -14,6 +14,8 @@ from .shapes import (
     LANES,
     ROWS_FIRST_KEY,
     STAGE_KEY,
+    largest_divisor,
+    odd_vectors,
     pixel_tile,
     register_tile_sizes,
 )
@@ -226,11 +228,13 @@ def schedule_channel_tile(
     attach: bool = True,
 ) -> None:
     """The register tile of the convs vectorized over 16 output channels: rows x cols pixels
-    times one or two channel vectors (two when the channel blocks pair up). ``reduction`` is
+    times a few channel vectors (two when the channel blocks pair up, else up to
+    ``odd_vectors()``: a layer of 48, 80 or 112 channels in one tile). ``reduction`` is
     reduced ``chunk`` iterations at a time over a whole row of tiles, so a chunk's weights
     stay in L1 across the row; ``inner`` are the reduction loops below it. The threads split
     the tasks by channel blocks, or by rows where the block says so (ROWS_FIRST_KEY)."""
-    vectors = 2 if extent(sch, channels) % 2 == 0 else 1
+    blocks = extent(sch, channels)
+    vectors = 2 if blocks % 2 == 0 else largest_divisor(blocks, odd_vectors())
     rows, cols = pixel_tile(extent(sch, y), extent(sch, x), vectors)
     ob_o, ob_i = tile(sch, channels, vectors)
     y_o, y_i = tile(sch, y, rows)

@@ -4,6 +4,7 @@ an AVX2 CPU (ResNet18-32 ran 1.8x slower on Zen 3)."""
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -35,6 +36,10 @@ def test_accumulator_budget_follows_the_vector_registers(mcpu, triple, accumulat
         assert shapes.max_accumulators() == accumulators
         rows, cols = shapes.pixel_tile(16, 16, 2)
         assert 2 * rows * cols <= accumulators
+        # 112 channels (7 blocks) in one tile where the registers hold it, with its pixels.
+        vectors = shapes.odd_vectors()
+        assert vectors * math.prod(shapes.pixel_tile(14, 14, vectors)) <= max(accumulators, 1)
+        assert vectors == (7 if accumulators == 24 else accumulators // 3)
     assert shapes.max_accumulators() == shapes.MAX_ACCUMULATORS  # no target: AVX-512's
 
 
