@@ -226,7 +226,8 @@ def odd_vectors() -> int:
     count (48, 80, 112 channels) in one tile, whose pixels then share its weight loads. One
     vector per tile needs a broadcast per FMA: on AVX-512, 480->80 at 14 px ran 1.30x faster
     as five vectors, 672->112 1.19x as seven, 192->48 (3x3, 7 px, spatial_pack) 1.30x as
-    three. A third of the accumulators: AVX2's 6 hold two vectors and a pixel each."""
+    three. At most a third of the accumulators, so a tile keeps three pixels (AVX2: two
+    vectors)."""
     return min(MAX_ODD_VECTORS, max_accumulators() // 3)
 
 
