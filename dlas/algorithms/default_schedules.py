@@ -30,7 +30,7 @@ from .schedules import (
     root_blocks,
     vectorize_innermost,
 )
-from .shapes import ALGORITHM_KEY, LANES, LLVM_VECTOR_KEY, MACS_KEY, ROW_KEY
+from .shapes import ALGORITHM_KEY, LANES, LLVM_VECTOR_KEY, MACS_KEY, ROW_KEY, largest_divisor
 
 log = logging.getLogger(__name__)
 
@@ -202,8 +202,10 @@ def _plane_lanes(sch: s_tir.Schedule, block: SBlockRV, reduce: Sequence[LoopRV])
         ):
             return 0
     n = math.prod(extents)
-    divisors = [d for d in range(1, MAX_PARTIAL_SUMS + 1) if n % d == 0]
-    lanes = ([d for d in divisors if d % LANES == 0] or divisors)[-1]
+    if n % LANES == 0:
+        lanes = LANES * largest_divisor(n // LANES, MAX_PARTIAL_SUMS // LANES)
+    else:
+        lanes = largest_divisor(n, MAX_PARTIAL_SUMS)
     return lanes if lanes >= 8 and n >= 2 * lanes else 0
 
 
