@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 import re
 import time
@@ -274,7 +273,3 @@ def _cache_bytes(level: int | None) -> int:
     if level is None:
         return min(max(sizes.values(), default=32 << 20), 512 << 20)
     return sizes.get(level, 1 << 20)
-
-
-def default_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
