@@ -51,7 +51,7 @@ def test_auto_picks_the_fastest_measured_candidate_and_caches_the_times(tmp_path
     def refuse(*args, **kwargs):
         raise AssertionError("a cached workload was timed again")
 
-    monkeypatch.setattr(auto_module, "time_conv", refuse)
+    monkeypatch.setattr(auto_module, "time_convs", refuse)
     again = build(CASES, weights, tmp_path)
     assert [r["algorithm"] for r in again] == [r["algorithm"] for r in rows]
 
@@ -87,5 +87,36 @@ def test_int8_candidates_are_timed_with_their_requantizing_epilogue():
     assert int8.script().count("R.clip(") == 1
     fp32 = auto_module.conv_module(spec("float32", "float32"), weight.astype("float32"))["main"]
     assert str(fp32.ret_ty.dtype) == "float32" and "R.clip(" not in fp32.script()
-    ms = auto_module.time_conv(spec("uint8", "int32"), weight, "direct", host_target(), 3)
-    assert ms > 0
+    times = auto_module.time_convs(spec("uint8", "int32"), weight, ["direct"], host_target(), 3)
+    assert times["direct"] > 0
+
+
+def test_candidates_are_timed_round_robin(monkeypatch):
+    """A layer's candidates take turns, so that a drift in the machine's speed while the layer
+    is timed reaches all of them, not just the one being timed then."""
+    from tvm import relax
+
+    from dlas.algorithms.shapes import ConvSpec
+
+    calls = []
+    original = relax.VirtualMachine.time_evaluator
+
+    def recording(vm, *args, **kwargs):
+        timer = original(vm, *args, **kwargs)
+
+        def timed(*a):
+            result = timer(*a)
+            calls.extend([id(vm)] * len(result.results))
+            return result
+
+        return timed
+
+    monkeypatch.setattr(relax.VirtualMachine, "time_evaluator", recording)
+    spec = ConvSpec(1, 8, 8, 8, 8, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, "float32", "float32")
+    weight = np.random.default_rng(0).standard_normal((8, 8, 3, 3)).astype("float32")
+    times = auto_module.time_convs(spec, weight, ["direct", "winograd"], host_target(), 7)
+    assert sorted(times) == ["direct", "winograd"] and min(times.values()) > 0
+    first, second = calls[0], next(c for c in calls if c != calls[0])
+    assert calls.count(first) == calls.count(second) == 7
+    rounds = [c for i, c in enumerate(calls) if i == 0 or c != calls[i - 1]]
+    assert auto_module.ROUNDS > 1 and rounds == [first, second] * auto_module.ROUNDS
