@@ -33,6 +33,9 @@ SMOKE_ARGS: dict[str, list[str]] = {
         "--sparsity", "0.5", "--sparse-sizes", "32", "--repeat", "1",
         "--json", "{tmp}/algorithms.json",
     ],
+    "auto_choices.py": [  # 15 s: two choosings per protocol of a tiny model's layers
+        "--models", "tiny_cnn@32", "--choosings", "2", "--rounds", "1", "2", "--repeat", "2",
+    ],
     "compression.py": [  # 30 s: two pipeline runs (the pruning row's override too)
         "--models", "tiny_cnn", "--algorithms", "direct",
         "--compressions", "dense", "weight_pruning 50%", "--finetune-epochs", "0",

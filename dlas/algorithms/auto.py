@@ -40,10 +40,10 @@ SPARSE_CANDIDATES = ("sparse_direct", "sparse_gemm", "sparse_spatial_pack")
 # Bump when what a candidate's timing means changes (kernels, protocol).
 # 12: candidates timed round-robin; 11: int8 timed with their requantizing epilogue
 CHOICES_VERSION = 12
-# A layer's candidates are timed in this many rounds, each candidate's calls in turn. Timed
-# one after the other, four choosings of ResNet18-32 disagreed pairwise on 19 of 120 layer
-# pairs, a candidate's time moving up to 2x between choosings as the host's speed drifted;
-# in turns, on 6 of 120, all near-ties.
+# A layer's candidates are timed in this many rounds, each candidate's calls in turn: a drift
+# in the host's speed then reaches all of them. Four fresh choosings of ResNet18-32's 20 layers
+# disagreed on 16 of 120 layer pairs timed one after the other (one candidate's time 2x its
+# usual in one choosing), on 9 of 120 in 5 rounds (benchmarks/auto_choices.py).
 ROUNDS = 5
 
 
@@ -58,12 +58,14 @@ class Auto(Algorithm):
         sparse_candidates: list[str] | tuple[str, ...] = SPARSE_CANDIDATES,
         cache_dir: str | None = None,
         repeat: int = 20,
+        rounds: int = ROUNDS,
     ) -> None:
         super().__init__()
         self.candidates = list(candidates)
         self.sparse_candidates = list(sparse_candidates)
         self.cache = Cache(Path(cache_dir).expanduser()) if cache_dir else None
         self.repeat = repeat
+        self.rounds = rounds
         unknown = [
             n
             for n in [*self.candidates, *self.sparse_candidates]
@@ -128,13 +130,14 @@ class Auto(Algorithm):
             "target": str(target),
             "candidates": names,
             "repeat": self.repeat,
+            "rounds": self.rounds,
             # Sparse kernels' speed depends on how many weights are zero.
             "sparsity": round(float(np.mean(self._weight == 0)), 2),
         }
         path = self.cache.entry("algorithm_choices", key, ".json") if self.cache else None
         if path is not None and path.exists():
             return json.loads(path.read_text())["times_ms"]
-        times = time_convs(spec, self._weight, names, target, self.repeat)
+        times = time_convs(spec, self._weight, names, target, self.repeat, self.rounds)
         log.info("algorithm=auto %s: %s", spec.row()["weight_shape"], times)
         if path is not None:
             write_atomic(path, json.dumps({"spec": key, "times_ms": times}, indent=1).encode())
@@ -174,11 +177,16 @@ def conv_module(spec: ConvSpec, weight: np.ndarray) -> tvm.IRModule:
 
 
 def time_convs(
-    spec: ConvSpec, weight: np.ndarray, algorithms: list[str], target: Any, repeat: int
+    spec: ConvSpec,
+    weight: np.ndarray,
+    algorithms: list[str],
+    target: Any,
+    repeat: int,
+    rounds: int = ROUNDS,
 ) -> dict[str, float]:
     """Median milliseconds of one conv built with each algorithm's default schedule: ``repeat``
-    calls each, made round-robin in :data:`ROUNDS` rounds so that every candidate sees the
-    same machine."""
+    calls each, made round-robin in ``rounds`` rounds so that every candidate sees the same
+    machine (1: one candidate after the other)."""
     dev = tvm.cpu()
     shape = (spec.batch, spec.in_channels, spec.height, spec.width)
     x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(shape).astype(spec.dtype), dev)
@@ -187,7 +195,7 @@ def time_convs(
         lowered = lower(conv_module(spec, weight), name, target)
         vms[name] = relax.VirtualMachine(build(lowered.mod, target), dev)
         vms[name].set_input("main", x)
-    rounds = min(ROUNDS, repeat)
+    rounds = max(1, min(rounds, repeat))
     seconds: dict[str, list[float]] = {name: [] for name in vms}
     for i in range(rounds):
         calls = repeat // rounds + (i < repeat % rounds)

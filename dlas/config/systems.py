@@ -43,9 +43,13 @@ class AutoAlgorithmConfig(AlgorithmConfig):
     cache_dir: str | None = None
     # Timed runs per candidate (median).
     repeat: int = 20
+    # The candidates take turns in this many rounds of their timed runs (1: one after the
+    # other), so that a drift in the machine's speed reaches all of them.
+    rounds: int = 5
 
     def __post_init__(self) -> None:
         require(self.repeat >= 1, "algorithm.repeat", "must be >= 1", self.repeat)
+        require(self.rounds >= 1, "algorithm.rounds", "must be >= 1", self.rounds)
 
 
 # --- tuning (systems software) -------------------------------------------------------------
