@@ -38,8 +38,8 @@ log = logging.getLogger(__name__)
 DENSE_CANDIDATES = ("direct", "gemm", "spatial_pack", "winograd")
 SPARSE_CANDIDATES = ("sparse_direct", "sparse_gemm", "sparse_spatial_pack")
 # Bump when what a candidate's timing means changes (kernels, protocol).
-# 12: candidates timed round-robin; 11: int8 timed with their requantizing epilogue
-CHOICES_VERSION = 12
+# 13: direct's pointwise tiles on odd-vector planes; 12: candidates timed round-robin
+CHOICES_VERSION = 13
 # A layer's candidates are timed in this many rounds, each candidate's calls in turn: a drift
 # in the host's speed then reaches all of them. Four fresh choosings of ResNet18-32's 20 layers
 # disagreed on 16 of 120 layer pairs timed one after the other (one candidate's time 2x its

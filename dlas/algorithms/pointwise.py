@@ -2,7 +2,7 @@
 
 Such a layer is a matrix product out[OC, H*W] = W[OC, IC] x in[IC, H*W] on the NCHW planes
 as they are: each input plane is one contiguous row of H*W pixels. A register tile is a few
-output channels x one or two 16-pixel vectors: one vector load of an input row serves every
+output channels x a few 16-pixel vectors (``register_tile``): one vector load of an input row serves every
 channel of the tile, one broadcast weight every vector. A parallel task covers whole output
 rows (at least POINTWISE_TASK_PIXELS pixels, in whole vectors) of a block of channels, so the
 epilogue (bias, activation, residual add) runs on the task's rows while they are in cache and
@@ -36,6 +36,12 @@ POINTWISE_TASK_PIXELS = 256
 # projections ran 1.7-2x slower (192->32 at 28 px: 286 vs 149 us), ResNet50's 512->128 at
 # 28 px 1.7x; 16 and 32 ran alike.
 POINTWISE_CHUNK = 32
+# What a vector load of an input plane costs against a broadcast of a weight, in the choice of
+# a register tile for planes of an odd number of vectors. 512->128 at 28 px (49 vectors), one
+# layer interleaved against the one-vector tile of 16 channels (2 threads, AVX-512): 3
+# vectors x 8 channels 1.26x, 2 x 8 1.14x, 4 x 4 1.11x, 6 x 4 1.08x; counting both loads
+# alike would pick 6 x 4, twice the vector loads 3 x 8.
+VECTOR_LOAD_COST = 2
 
 
 def task_rows(height: int, width: int) -> int:
@@ -44,6 +50,33 @@ def task_rows(height: int, width: int) -> int:
     if not rows:
         return 0
     return next((r for r in rows if r * width >= POINTWISE_TASK_PIXELS), rows[-1])
+
+
+def register_tile(
+    vectors: int, channels: int, budget: int, *, whole_planes: bool
+) -> tuple[int, int]:
+    """(pixel vectors, output channels) of the register tile, for a task of ``vectors``
+    16-pixel vectors and ``channels`` output channels, within ``budget`` accumulators.
+
+    Two vectors when they pair up; else (a 28x28 plane is 49 vectors) the tile with the fewest
+    loads per useful multiply-add, a vector load of an input plane counted as
+    VECTOR_LOAD_COST broadcasts of a weight. Its last group of vectors may be partial only
+    when a task is whole planes: the epilogue covers whole rows of the task, so a partial
+    group elsewhere would write into the next task's first row. The channels always divide
+    (a partial channel tile puts a guard in the innermost loop)."""
+    if budget < 12:  # AVX2, AArch64: one vector, measured on Zen 3
+        return 1, largest_divisor(channels, budget)
+    if vectors % 2 == 0:
+        return 2, largest_divisor(channels, budget // 2)
+    best, cost = (1, 1), float("inf")
+    for v in range(1, min(vectors, budget) + 1):
+        if vectors % v and not whole_planes:
+            continue
+        c = largest_divisor(channels, budget // v)
+        loads = (VECTOR_LOAD_COST / c + 1 / v) * -(-vectors // v) * v / vectors
+        if loads < cost:
+            best, cost = (v, c), loads
+    return best
 
 
 def eligible(spec: ConvSpec) -> bool:
@@ -72,12 +105,16 @@ def compute(data: te.Tensor, weight: te.Tensor, spec: ConvSpec) -> te.Tensor:
 
 def schedule(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
     n, oc, y, x, rc = sch.get_loops(block)
-    rows = task_rows(extent(sch, y), extent(sch, x))
+    height = extent(sch, y)
+    rows = task_rows(height, extent(sch, x))
     y_t, y_r = tile(sch, y, rows)
     pixels = sch.fuse(y_r, x)
-    budget = max_accumulators()
-    vectors = 2 if budget >= 12 and extent(sch, pixels) % (2 * LANES) == 0 else 1
-    channels = largest_divisor(extent(sch, oc), max(1, budget // vectors))
+    vectors, channels = register_tile(
+        extent(sch, pixels) // LANES,
+        extent(sch, oc),
+        max_accumulators(),
+        whole_planes=rows == height,
+    )
     p_o, p_v, lanes = sch.split(pixels, [None, vectors, LANES])
     oc_o, oc_i = tile(sch, oc, channels)
     rc_o, rc_i = tile(sch, rc, largest_divisor(extent(sch, rc), POINTWISE_CHUNK))

@@ -42,9 +42,10 @@ _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 # blocks; 3: wide layers' weights as A tiles, amx_direct; 4: the default schedules' stack
 # mark; 5: depthwise tasks of several register tiles, direct's pointwise form; 6: partial
 # sums for means over planes, row-split channel tiles, pointwise chunks of 32 channels, odd
-# channel blocks in one tile), so a store of traces that no longer replay as intended is
-# left on disk and a fresh one is used.
-INTRINSICS_VERSION = 6
+# channel blocks in one tile; 7: pointwise tiles of several vectors on odd-vector planes),
+# so a store of traces that no longer replay as intended is left on disk and a fresh one is
+# used.
+INTRINSICS_VERSION = 7
 
 
 def target_key(target: tvm.target.Target) -> str:

@@ -38,6 +38,8 @@ GRID = [
     # 1x1 rows as whole vectors (direct's pointwise form): batch 2, a prime channel count
     # (one-channel register tiles), tasks of 4 rows of 12 pixels.
     Case(2, 24, 4, 12, 13, 1),
+    # A whole plane of 25 vectors as one task: tiles of 3 vectors, the last one partial.
+    Case(1, 8, 20, 20, 24, 1),
     Case(1, 16, 12, 12, 40, 3, pad=1),
     # Strided depthwise rows read column phases (direct): odd widths, 5x5, stride 3, dilation.
     Case(1, 16, 23, 23, 16, 5, stride=2, pad=2, groups=16),

@@ -33,6 +33,18 @@ def test_a_task_is_whole_rows_of_whole_vectors(height, width, rows):
         assert height % rows == 0 and rows * width % LANES == 0
 
 
+def test_register_tiles_pair_vectors_else_take_the_fewest_loads():
+    # Vectors that pair up: two of them, and the channels that fill the budget.
+    assert pointwise.register_tile(28, 256, 24, whole_planes=False) == (2, 8)
+    # A 28x28 plane (49 vectors) as one task: 3 vectors x 8 channels, the last group partial.
+    assert pointwise.register_tile(49, 128, 24, whole_planes=True) == (3, 8)
+    # Within a plane, a partial group would spill into the next task's rows: divisors only.
+    vectors, channels = pointwise.register_tile(21, 128, 24, whole_planes=False)
+    assert 21 % vectors == 0 and vectors * channels <= 24
+    # Six accumulators (AVX2): one vector, as measured on Zen 3.
+    assert pointwise.register_tile(49, 128, 6, whole_planes=True) == (1, 4)
+
+
 def test_only_unpadded_stride_one_ungrouped_1x1_convs_take_the_form():
     assert pointwise.eligible(spec(56, 56))
     assert not pointwise.eligible(spec(56, 56, k=3, pad=1))
