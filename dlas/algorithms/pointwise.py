@@ -2,11 +2,11 @@
 
 Such a layer is a matrix product out[OC, H*W] = W[OC, IC] x in[IC, H*W] on the NCHW planes
 as they are: each input plane is one contiguous row of H*W pixels. A register tile is a few
-output channels x a few 16-pixel vectors (``register_tile``): one vector load of an input row serves every
-channel of the tile, one broadcast weight every vector. A parallel task covers whole output
-rows (at least POINTWISE_TASK_PIXELS pixels, in whole vectors) of a block of channels, so the
-epilogue (bias, activation, residual add) runs on the task's rows while they are in cache and
-writes NCHW directly, with no transposing unpack.
+output channels x a few 16-pixel vectors (``register_tile``): one vector load of an input
+row serves every channel of the tile, one broadcast weight every vector. A parallel task
+covers whole output rows (at least POINTWISE_TASK_PIXELS pixels, in whole vectors) of a block
+of channels, so the epilogue (bias, activation, residual add) runs on the task's rows while
+they are in cache and writes NCHW directly, with no transposing unpack.
 
 The row form of direct rounds each row up to whole vectors and tiles rows separately (a 56-px
 row is 64 lanes, a 1-row tile re-reads every weight per row); the channel form transposes its
