@@ -5,8 +5,9 @@ For each conv, each candidate (direct, gemm, spatial_pack, winograd; the sparse 
 the layer's weights are pruned) that would really run this layer — not fall back to another —
 is built alone with its default schedule and timed on this machine (batch 1, median of
 ``repeat`` calls, the candidates taking turns). The times are cached per (workload, target,
-candidates) like tuning records, so later runs and other models with the same workload reuse
-them; the layer table lists every candidate's time in its ``candidates`` column.
+candidates, repeat, rounds, sparsity) like tuning records, so later runs and other models with
+the same workload reuse them; the layer table lists every candidate's time in its
+``candidates`` column.
 
     python -m dlas.run algorithm=auto                              # untuned, measured choice
     python -m dlas.run algorithm=auto tuning=metaschedule          # then tune the chosen kernels
