@@ -23,8 +23,10 @@ run: setup
 
 # One worker per core, a test file per worker (its module fixtures are built once): the
 # suite is mostly single-threaded LLVM compiles, so two cores take ~12 min instead of ~19.
+# A worker that crashes fails the suite at once: pytest-xdist 3.8 can hang for good when it
+# replaces a crashed worker under --dist loadfile (pytest-xdist#784, #1323).
 test: setup
-	$(BIN)/python -m pytest -n auto --dist loadfile $(ARGS)
+	$(BIN)/python -m pytest -n auto --dist loadfile --max-worker-restart=0 $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check dlas tests benchmarks hydra_plugins

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import re
 import signal
+import subprocess
+import sys
 import time
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -16,6 +21,7 @@ from dlas.devices import DeviceError, DeviceUnavailableError, Program, create_de
 from dlas.devices.cross import elf_machine
 from dlas.devices.loopback import free_port
 from dlas.devices.rpc import RPCDevice
+from tests.devices import session_timeout
 
 pytestmark = pytest.mark.rpc
 
@@ -187,25 +193,37 @@ def test_hung_server_hits_the_timeout(compose_cfg, loopback, tmp_path):
 
 
 def test_session_timeout_ends_the_session_and_the_server_serves_on(compose_cfg, loopback, tmp_path):
-    def device(timeout_s: float):
-        cfg = compose_cfg(*rpc_overrides(loopback, None, f"device.timeout_s={timeout_s}"))
-        dev = create_device(validate(cfg).device)
-        dev.check_available()
-        return dev
-
-    short = device(2)
-    program, x = _small_program(short, tmp_path)
-    start = time.monotonic()
+    device = create_device(validate(compose_cfg(*rpc_overrides(loopback))).device)
+    device.check_available()
+    program, _ = _small_program(device, tmp_path)
+    scenario = [sys.executable, "-X", "faulthandler", "-m", session_timeout.__name__]
+    crashes = []
+    for _ in range(3):
+        child = subprocess.run(
+            [*scenario, loopback.tracker, loopback.key, str(program.library)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=Path(__file__).parents[2],
+        )
+        if child.returncode == 0:
+            break
+        # A Python-level failure is dlas's: it fails the test at once. A bare exit is TVM's
+        # client ending the process on the race that session_timeout.py describes.
+        assert "Traceback" not in child.stderr, child.stderr
+        crashes.append(f"status {child.returncode}: {child.stderr.strip()[-300:]!r}")
+    else:
+        pytest.fail(f"TVM's RPC client ended the process in every try: {crashes}")
+    if crashes:
+        warnings.warn(f"TVM's RPC client ended the process first: {crashes}", stacklevel=1)
+    outcome = json.loads(child.stdout.splitlines()[-1])
     # The client sees the server's "session has expired", or the pipe it closed: either way,
     # a DeviceError that says the session outlived device.timeout_s.
-    with pytest.raises(DeviceError, match=r"timeout_s=2\) failed: .*ends a session after"):  # noqa: SIM117
-        with short.load(program) as runner:
-            while time.monotonic() - start < 60:  # bounded even if the timeout were ignored
-                runner.time(x, warmup=0, repeat=500)
-    assert time.monotonic() - start < 30
-    # The server ended the session itself, so it is still there for the next one.
-    with device(60).load(program) as runner:
-        assert runner.run(x).shape == (1, 10)
+    assert outcome["error"], "the session outlived device.timeout_s without an error"
+    short = session_timeout.SHORT_TIMEOUT_S
+    assert re.search(rf"timeout_s={short}\) failed: .*ends a session after", outcome["error"])
+    assert outcome["elapsed_s"] < 30
+    assert outcome["next_session_shape"] == [1, 10]
 
 
 def test_direct_server_results_match_this_host(compose_cfg, loopback, tmp_path):
