@@ -57,6 +57,7 @@ SMOKE_ARGS: dict[str, list[str]] = {
         "--warmup", "0", "--test-limit", "4", "--cache-dir", "{tmp}/cache",
         "--work-dir", "{tmp}/work", "--override", "dataset.train.epochs=0",
     ],
+    "peer_layers.py": ["tiny_cnn@32", "--rounds", "1", "--calls", "1"],  # 10 s
     "peers.py": [  # 15 s (torch.compile's first compile alone would add ~25 s)
         "--models", "tiny_cnn@32", "--algorithms", "direct", "--peers", "eager,ort",
         "--repeat", "1", "--calls", "1", "--cache-dir", "{tmp}/cache",

@@ -1,0 +1,181 @@
+"""Where dlas gains or loses against ONNX Runtime, conv layer by conv layer, in the model.
+
+    python benchmarks/peer_layers.py resnet50@224 --algorithm direct
+    python benchmarks/peer_layers.py mobilenet_v2@224 --algorithm winograd --top 15
+
+One model (random weights, as benchmarks/peers.py prepares it), dlas's untuned build and ONNX
+Runtime (all graph optimizations), on the same threads in this one process. Each round runs
+``--calls`` ORT calls under ORT's own profiler, then ``--calls`` dlas calls under
+dlas.profile.profile_kernels; a layer's time is the median over its calls. Layers are matched by
+(input channels, input size, output channels, output size), read from ORT's node shapes and from
+the first and last arguments of dlas's kernels (a kernel whose arguments are not those two, such
+as a separate transform stage, counts as "other"), and summed over the layers that share them.
+Then both whole models, unprofiled and round-robin (``_libraries.speedup``), with the load
+average: profiles show where the difference is, the round-robin figure how large it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+THREADS = int(os.environ.setdefault("TVM_NUM_THREADS", "2"))
+
+import _libraries  # noqa: E402
+import numpy as np  # noqa: E402
+import tvm  # noqa: E402
+from tvm import relax  # noqa: E402
+
+from benchmarks.peers import prepare  # noqa: E402
+from dlas.algorithms import lower  # noqa: E402
+from dlas.compiler.build import build  # noqa: E402
+from dlas.compiler.export import export  # noqa: E402
+from dlas.config.schema import OnnxRuntimeTuningConfig  # noqa: E402
+from dlas.devices.local_cpu import resolve_target_dict  # noqa: E402
+from dlas.profile import profile_kernels  # noqa: E402
+from dlas.tuning.onnx_runtime import export_onnx, require_onnxruntime  # noqa: E402
+
+# (input channels, input size, output channels, output size) of a conv layer, channels rounded
+# up to whole blocks of 16: ORT's blocked (NCHWc) layers pad them (24 -> 32 on AVX-512).
+Key = tuple[int, int, int, int]
+BLOCK = 16
+ROW = "{:>6} {:>4} {:>6} {:>4} {:>8} {:>8} {:>8} {:>9}"
+
+
+def layer_key(in_channels: int, size: int, out_channels: int, out_size: int) -> Key:
+    return (-(-in_channels // BLOCK) * BLOCK, size, -(-out_channels // BLOCK) * BLOCK, out_size)
+
+
+def dlas_keys(mod: tvm.IRModule) -> tuple[dict[str, Key], dict[Key, tuple[int, ...]]]:
+    """Kernel name -> layer key, for kernels reading an NCHW input first and writing NCHW last;
+    and each key's (in channels, size, out channels, size) unrounded."""
+    keys, shapes_of = {}, {}
+    for gv, func in mod.functions_items():
+        shapes = [tuple(int(d) for d in p.shape) for p in func.params if hasattr(p, "shape")]
+        if "conv" in gv.name_hint and len(shapes) >= 2 and len(shapes[0]) == len(shapes[-1]) == 4:
+            (_, ic, h, _), (_, oc, oh, _) = shapes[0], shapes[-1]
+            keys[gv.name_hint] = layer_key(ic, h, oc, oh)
+            shapes_of[keys[gv.name_hint]] = (ic, h, oc, oh)
+    return keys, shapes_of
+
+
+def nchw(shape: list[int]) -> list[int]:
+    """ORT's blocked NCHWc shapes as NCHW."""
+    return [shape[0], shape[1] * shape[4], shape[2], shape[3]] if len(shape) == 5 else shape
+
+
+def ort_layers(events: list[dict]) -> tuple[dict[Key, float], dict[Key, str], float]:
+    """Per layer key: ms per model call; the kernel (KxK, /groups); ms of all other nodes."""
+    calls: dict[str, list[float]] = defaultdict(list)
+    keys, kinds = {}, {}
+    for e in events:
+        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
+            continue
+        node = e["name"].removesuffix("_kernel_time")
+        calls[node].append(e["dur"] / 1e3)
+        args = e["args"]
+        if "Conv" in args.get("op_name", "") and node not in keys:
+            shapes = [next(iter(s.values())) for s in args["input_type_shape"]]
+            x, w = nchw(shapes[0]), shapes[1]
+            out = nchw(next(iter(args["output_type_shape"][0].values())))
+            keys[node] = layer_key(x[1], x[2], out[1], out[2])
+            groups = x[1] // w[1] if len(w) == 4 else 1
+            kinds[keys[node]] = f"{w[-1]}x{w[-1]}" + (f"/{groups}" if groups > 1 else "")
+    per_key: dict[Key, float] = defaultdict(float)
+    other = 0.0
+    for node, times in calls.items():
+        if node in keys:
+            per_key[keys[node]] += float(np.median(times))
+        else:
+            other += float(np.median(times))
+    return per_key, kinds, other
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model", help="name@px, e.g. resnet50@224")
+    parser.add_argument("--algorithm", default="direct")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--calls", type=int, default=10)
+    parser.add_argument("--top", type=int, default=40, help="layers to list, largest gap first")
+    args = parser.parse_args()
+    ort = require_onnxruntime()
+    name, size = args.model.split("@")
+    model, spec, x = prepare(name, int(size))
+    target = tvm.target.Target(resolve_target_dict({"kind": "llvm", "mcpu": "auto"}, THREADS))
+    lowered = lower(export(model, spec), args.algorithm, target)
+    executable = build(lowered.mod, target)
+    keys, shapes_of = dlas_keys(lowered.mod)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        export_onnx(model, spec, path, OnnxRuntimeTuningConfig().opset)
+        sessions = []
+        for profiled in (True, False):
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = THREADS
+            options.enable_profiling = profiled
+            options.profile_file_prefix = str(Path(tmp) / "ort")
+            sessions.append(
+                ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            )
+        feed = {sessions[0].get_inputs()[0].name: x}
+        dev = tvm.cpu()
+        dlas_runs = []
+        for _ in range(args.rounds):
+            for _ in range(args.calls + 1):  # the first call of a round warms up
+                sessions[0].run(None, feed)
+            vm = relax.VirtualMachine(executable, dev)  # profile_kernels instruments it for good
+            dlas_runs.append({k.name: k.ms for k in profile_kernels(vm, dev, x, args.calls)})
+        ort_ms, kinds, ort_other = ort_layers(
+            json.loads(Path(sessions[0].end_profiling()).read_text())
+        )
+        dlas_ms: dict[Key, float] = defaultdict(float)
+        dlas_other = 0.0
+        for kernel in dlas_runs[0]:
+            ms = float(np.median([run.get(kernel, 0.0) for run in dlas_runs]))
+            if kernel in keys:
+                dlas_ms[keys[kernel]] += ms
+            else:
+                dlas_other += ms
+        vm = relax.VirtualMachine(executable, dev)
+        data = tvm.runtime.tensor(x, dev)
+        times = _libraries.round_robin(
+            {"dlas": lambda: vm["main"](data), "ort": lambda: sessions[1].run(None, feed)},
+            max(args.rounds * 2, 2),
+            max(args.calls // 2, 1),
+        )
+    print(
+        f"{args.model} dlas {args.algorithm} vs ONNX Runtime {ort.__version__}, {THREADS} threads, "
+        f"load {os.getloadavg()[0]:.2f}; ms per model call, median of {args.rounds} x "
+        f"{args.calls} profiled calls"
+    )
+    print(ROW.format("in", "px", "out", "px", "kernel", "dlas", "ort", "dlas/ort"))
+    by_kind: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    layers = sorted(set(dlas_ms) | set(ort_ms), key=lambda k: ort_ms.get(k, 0) - dlas_ms.get(k, 0))
+    for i, key in enumerate(layers):
+        ours, theirs = dlas_ms.get(key, 0.0), ort_ms.get(key, 0.0)
+        kind = f"{kinds.get(key, '?')} s{max(1, round(key[1] / key[3]))}"
+        by_kind[kind][0] += ours
+        by_kind[kind][1] += theirs
+        if i < args.top:
+            ratio = f"{ours / theirs:.2f}" if ours and theirs else "-"
+            print(ROW.format(*shapes_of.get(key, key), kind, f"{ours:.3f}", f"{theirs:.3f}", ratio))
+    print("by kernel:", ", ".join(f"{k} {d:.2f} vs {o:.2f}" for k, (d, o) in by_kind.items()))
+    print(f"other kernels/nodes: dlas {dlas_other:.2f} ms, ort {ort_other:.2f} ms")
+    print(
+        f"profiled sums: dlas {sum(dlas_ms.values()) + dlas_other:.2f} ms, "
+        f"ort {sum(ort_ms.values()) + ort_other:.2f} ms"
+    )
+    ratio = _libraries.speedup(times["ort"], times["dlas"], max(args.calls // 2, 1))
+    print(
+        f"whole model, unprofiled: dlas {np.median(times['dlas']):.2f} ms, "
+        f"ort {np.median(times['ort']):.2f} ms, dlas/ort {ratio}"
+    )
+
+
+if __name__ == "__main__":
+    main()
