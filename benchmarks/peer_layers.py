@@ -39,36 +39,47 @@ from dlas.devices.local_cpu import resolve_target_dict  # noqa: E402
 from dlas.profile import profile_kernels  # noqa: E402
 from dlas.tuning.onnx_runtime import export_onnx, require_onnxruntime  # noqa: E402
 
-# (input channels, input size, output channels, output size) of a conv layer, channels rounded
-# up to whole blocks of 16: ORT's blocked (NCHWc) layers pad them (24 -> 32 on AVX-512).
+# (input channels, input size, output channels, output size) of a conv layer.
 Key = tuple[int, int, int, int]
-BLOCK = 16
 ROW = "{:>6} {:>4} {:>6} {:>4} {:>8} {:>8} {:>8} {:>9}"
+# ORT's blocked (NCHWc) layers pad channels to whole blocks of 8 (AVX2) or 16 (AVX-512).
+MAX_BLOCK = 16
 
 
-def layer_key(in_channels: int, size: int, out_channels: int, out_size: int) -> Key:
-    return (-(-in_channels // BLOCK) * BLOCK, size, -(-out_channels // BLOCK) * BLOCK, out_size)
-
-
-def dlas_keys(mod: tvm.IRModule) -> tuple[dict[str, Key], dict[Key, tuple[int, ...]]]:
-    """Kernel name -> layer key, for kernels reading an NCHW input first and writing NCHW last;
-    and each key's (in channels, size, out channels, size) unrounded."""
-    keys, shapes_of = {}, {}
+def dlas_keys(mod: tvm.IRModule) -> dict[str, Key]:
+    """Kernel name -> layer key, for kernels reading an NCHW input first and writing NCHW last."""
+    keys = {}
     for gv, func in mod.functions_items():
         shapes = [tuple(int(d) for d in p.shape) for p in func.params if hasattr(p, "shape")]
         if "conv" in gv.name_hint and len(shapes) >= 2 and len(shapes[0]) == len(shapes[-1]) == 4:
             (_, ic, h, _), (_, oc, oh, _) = shapes[0], shapes[-1]
-            keys[gv.name_hint] = layer_key(ic, h, oc, oh)
-            shapes_of[keys[gv.name_hint]] = (ic, h, oc, oh)
-    return keys, shapes_of
+            keys[gv.name_hint] = (ic, h, oc, oh)
+    return keys
 
 
-def nchw(shape: list[int]) -> list[int]:
-    """ORT's blocked NCHWc shapes as NCHW."""
-    return [shape[0], shape[1] * shape[4], shape[2], shape[3]] if len(shape) == 5 else shape
+def channels_of(shape: list[int]) -> int:
+    return shape[1] * shape[4] if len(shape) == 5 else shape[1]
 
 
-def ort_layers(events: list[dict]) -> tuple[dict[Key, float], dict[Key, str], float]:
+def layer_of(x: list[int], out: list[int], known: set[Key]) -> Key:
+    """The dlas layer an ORT conv node computes: the same sizes and channels; else the only
+    one whose channels ORT padded to whole blocks (its profiler shows a blocked NCHWc tensor
+    as NCHW with the padded channels: 24 as 32); else ORT's own."""
+    ic, oc = channels_of(x), channels_of(out)
+    sized = [k for k in known if (k[1], k[3]) == (x[2], out[2])]
+    if (ic, x[2], oc, out[2]) in sized:
+        return (ic, x[2], oc, out[2])
+
+    def padded(ort: int, real: int) -> bool:
+        return ort == real or (ort % 8 == 0 and 0 < ort - real < MAX_BLOCK)
+
+    found = [k for k in sized if padded(ic, k[0]) and padded(oc, k[2])]
+    return found[0] if len(found) == 1 else (ic, x[2], oc, out[2])
+
+
+def ort_layers(
+    events: list[dict], known: set[Key]
+) -> tuple[dict[Key, float], dict[Key, str], float]:
     """Per layer key: ms per model call; the kernel (KxK, /groups); ms of all other nodes."""
     calls: dict[str, list[float]] = defaultdict(list)
     keys, kinds = {}, {}
@@ -80,10 +91,9 @@ def ort_layers(events: list[dict]) -> tuple[dict[Key, float], dict[Key, str], fl
         args = e["args"]
         if "Conv" in args.get("op_name", "") and node not in keys:
             shapes = [next(iter(s.values())) for s in args["input_type_shape"]]
-            x, w = nchw(shapes[0]), shapes[1]
-            out = nchw(next(iter(args["output_type_shape"][0].values())))
-            keys[node] = layer_key(x[1], x[2], out[1], out[2])
-            groups = x[1] // w[1] if len(w) == 4 else 1
+            x, w = shapes[0], shapes[1]
+            keys[node] = layer_of(x, next(iter(args["output_type_shape"][0].values())), known)
+            groups = keys[node][0] // w[1] if len(w) == 4 else 1
             kinds[keys[node]] = f"{w[-1]}x{w[-1]}" + (f"/{groups}" if groups > 1 else "")
     per_key: dict[Key, float] = defaultdict(float)
     other = 0.0
@@ -93,6 +103,58 @@ def ort_layers(events: list[dict]) -> tuple[dict[Key, float], dict[Key, str], fl
         else:
             other += float(np.median(times))
     return per_key, kinds, other
+
+
+def profile_alternately(
+    executable: tvm.runtime.Module, session: object, x: np.ndarray, rounds: int, calls: int
+) -> list[dict[str, float]]:
+    """Per round, ``calls`` profiled ORT calls (its profiler records them), then ``calls`` dlas
+    calls under profile_kernels: dlas's {kernel: ms} per round."""
+    feed = {session.get_inputs()[0].name: x}
+    dev = tvm.cpu()
+    dlas_runs = []
+    for _ in range(rounds):
+        for _ in range(calls + 1):  # the first call of a round warms up
+            session.run(None, feed)
+        vm = relax.VirtualMachine(executable, dev)  # profile_kernels instruments it for good
+        dlas_runs.append({k.name: k.ms for k in profile_kernels(vm, dev, x, calls)})
+    return dlas_runs
+
+
+def dlas_layers(
+    runs: list[dict[str, float]], keys: dict[str, Key]
+) -> tuple[dict[Key, float], float]:
+    """Per layer key: ms per model call (median over rounds); ms of the other kernels."""
+    per_key: dict[Key, float] = defaultdict(float)
+    other = 0.0
+    for kernel in runs[0]:
+        ms = float(np.median([run.get(kernel, 0.0) for run in runs]))
+        if kernel in keys:
+            per_key[keys[kernel]] += ms
+        else:
+            other += ms
+    return per_key, other
+
+
+def print_layers(
+    dlas_ms: dict[Key, float],
+    ort_ms: dict[Key, float],
+    kinds: dict[Key, str],
+    top: int,
+) -> None:
+    """The layers, largest loss of dlas first, then the sums per kernel kind."""
+    print(ROW.format("in", "px", "out", "px", "kernel", "dlas", "ort", "dlas/ort"))
+    by_kind: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    layers = sorted(set(dlas_ms) | set(ort_ms), key=lambda k: ort_ms.get(k, 0) - dlas_ms.get(k, 0))
+    for i, key in enumerate(layers):
+        ours, theirs = dlas_ms.get(key, 0.0), ort_ms.get(key, 0.0)
+        kind = f"{kinds.get(key, '?')} s{max(1, round(key[1] / key[3]))}"
+        by_kind[kind][0] += ours
+        by_kind[kind][1] += theirs
+        if i < top:
+            ratio = f"{ours / theirs:.2f}" if ours and theirs else "-"
+            print(ROW.format(*key, kind, f"{ours:.3f}", f"{theirs:.3f}", ratio))
+    print("by kernel:", ", ".join(f"{k} {d:.2f} vs {o:.2f}" for k, (d, o) in by_kind.items()))
 
 
 def main() -> None:
@@ -109,7 +171,7 @@ def main() -> None:
     target = tvm.target.Target(resolve_target_dict({"kind": "llvm", "mcpu": "auto"}, THREADS))
     lowered = lower(export(model, spec), args.algorithm, target)
     executable = build(lowered.mod, target)
-    keys, shapes_of = dlas_keys(lowered.mod)
+    keys = dlas_keys(lowered.mod)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         export_onnx(model, spec, path, OnnxRuntimeTuningConfig().opset)
@@ -122,55 +184,31 @@ def main() -> None:
             sessions.append(
                 ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             )
-        feed = {sessions[0].get_inputs()[0].name: x}
-        dev = tvm.cpu()
-        dlas_runs = []
-        for _ in range(args.rounds):
-            for _ in range(args.calls + 1):  # the first call of a round warms up
-                sessions[0].run(None, feed)
-            vm = relax.VirtualMachine(executable, dev)  # profile_kernels instruments it for good
-            dlas_runs.append({k.name: k.ms for k in profile_kernels(vm, dev, x, args.calls)})
-        ort_ms, kinds, ort_other = ort_layers(
-            json.loads(Path(sessions[0].end_profiling()).read_text())
-        )
-        dlas_ms: dict[Key, float] = defaultdict(float)
-        dlas_other = 0.0
-        for kernel in dlas_runs[0]:
-            ms = float(np.median([run.get(kernel, 0.0) for run in dlas_runs]))
-            if kernel in keys:
-                dlas_ms[keys[kernel]] += ms
-            else:
-                dlas_other += ms
-        vm = relax.VirtualMachine(executable, dev)
-        data = tvm.runtime.tensor(x, dev)
-        times = _libraries.round_robin(
-            {"dlas": lambda: vm["main"](data), "ort": lambda: sessions[1].run(None, feed)},
-            max(args.rounds * 2, 2),
-            max(args.calls // 2, 1),
-        )
+        runs = profile_alternately(executable, sessions[0], x, args.rounds, args.calls)
+        events = json.loads(Path(sessions[0].end_profiling()).read_text())
+    ort_ms, kinds, ort_other = ort_layers(events, set(keys.values()))
+    dlas_ms, dlas_other = dlas_layers(runs, keys)
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+    data = tvm.runtime.tensor(x, tvm.cpu())
+    feed = {sessions[1].get_inputs()[0].name: x}
+    calls = max(args.calls // 2, 1)
+    times = _libraries.round_robin(
+        {"dlas": lambda: vm["main"](data), "ort": lambda: sessions[1].run(None, feed)},
+        max(args.rounds * 2, 2),
+        calls,
+    )
     print(
         f"{args.model} dlas {args.algorithm} vs ONNX Runtime {ort.__version__}, {THREADS} threads, "
         f"load {os.getloadavg()[0]:.2f}; ms per model call, median of {args.rounds} x "
         f"{args.calls} profiled calls"
     )
-    print(ROW.format("in", "px", "out", "px", "kernel", "dlas", "ort", "dlas/ort"))
-    by_kind: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
-    layers = sorted(set(dlas_ms) | set(ort_ms), key=lambda k: ort_ms.get(k, 0) - dlas_ms.get(k, 0))
-    for i, key in enumerate(layers):
-        ours, theirs = dlas_ms.get(key, 0.0), ort_ms.get(key, 0.0)
-        kind = f"{kinds.get(key, '?')} s{max(1, round(key[1] / key[3]))}"
-        by_kind[kind][0] += ours
-        by_kind[kind][1] += theirs
-        if i < args.top:
-            ratio = f"{ours / theirs:.2f}" if ours and theirs else "-"
-            print(ROW.format(*shapes_of.get(key, key), kind, f"{ours:.3f}", f"{theirs:.3f}", ratio))
-    print("by kernel:", ", ".join(f"{k} {d:.2f} vs {o:.2f}" for k, (d, o) in by_kind.items()))
+    print_layers(dlas_ms, ort_ms, kinds, args.top)
     print(f"other kernels/nodes: dlas {dlas_other:.2f} ms, ort {ort_other:.2f} ms")
     print(
         f"profiled sums: dlas {sum(dlas_ms.values()) + dlas_other:.2f} ms, "
         f"ort {sum(ort_ms.values()) + ort_other:.2f} ms"
     )
-    ratio = _libraries.speedup(times["ort"], times["dlas"], max(args.calls // 2, 1))
+    ratio = _libraries.speedup(times["ort"], times["dlas"], calls)
     print(
         f"whole model, unprofiled: dlas {np.median(times['dlas']):.2f} ms, "
         f"ort {np.median(times['ort']):.2f} ms, dlas/ort {ratio}"
