@@ -7,11 +7,14 @@ One model (random weights, as benchmarks/peers.py prepares it), dlas's untuned b
 Runtime (all graph optimizations), on the same threads in this one process. Each round runs
 ``--calls`` ORT calls under ORT's own profiler, then ``--calls`` dlas calls under
 dlas.profile.profile_kernels; a layer's time is the median over its calls. Layers are matched by
-(input channels, input size, output channels, output size), read from ORT's node shapes and from
-the first and last arguments of dlas's kernels (a kernel whose arguments are not those two, such
-as a separate transform stage, counts as "other"), and summed over the layers that share them.
-Then both whole models, unprofiled and round-robin (``_libraries.speedup``), with the load
-average: profiles show where the difference is, the round-robin figure how large it is.
+(input channels, input size, output channels, output size), read from ORT's node shapes (where
+ORT blocked a layer, with its channels padded) and from the first and last arguments of dlas's
+kernels (a kernel whose arguments are not those two, such as a separate transform stage, counts
+as "other"), and summed over the layers that share them. A layer's time includes what each
+system fused into it: an activation ORT runs as nodes of its own (SiLU as Sigmoid and Mul) is
+in ORT's "other", while dlas's conv kernel computes it. Then both whole models, unprofiled and
+round-robin (``_libraries.speedup``), with the load average: profiles show where the
+difference is, the round-robin figure how large it is.
 """
 
 from __future__ import annotations
