@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -13,6 +16,15 @@ from dlas.devices import Runner
 
 # Bootstrap resamples of the median's confidence interval (fixed seed: reruns agree).
 BOOTSTRAP_RESAMPLES = 2000
+# TVM's, ONNX Runtime's and PyTorch's idle worker threads spin for a while after a call; with
+# 2 cores they take them from whichever system runs next. A pause did not hide that: after
+# PyTorch eager or TVM and a 50 ms pause, ONNX Runtime's MobileNetV2-224 took 11-23 ms where it
+# takes 5 (Zen 3, 2 cores, 4 of 4 processes). Warming the next system up on its own calls for
+# 0.05-0.1 s measured it at 4.7-6.0 ms every time, and left the others' figures unchanged.
+WARMUP_S = 0.1
+# Blocks a run's timed calls are split into when PyTorch eager is timed beside the program.
+EAGER_ROUNDS = 5
+K = TypeVar("K")
 
 
 def latency_stats(samples_ms: list[float]) -> dict[str, float]:
@@ -65,9 +77,67 @@ def noise(
     return "; ".join(reasons)
 
 
+def first_input(data: DataBundle) -> np.ndarray:
+    """The batch-1 input every latency sample is timed on."""
+    return next(iter(data.test_loader(batch_size=1)))[0].numpy()
+
+
 def measure_latency(runner: Runner, data: DataBundle, warmup: int, repeat: int) -> list[float]:
-    x = next(iter(data.test_loader(batch_size=1)))[0].numpy()
-    return runner.time(x, warmup=warmup, repeat=repeat)
+    return runner.time(first_input(data), warmup=warmup, repeat=repeat)
+
+
+def round_robin(
+    runners: Mapping[K, Runner],
+    x: np.ndarray | None,
+    rounds: int,
+    calls: int,
+    *,
+    warmup: int = 1,
+    warmup_s: float = WARMUP_S,
+) -> dict[K, list[float]]:
+    """Times (ms) of ``rounds`` x ``calls`` calls of each runner, round-robin so that all see
+    the same machine; before each block, untimed calls of that runner for about ``warmup_s``
+    (at least ``warmup``), sized by its previous block (its first block by one probe call)."""
+    times: dict[K, list[float]] = {k: [] for k in runners}
+    estimate_ms: dict[K, float] = {}
+    for _ in range(rounds):
+        for key, runner in runners.items():
+            if key not in estimate_ms:
+                estimate_ms[key] = runner.time(x, warmup=warmup, repeat=1)[0]
+            untimed = math.ceil(warmup_s * 1e3 / max(estimate_ms[key], 1e-4))
+            block = runner.time(x, warmup=min(max(warmup, untimed), 100_000), repeat=calls)
+            estimate_ms[key] = float(np.median(block))
+            times[key] += block
+    return times
+
+
+class Speedup(NamedTuple):
+    """How many times faster one system ran than another: the ratio of their medians, and a
+    95% interval of it."""
+
+    ratio: float
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return f"x{self.ratio:.2f} (95%: {self.low:.2f}-{self.high:.2f})"
+
+
+def speedup(fast: Sequence[float], slow: Sequence[float], calls: int) -> Speedup:
+    """``median(slow) / median(fast)`` of two systems' :func:`round_robin` times, with a
+    percentile-bootstrap interval that resamples whole rounds: a round's blocks of the two
+    systems ran back to back, so a change of machine speed between rounds (other tenants on a
+    shared host; one core slower than the other for a while) moves both of a pair and stays
+    out of their ratio, where resampling calls one by one would count it as noise."""
+    a = np.asarray(fast, dtype=np.float64).reshape(-1, calls)
+    b = np.asarray(slow, dtype=np.float64).reshape(-1, calls)
+    rng = np.random.default_rng(0)
+    rounds = rng.integers(0, len(a), size=(BOOTSTRAP_RESAMPLES, len(a)))
+    ratios = np.median(b[rounds].reshape(BOOTSTRAP_RESAMPLES, -1), axis=1) / np.median(
+        a[rounds].reshape(BOOTSTRAP_RESAMPLES, -1), axis=1
+    )
+    low, high = np.percentile(ratios, [2.5, 97.5])
+    return Speedup(float(np.median(b) / np.median(a)), float(low), float(high))
 
 
 def compiled_accuracy(runner: Runner, data: DataBundle, limit: int | None) -> dict[str, float]:

@@ -17,7 +17,11 @@ EAGER_LATENCY = "latency/pytorch_eager_median_ms"
 LATENCY_CI_LOW = "latency/median_ci_low_ms"
 LATENCY_CI_HIGH = "latency/median_ci_high_ms"
 NOISY = "latency/noisy"
+# PyTorch eager's median over the program's, both timed in alternating blocks, and a 95%
+# bootstrap interval of that ratio (rounds resampled whole: dlas.measure.speedup).
 SPEEDUP_VS_EAGER = "latency/speedup_vs_eager"
+SPEEDUP_VS_EAGER_CI_LOW = "latency/speedup_vs_eager_ci_low"
+SPEEDUP_VS_EAGER_CI_HIGH = "latency/speedup_vs_eager_ci_high"
 # Accuracy of the compiled module, and of the PyTorch model it was compiled from (fractions).
 TOP1 = "accuracy/top1"
 TOP5 = "accuracy/top5"

@@ -21,8 +21,8 @@ from dlas import metrics as m
 from dlas import tracking, validity
 from dlas.cache import Cache
 from dlas.config import Config, validate
-from dlas.data import load_dataset
-from dlas.devices import Device, Program, create_device
+from dlas.data import DataBundle, load_dataset
+from dlas.devices import Device, Program, Runner, create_device
 from dlas.results import Build, Findings, Measurement, PreparedModel
 from dlas.search.context import sweep_job_tags
 from dlas.serving import log_model
@@ -275,24 +275,17 @@ def _build_findings(entry: Path, cfg: Config, cache_hit: bool) -> Findings:
 
 # --- hardware: latency and accuracy on the device ------------------------------------------
 def measure(cfg: Config, prepared: PreparedModel, device: Device, build: Build) -> Measurement:
-    from dlas.measure import (
-        compiled_accuracy,
-        latency_stats,
-        load_per_core,
-        logit_agreement,
-        measure_latency,
-        noise,
-    )
+    from dlas.measure import compiled_accuracy, latency_stats, load_per_core, logit_agreement, noise
 
     data = prepared.data
     found = Findings()
+    eager = None
     if cfg.eval.eager_baseline and device.cfg.kind == "local":
-        # Timed first: TVM's worker threads keep spinning for a while after each call and
-        # would steal the cores from PyTorch's OpenMP threads.
-        found.metrics[m.EAGER_LATENCY] = _eager_latency(cfg, prepared, device)
+        eager = _eager_program(prepared, device)
     with device.load(build.program) as runner:
         load_before = load_per_core()
-        samples = measure_latency(runner, data, cfg.device.warmup_runs, cfg.device.timed_runs)
+        samples, eager_samples, eager_metrics = _time(cfg, data, runner, device, eager)
+        found.metrics.update(eager_metrics)
         loads = (load_before, load_per_core())
         found.metrics.update(latency_stats(samples))
         found.metrics["host/load_per_core_before"], found.metrics["host/load_per_core_after"] = (
@@ -307,6 +300,7 @@ def measure(cfg: Config, prepared: PreparedModel, device: Device, build: Build) 
             "unit": "ms",
             "warmup_runs": cfg.device.warmup_runs,
             "samples": samples,
+            **({"pytorch_eager_samples": eager_samples} if eager_samples else {}),
             "load_per_core": {"before": loads[0], "after": loads[1]},
         }
         if data.labelled:
@@ -315,10 +309,6 @@ def measure(cfg: Config, prepared: PreparedModel, device: Device, build: Build) 
             logit_agreement(runner, prepared.model, data, cfg.eval.compare_samples)
         )
     found.metrics.update(device.timing_metrics())  # latency/lock_wait_s (dlas.devices.exclusive)
-    if m.EAGER_LATENCY in found.metrics:
-        found.metrics[m.SPEEDUP_VS_EAGER] = (
-            found.metrics[m.EAGER_LATENCY] / found.metrics[m.LATENCY]
-        )
     # perf/gflops, perf/fraction_of_peak (roofline) and the profile/layers table.
     from dlas.perf import perf_findings
 
@@ -326,23 +316,51 @@ def measure(cfg: Config, prepared: PreparedModel, device: Device, build: Build) 
     return Measurement(samples, found)
 
 
-def _eager_latency(cfg: Config, prepared: PreparedModel, device: Device) -> float:
-    """PyTorch eager (the tuning=pytorch baseline) on the same model, input, protocol and
-    threads, in this process."""
+def _time(
+    cfg: Config,
+    data: DataBundle,
+    runner: Runner,
+    device: Device,
+    eager: Program | None,
+) -> tuple[list[float], list[float], dict[str, float]]:
+    """The program's latency samples; with ``eager``, PyTorch eager's too, timed in blocks that
+    take turns with the program's (EAGER_ROUNDS rounds), so that a change in the machine's
+    speed reaches both and stays out of their ratio; and the metrics of that comparison."""
     import numpy as np
 
+    from dlas.measure import EAGER_ROUNDS, first_input, measure_latency, round_robin, speedup
+
+    warmup, repeat = cfg.device.warmup_runs, cfg.device.timed_runs
+    if eager is None:
+        return measure_latency(runner, data, warmup, repeat), [], {}
+    rounds = min(EAGER_ROUNDS, repeat)
+    calls = -(-repeat // rounds)  # whole rounds: at least timed_runs samples each
+    with device.load(eager) as eager_runner:
+        times = round_robin(
+            {"eager": eager_runner, "program": runner},
+            first_input(data),
+            rounds,
+            calls,
+            warmup=warmup,
+        )
+    ratio = speedup(times["program"], times["eager"], calls)
+    metrics = {
+        m.EAGER_LATENCY: float(np.median(times["eager"])),
+        m.SPEEDUP_VS_EAGER: ratio.ratio,
+        m.SPEEDUP_VS_EAGER_CI_LOW: ratio.low,
+        m.SPEEDUP_VS_EAGER_CI_HIGH: ratio.high,
+    }
+    return times["program"], times["eager"], metrics
+
+
+def _eager_program(prepared: PreparedModel, device: Device) -> Program:
+    """PyTorch eager (the tuning=pytorch baseline) on the same model, input, protocol and
+    threads, in this process."""
     from dlas.config.schema import TuningConfig
-    from dlas.measure import measure_latency
     from dlas.tuning import TuneContext, create_tuner
 
     eager = create_tuner(TuningConfig(name="pytorch"))
-    ctx = TuneContext(device=device)
-    program = eager.wrap(prepared.model, prepared.data.spec, ctx)
-    with device.load(program) as runner:
-        samples = measure_latency(
-            runner, prepared.data, cfg.device.warmup_runs, cfg.device.timed_runs
-        )
-    return float(np.median(samples))
+    return eager.wrap(prepared.model, prepared.data.spec, TuneContext(device=device))
 
 
 def compare_to_dense(cfg: Config, prepared: PreparedModel, metrics: dict[str, float]) -> Findings:

@@ -53,8 +53,16 @@ def test_one_run_records_params_metrics_and_artifacts(compose_cfg, tiny):
         "model/macs",
         "model/params",
         "compare/max_abs_logit_diff",
+        "latency/pytorch_eager_median_ms",
+        "latency/speedup_vs_eager",
     ):
         assert key in logged, key
+    # PyTorch eager timed in blocks alternating with the program's: the ratio of the two
+    # medians, inside its interval.
+    eager, speedup = logged["latency/pytorch_eager_median_ms"], logged["latency/speedup_vs_eager"]
+    assert speedup == pytest.approx(eager / logged["latency/median_ms"])
+    assert logged["latency/speedup_vs_eager_ci_low"] <= speedup
+    assert speedup <= logged["latency/speedup_vs_eager_ci_high"]
     assert logged["latency/median_ms"] == pytest.approx(metrics["latency/median_ms"])
     assert logged["latency/median_ci_low_ms"] <= logged["latency/median_ms"]
     assert logged["latency/median_ms"] <= logged["latency/median_ci_high_ms"]
@@ -72,7 +80,7 @@ def test_one_run_records_params_metrics_and_artifacts(compose_cfg, tiny):
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "latency", "compiled", "ir", "algorithm"} <= names
     samples = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/latency/samples.json")
-    assert len(samples["samples"]) == 5
+    assert len(samples["samples"]) == len(samples["pytorch_eager_samples"]) == 5
 
 
 def test_second_run_reuses_checkpoint_and_library(compose_cfg, tiny):
