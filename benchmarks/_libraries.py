@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dlas import measure
-from dlas.measure import WARMUP_S, Speedup, speedup  # noqa: F401 - the benchmarks' names
+from dlas.measure import WARMUP_S
 
 
 def run_one(overrides: list[str]) -> tuple[dict[str, float], Path | None]:

@@ -11,7 +11,7 @@ systems of a row are timed in one process, interleaved round-robin in blocks of
 ``--block`` calls (so a change of machine load hits every system alike; blocks keep TVM's
 spinning worker threads from stealing PyTorch's cores between single calls); each system
 gets ``--runs`` timed calls in total, median reported, with os.getloadavg(). Each comparison
-is a ratio of medians with a 95% interval from resampling whole rounds (``_libraries.speedup``).
+is a ratio of medians with a 95% interval from resampling whole rounds (``dlas.measure.speedup``).
 
 32 px rows use the default job's trained checkpoint (dataset=digits, trained on first use
 and cached under --cache-dir) and report top-1 on ``--test-limit`` test images for every
@@ -31,6 +31,8 @@ from collections.abc import Callable, Sequence
 import _libraries
 import numpy as np
 import torch
+
+from dlas import measure
 
 THREADS = 2
 os.environ.setdefault("TVM_NUM_THREADS", str(THREADS))
@@ -179,8 +181,8 @@ def print_speedups(
     """The issue's comparisons, each a ratio of medians with its interval over the rounds."""
     medians = {name: statistics.median(ms) for name, ms in times.items()}
 
-    def faster(name: str, than: str) -> _libraries.Speedup:
-        return _libraries.speedup(times[name], times[than], block)
+    def faster(name: str, than: str) -> measure.Speedup:
+        return measure.speedup(times[name], times[than], block)
 
     peers = {n: ms for n, ms in medians.items() if not n.startswith("dlas")}
     best_peer = min(peers, key=peers.get)

@@ -13,7 +13,7 @@ kernels (a kernel whose arguments are not those two, such as a separate transfor
 as "other"), and summed over the layers that share them. A layer's time includes what each
 system fused into it: an activation ORT runs as nodes of its own (SiLU as Sigmoid and Mul) is
 in ORT's "other", while dlas's conv kernel computes it. Then both whole models, unprofiled and
-round-robin (``_libraries.speedup``), with the load average: profiles show where the
+round-robin (``dlas.measure.speedup``), with the load average: profiles show where the
 difference is, the round-robin figure how large it is.
 """
 
@@ -34,6 +34,7 @@ import tvm  # noqa: E402
 from tvm import relax  # noqa: E402
 
 from benchmarks.peers import prepare  # noqa: E402
+from dlas import measure  # noqa: E402
 from dlas.algorithms import lower  # noqa: E402
 from dlas.compiler.build import build  # noqa: E402
 from dlas.compiler.export import export  # noqa: E402
@@ -211,7 +212,7 @@ def main() -> None:
         f"profiled sums: dlas {sum(dlas_ms.values()) + dlas_other:.2f} ms, "
         f"ort {sum(ort_ms.values()) + ort_other:.2f} ms"
     )
-    ratio = _libraries.speedup(times["ort"], times["dlas"], calls)
+    ratio = measure.speedup(times["ort"], times["dlas"], calls)
     print(
         f"whole model, unprofiled: dlas {np.median(times['dlas']):.2f} ms, "
         f"ort {np.median(times['ort']):.2f} ms, dlas/ort {ratio}"

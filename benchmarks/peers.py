@@ -9,7 +9,7 @@ real work), every system on the same ``--threads`` in this one process. The syst
 round-robin: each round gives every system 0.1 s of untimed calls (the previous system's idle
 workers spin for a while, and would otherwise slow it) and then ``--calls`` timed ones;
 the figure is the median over all rounds, and a row's notes give dlas/ort with its 95%
-interval from resampling whole rounds (``_libraries.speedup``). dlas = the fastest of its
+interval from resampling whole rounds (``dlas.measure.speedup``). dlas = the fastest of its
 untuned builds (one per algorithm, and ``auto``'s per-layer choice), each checked against
 PyTorch. GFLOP/s are 2 x the model's MACs / median latency; "of peak" is against this host's
 measured float32 roofline (dlas.devices.roofline, cached). The load average is printed with
@@ -34,6 +34,7 @@ import torch  # noqa: E402
 import tvm  # noqa: E402
 from tvm import relax  # noqa: E402
 
+from dlas import measure  # noqa: E402
 from dlas.algorithms import lower  # noqa: E402
 from dlas.compiler.build import build  # noqa: E402
 from dlas.compiler.export import export  # noqa: E402
@@ -137,7 +138,7 @@ def bench(entry: str, args, target, device, peak: float | None) -> dict:
     best = min(dlas, key=dlas.get) if dlas else None
     if best and "ort" in times:
         # median(dlas) / median(ort), with its interval over the rounds
-        ratio = _libraries.speedup(times["ort"], times[best], args.calls)
+        ratio = measure.speedup(times["ort"], times[best], args.calls)
         notes.append(f"dlas/ort {ratio.ratio:.2f} (95%: {ratio.low:.2f}-{ratio.high:.2f})")
     return {
         "model": entry,
