@@ -31,9 +31,9 @@ THREADS = int(os.environ.setdefault("TVM_NUM_THREADS", "2"))
 import _libraries  # noqa: E402
 import numpy as np  # noqa: E402
 import tvm  # noqa: E402
+from peers import prepare  # noqa: E402
 from tvm import relax  # noqa: E402
 
-from benchmarks.peers import prepare  # noqa: E402
 from dlas import measure  # noqa: E402
 from dlas.algorithms import lower  # noqa: E402
 from dlas.compiler.build import build  # noqa: E402

@@ -17,9 +17,9 @@ from pathlib import Path
 THREADS = int(os.environ.setdefault("TVM_NUM_THREADS", "2"))
 
 import tvm  # noqa: E402
+from peers import prepare  # noqa: E402
 from tvm import relax  # noqa: E402
 
-from benchmarks.peers import prepare  # noqa: E402
 from dlas.algorithms import lower  # noqa: E402
 from dlas.compiler.build import build  # noqa: E402
 from dlas.compiler.export import export  # noqa: E402
@@ -44,8 +44,7 @@ def main() -> None:
     mod = export(model, spec)
     if args.compression != "fp32":
         import torch
-
-        from benchmarks.low_precision import compressed
+        from low_precision import compressed
 
         mod = compressed(mod, args.compression, model, [torch.from_numpy(x)])
     lowered = lower(mod, args.algorithm, target)

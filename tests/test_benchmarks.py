@@ -101,8 +101,10 @@ SCALEOUT = {"scaleout.py"}
 def _env(tmp: Path | None) -> dict[str, str]:
     """The scripts' environment; ``tmp``: their temporary folders (mkdtemp's, TorchInductor's)
     go there."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), TQDM_DISABLE="1")
-    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "DLAS_PARENT_RUN_ID"):
+    # As a user runs them, ``python benchmarks/X.py`` from the repository: only the scripts'
+    # own folder is on sys.path, so an import of ``benchmarks.…`` fails here as it would there.
+    env = dict(os.environ, TQDM_DISABLE="1")
+    for var in ("PYTHONPATH", "MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "DLAS_PARENT_RUN_ID"):
         env.pop(var, None)
     if tmp is not None:
         (tmp / "tmp").mkdir(exist_ok=True)
