@@ -36,8 +36,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Bump when lowering or building changes what a cached library contains.
-# 17: sigmoid/SiLU's own exp; 16: pointwise tiles of 3 vectors on odd-vector planes;
-# 15: int8 requantization converts with cvtps2dq; 14: int8 flat-plane epilogues; 13: taps
+# 17: sigmoid/SiLU's own exp, kernels.json's flops from the stamped MACs; 16: pointwise
+# tiles of 3 vectors on odd-vector planes; 15: int8 requantization converts with cvtps2dq;
+# 14: int8 flat-plane epilogues; 13: taps
 BUILD_VERSION = 17
 
 

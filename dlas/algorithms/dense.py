@@ -74,7 +74,7 @@ def gemm_compute(data: te.Tensor, packed: te.Tensor, columns: int, dtype: str) -
             data[i, rk].astype(dtype) * packed[nb, rk, ni].astype(dtype), axis=rk
         ),
         name="dense",
-        attrs=main_attrs("gemm", "dense"),
+        attrs=main_attrs("gemm", "dense", m * k * columns),
     )
     return te.compute((m, columns), lambda i, j: acc[i, j // LANES, j % LANES], name="crop")
 

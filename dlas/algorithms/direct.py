@@ -117,7 +117,7 @@ class Direct(Algorithm):
         # One input plane per group (depthwise): scheduled as planes, nothing shared across
         # channels; a plane every output channel reads (1 input channel, 1 group) is not.
         op = "depthwise" if spec.groups > 1 and icg == 1 else "conv2d"
-        conv = te.compute(shape, value, name="conv", attrs=main_attrs(self.name, op))
+        conv = te.compute(shape, value, name="conv", attrs=main_attrs(self.name, op, spec.macs))
         return te.compute(
             (spec.batch, spec.out_channels, spec.out_h, spec.out_w),
             lambda n, c, y, x: conv[n, c, y, x],
@@ -142,7 +142,12 @@ class Direct(Algorithm):
             )
 
         shape = (spec.batch, oc_pad // cbo, spec.out_h, spec.out_w, cbo)
-        conv = te.compute(shape, value, name="conv", attrs=main_attrs(self.name, "channels", spec))
+        conv = te.compute(
+            shape,
+            value,
+            name="conv",
+            attrs=main_attrs(self.name, "channels", spec.macs, rows_first=spec.split_by_rows),
+        )
         return unpack(conv, spec, cbo)
 
     def schedule(self, sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:

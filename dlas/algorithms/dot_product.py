@@ -45,7 +45,6 @@ from .packing import in_block, pack_conv_weight, pack_data, pack_gemm_weight
 from .schedules import extent
 from .shapes import (
     LANES,
-    MACS_KEY,
     STAGE_ATTRS,
     ConvSpec,
     largest_divisor,
@@ -136,7 +135,7 @@ def is_dot_block(sch: s_tir.Schedule, block: Any) -> bool:
 # --- emission ----------------------------------------------------------------------------
 def _attrs(algorithm: str, form: str, flavor: Flavor, macs: int) -> dict:
     name = flavor.intrinsic(current_target(), rows=form == dot_rows.FORM)
-    return {**main_attrs(algorithm, f"{OP_PREFIX}_{form}"), INTRIN_KEY: name, MACS_KEY: macs}
+    return {**main_attrs(algorithm, f"{OP_PREFIX}_{form}", macs), INTRIN_KEY: name}
 
 
 def emit_conv2d(

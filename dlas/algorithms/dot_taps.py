@@ -35,7 +35,6 @@ from .schedules import extent, tile
 from .shapes import (
     LANES,
     LLVM_VECTOR_KEY,
-    MACS_KEY,
     STAGE_ATTRS,
     ConvSpec,
     main_attrs,
@@ -80,7 +79,7 @@ def try_conv2d(
     w = ops.weights(weight)
     packed = relax.const(pack_weight(w))
     corr = relax.const(ops.correction(w))
-    attrs = {**main_attrs(algorithm, OP), INTRIN_KEY: intrinsic, MACS_KEY: spec.macs}
+    attrs = {**main_attrs(algorithm, OP, spec.macs), INTRIN_KEY: intrinsic}
 
     def compute(d: te.Tensor, p: te.Tensor, c: te.Tensor) -> te.Tensor:
         return conv(d, p, c, spec, ops, attrs)

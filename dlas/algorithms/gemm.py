@@ -89,7 +89,7 @@ class Gemm(PackedAlgorithm):
                 axis=rk,
             ),
             name="conv",
-            attrs=main_attrs(self.name, "conv2d", spec),
+            attrs=main_attrs(self.name, "conv2d", spec.macs, rows_first=spec.split_by_rows),
         )
         opg = spec.out_per_group
         if spec.groups == 1:

@@ -99,7 +99,7 @@ def compute(data: te.Tensor, weight: te.Tensor, spec: ConvSpec) -> te.Tensor:
             data[n, rc, y, x].astype(acc) * weight[oc, rc, 0, 0].astype(acc), axis=rc
         ),
         name="conv",
-        attrs=main_attrs("direct", OP),
+        attrs=main_attrs("direct", OP, spec.macs),
     )
 
 

@@ -39,17 +39,21 @@ ROW_KEY = "dlas.row"
 # TVM's vectorizer splits into a scalar load and insert per lane, LLVM turns into wide loads
 # and shuffles (dlas.algorithms.pooling).
 LLVM_VECTOR_KEY = "dlas.llvm_vector"
-# On a block whose products a tensor intrinsic or an extern microkernel computes, hidden from
-# TIR's flop estimator: the multiply-adds it does. The default schedule copies the sum onto
-# its PrimFunc (the same key), where dlas.profile reads it for the kernel's GFLOP/s.
+# On every conv and dense block: the multiply-adds of the layer it computes (no padding lanes
+# or channels; winograd's are the direct conv's). TIR's flop estimator cannot stand in for
+# it: it counts nothing inside a tensor intrinsic, the padding lanes of a tile, and an
+# inlined epilogue once per use (SiLU's read 4x the conv's flops). The default schedule
+# copies the sum onto its PrimFunc (the same key), where dlas.profile reads it.
 MACS_KEY = "dlas.macs"
 # On a conv block whose threads should split the output by rows (ConvSpec.split_by_rows).
 ROWS_FIRST_KEY = "dlas.rows_first"
 
 
-def main_attrs(algorithm: str, op: str, spec: ConvSpec | None = None) -> dict[str, Any]:
-    attrs: dict[str, Any] = {ALGORITHM_KEY: algorithm, OP_KEY: op}
-    if spec is not None and spec.split_by_rows:
+def main_attrs(algorithm: str, op: str, macs: int, *, rows_first: bool = False) -> dict[str, Any]:
+    """The annotations of an algorithm's main block: whose schedule it takes, the layer's
+    multiply-adds, and (``rows_first``: ConvSpec.split_by_rows) how its threads split it."""
+    attrs: dict[str, Any] = {ALGORITHM_KEY: algorithm, OP_KEY: op, MACS_KEY: macs}
+    if rows_first:
         attrs[ROWS_FIRST_KEY] = 1
     return attrs
 

@@ -98,7 +98,12 @@ class SpatialPack(PackedAlgorithm):
             )
 
         shape = (spec.batch, oc_pad // cbo, spec.out_h, spec.out_w, cbo)
-        conv = te.compute(shape, value, name="conv", attrs=main_attrs(self.name, "conv2d", spec))
+        conv = te.compute(
+            shape,
+            value,
+            name="conv",
+            attrs=main_attrs(self.name, "conv2d", spec.macs, rows_first=spec.split_by_rows),
+        )
         return unpack(conv, spec, cbo)
 
     def _depthwise(self, data: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:
@@ -113,7 +118,9 @@ class SpatialPack(PackedAlgorithm):
             return te.sum(pixel.astype(acc) * packed[cb, kh, kw, ci].astype(acc), axis=[kh, kw])
 
         shape = (spec.batch, d.shape[1], spec.out_h, spec.out_w, LANES)
-        conv = te.compute(shape, value, name="conv", attrs=main_attrs(self.name, "depthwise"))
+        conv = te.compute(
+            shape, value, name="conv", attrs=main_attrs(self.name, "depthwise", spec.macs)
+        )
         return unpack(conv, spec, LANES)
 
     # --- schedule ----------------------------------------------------------------------

@@ -110,7 +110,7 @@ class Winograd(PackedAlgorithm):
                 axis=c,
             ),
             name="conv",
-            attrs=main_attrs(self.name, "conv2d"),
+            attrs=main_attrs(self.name, "conv2d", spec.macs),
         )
         # Y[.., p, q, oi] = sum_rs A[r, p] A[s, q] M[r * 6 + s]
         output_coef = np.einsum("rp,sq->pqrs", a, a)
