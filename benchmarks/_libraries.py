@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from dlas import measure
-from dlas.measure import WARMUP_S
 
 
 def run_one(overrides: list[str]) -> tuple[dict[str, float], Path | None]:
@@ -52,7 +51,10 @@ def library_of(cfg: Any) -> Path | None:
 
 
 def round_robin(
-    systems: dict[Any, Callable[[], Any]], rounds: int, calls: int, warmup_s: float = WARMUP_S
+    systems: dict[Any, Callable[[], Any]],
+    rounds: int,
+    calls: int,
+    warmup_s: float = measure.WARMUP_S,
 ) -> dict[Any, list[float]]:
     """:func:`dlas.measure.round_robin` over no-argument calls: times (ms) of ``rounds`` x
     ``calls`` calls of each system, each block after about ``warmup_s`` of its own untimed
