@@ -66,7 +66,8 @@ STUDY = [
 ]
 # auto (each layer's fastest, timed per layer) is an untuned build too: on ResNet18-224 and
 # ResNet50-224 it beat every single algorithm (1.03x, 1.07x on Zen 3), and takes 1-3 min.
-ALGORITHMS = ["direct", "spatial_pack", "winograd", "gemm", "auto"]
+# blocked keeps activations in 16-channel blocks between layers (dlas/algorithms/blocked.py).
+ALGORITHMS = ["direct", "spatial_pack", "blocked", "winograd", "gemm", "auto"]
 PEERS = {
     "eager": TuningConfig(name="pytorch"),
     "compile": TorchCompileTuningConfig(name="torch_compile"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from . import (  # noqa: F401  (each module registers its algorithm)
     auto,
+    blocked,
     direct,
     gemm,
     per_layer,

@@ -28,7 +28,7 @@ from tvm import relax
 from dlas.cache import Cache, write_atomic
 from dlas.compiler.build import build
 
-from .base import Algorithm
+from .base import Algorithm, layer_kernels
 from .constants import value_of
 from .lowering import lower
 from .registry import ALGORITHMS
@@ -67,13 +67,9 @@ class Auto(Algorithm):
         self.cache = Cache(Path(cache_dir).expanduser()) if cache_dir else None
         self.repeat = repeat
         self.rounds = rounds
-        unknown = [
-            n
-            for n in [*self.candidates, *self.sparse_candidates]
-            if n not in ALGORITHMS or ALGORITHMS.get(n).composite
-        ]
+        kernels = layer_kernels()
+        unknown = [n for n in [*self.candidates, *self.sparse_candidates] if n not in kernels]
         if unknown or not self.candidates:
-            kernels = [n for n in ALGORITHMS.names() if not ALGORITHMS.get(n).composite]
             raise ValueError(
                 f"algorithm=auto: candidates must be non-empty and among {', '.join(kernels)}; "
                 f"got {', '.join(unknown) or 'none'}"

@@ -13,6 +13,7 @@ import copy
 from typing import Any, ClassVar
 
 import numpy as np
+import tvm
 from tvm import relax, s_tir, te
 
 from . import dense
@@ -38,6 +39,9 @@ class Algorithm:
     packs_weights: ClassVar[bool] = True
     # Has no kernel of its own: picks one of the other algorithms for each layer.
     composite: ClassVar[bool] = False
+    # Changes the data layout of the whole graph (graph_passes): its kernels cannot run one
+    # layer among other algorithms' NCHW ones (per_layer, auto).
+    whole_graph: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.layers: list[dict[str, Any]] = []
@@ -56,6 +60,16 @@ class Algorithm:
         new = copy.copy(self)
         new.layers = []
         return new
+
+    # --- lowering ----------------------------------------------------------------------
+    def graph_passes(self) -> list[tvm.transform.Pass]:
+        """Relax passes this algorithm needs between constant folding and legalization
+        (e.g. a data layout of its own)."""
+        return []
+
+    def fusion_passes(self) -> list[tvm.transform.Pass]:
+        """Passes between op-pattern annotation and FuseOps (e.g. what may fuse)."""
+        return []
 
     # --- legalization ------------------------------------------------------------------
     def conv2d(self, bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
@@ -105,6 +119,15 @@ class Algorithm:
     def record(self, row: dict[str, Any]) -> None:
         """Append a layer-table row; every row has every column (None where unknown)."""
         self.layers.append({"layer": len(self.layers), **dict.fromkeys(ROW_COLUMNS), **row})
+
+
+def layer_kernels() -> list[str]:
+    """The algorithms a composite may choose for one layer: a kernel of their own, on NCHW."""
+    return [
+        n
+        for n in ALGORITHMS.names()
+        if not (ALGORITHMS.get(n).composite or ALGORITHMS.get(n).whole_graph)
+    ]
 
 
 class PackedAlgorithm(Algorithm):

@@ -64,6 +64,7 @@ def lower(
         relax.transform.DeadCodeElimination(),
         # int8 layers: rescale, bias, activation and requantization as one multiply-add.
         FoldRequantize(),
+        *algo.graph_passes(),
         relax.transform.LegalizeOps(
             {
                 "relax.nn.conv2d": algo.conv2d,
@@ -73,6 +74,7 @@ def lower(
             }
         ),
         relax.transform.AnnotateTIROpPattern(),
+        *algo.fusion_passes(),
         relax.transform.DeadCodeElimination(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),

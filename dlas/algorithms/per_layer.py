@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from .base import Algorithm
+from .base import Algorithm, layer_kernels
 from .registry import ALGORITHMS
 from .shapes import ConvSpec
 
@@ -59,9 +59,9 @@ class PerLayer(Algorithm):
                 f"algorithm.layers: {', '.join(map(repr, bad))} is not a selector; use a layer "
                 "index, depthwise, grouped, k<kernel>s<stride> or k<kernel> (e.g. k3s1, k1)"
             )
+        kernels = layer_kernels()
         for name in self.algorithms():
-            if name not in ALGORITHMS or ALGORITHMS.get(name).composite:
-                kernels = [n for n in ALGORITHMS.names() if not ALGORITHMS.get(n).composite]
+            if name not in kernels:
                 raise ValueError(
                     f"algorithm=per_layer cannot map a layer to {name!r}; "
                     f"available: {', '.join(kernels)}"

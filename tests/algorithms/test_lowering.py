@@ -44,6 +44,7 @@ def test_registry_and_configs():
     assert names == sorted(
         [
             "auto",
+            "blocked",
             "direct",
             "gemm",
             "per_layer",

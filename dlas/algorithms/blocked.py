@@ -1,0 +1,188 @@
+"""Blocked: activations stay in 16-channel blocks (N[C/16]HW[16]) from one conv to the next.
+
+``spatial_pack`` computes in this layout too, but packs each conv's NCHW input and unpacks
+its output, every layer. Here the graph passes of :mod:`.blocked_layout` put the whole chain
+of convs, batch norms, activations, residual adds and means in the blocked layout before
+legalization, so a conv reads the previous conv's output as it was written: each pixel's 16
+channels in one cache line, which the 16-lane FMA tile (one broadcast input channel x 16
+output channels, spatial_pack's kernel and schedule) reads in order. This is the layout ONNX
+Runtime's NCHWc transformer keeps between its convs. A conv that cannot run blocked (int8 or
+bf16 data, grouped, weights that are not constants) runs ``direct`` on NCHW, with a
+transform to and from the blocked layout fused into the kernels beside it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import tvm
+from tvm import relax, s_tir, te, tirx
+
+from . import blocked_layout
+from .base import Algorithm
+from .constants import value_of
+from .legalize import call_te
+from .packing import pack_data
+from .registry import ALGORITHMS
+from .schedules import extent, finish_reduction, tile
+from .shapes import OP_KEY, STAGE_ATTRS, ConvSpec, largest_divisor, main_attrs, pixel_tile
+from .spatial_pack import SpatialPack
+from .stages import PLANE_TASK_ROWS, compute_per_task
+
+BLOCK = blocked_layout.BLOCK
+# Parallel tasks a depthwise layer is split into at least, where its rows allow.
+MIN_TASKS = 8
+
+
+def blocked_spec(call: relax.Call) -> ConvSpec | None:
+    """The ConvSpec of a conv2d that writes blocked output (its input NCHW or blocked), the
+    channels counted in full; None for any other conv2d."""
+    attrs = call.attrs
+    if attrs.out_layout != blocked_layout.BLOCKED or attrs.kernel_layout != "OIHW":
+        return None
+    shape = [int(d) for d in call.args[0].ty.shape]
+    n, c, h, w = shape if len(shape) == 4 else (shape[0], shape[1] * shape[4], *shape[2:4])
+    o, _, kh, kw = (int(d) for d in call.args[1].ty.shape)
+    return ConvSpec(
+        n,
+        c,
+        h,
+        w,
+        o,
+        kh,
+        kw,
+        tuple(int(s) for s in attrs.strides),
+        tuple(int(p) for p in attrs.padding),
+        tuple(int(d) for d in attrs.dilation),
+        int(attrs.groups),
+        str(call.args[0].ty.dtype),
+        str(call.ty.dtype),
+    )
+
+
+class Blocked(Algorithm):
+    name = "blocked"
+    dtypes = ("float32",)
+    whole_graph = True
+
+    def graph_passes(self) -> list[tvm.transform.Pass]:
+        return blocked_layout.graph_passes()
+
+    def fusion_passes(self) -> list[tvm.transform.Pass]:
+        return [blocked_layout.FuseLayoutTransforms()]
+
+    def conv2d(self, bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+        spec = blocked_spec(call)
+        if spec is None:
+            return super().conv2d(bb, call)  # an NCHW conv: select() gives direct
+        row = {**spec.row(), "algorithm": self.name, "fallback": ""}
+        out = self.emit_conv2d(bb, call.args[0], value_of(call.args[1]), spec, row)
+        self.record(row)
+        return out
+
+    def emit_conv2d(
+        self,
+        bb: relax.BlockBuilder,
+        data: relax.Expr,
+        weight: np.ndarray,
+        spec: ConvSpec,
+        row: dict[str, Any],
+    ) -> relax.Expr:
+        """A conv reading blocked (or, at the stem, NCHW) data and writing blocked output."""
+        if spec.depthwise:
+            packed = relax.const(SpatialPack.pack_depthwise(weight, spec))
+            return call_te(bb, _depthwise, data, packed, spec=spec, name="conv2d")
+        packed = relax.const(SpatialPack.pack_weight(weight, spec))
+        return call_te(bb, _conv, data, packed, spec=spec, name="conv2d")
+
+    def select(self, spec: ConvSpec) -> tuple[Algorithm, str]:
+        return ALGORITHMS.get("direct")(), "not blocked (dtype, groups or weights): direct"
+
+    def schedule(self, sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
+        if str(sch.get(block).annotations[OP_KEY]) == "depthwise":
+            _schedule_depthwise(sch, block)
+        else:
+            SpatialPack().schedule(sch, block)
+
+
+def _schedule_depthwise(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
+    """Register tiles of a few pixels x 16 channels; a task takes about PLANE_TASK_ROWS rows of
+    one channel block and pads its own input rows while they are in cache (padded in a pass
+    of its own, a 112-px layer streamed its input through memory twice)."""
+    n, cb, y, x, ci, kh, kw = sch.get_loops(block)
+    rows, cols = pixel_tile(extent(sch, y), extent(sch, x), 1)
+    y_o, y_i = tile(sch, y, rows)
+    x_o, x_i = tile(sch, x, cols)
+    # Tasks of about PLANE_TASK_ROWS rows, fewer where that leaves the threads too few tasks
+    # (a 16-channel layer is one block: its rows are all the work there is to split).
+    tiles, per_task = extent(sch, y_o), max(1, PLANE_TASK_ROWS // extent(sch, y_i))
+    while per_task > 1 and extent(sch, cb) * -(-tiles // per_task) < MIN_TASKS:
+        per_task //= 2
+    task, y_o = tile(sch, y_o, largest_divisor(tiles, per_task))
+    sch.reorder(n, cb, task, y_o, x_o, kh, kw, y_i, x_i, ci)
+    compute_per_task(sch, block, task, lambda stage: None)
+    finish_reduction(
+        sch,
+        block,
+        parallel=[n, cb, task],
+        tile_loop=x_o,
+        first_reduction=kh,
+        vector=ci,
+        unroll=[kh, kw, y_i, x_i],
+    )
+
+
+def _blocked_input(data: te.Tensor, spec: ConvSpec) -> tuple[te.Tensor, int]:
+    """(zero-padded N[C/b]HW[b] input, b): an NCHW input is packed (b divides the channels),
+    a blocked one only padded."""
+    if len(data.shape) == 4:
+        block = BLOCK if spec.depthwise else largest_divisor(spec.in_per_group, BLOCK)
+        return pack_data(data, spec, block), block
+    top, left, bottom, right = spec.padding
+    if not any(spec.padding):
+        return data, BLOCK
+    zero = tirx.const(0, data.dtype)
+
+    def value(n, cb, y, x, ci):
+        inside = tirx.all(y >= top, y < spec.height + top, x >= left, x < spec.width + left)
+        return tirx.if_then_else(inside, data[n, cb, y - top, x - left, ci], zero)
+
+    shape = (spec.batch, spec.in_channels // BLOCK, spec.height + top + bottom)
+    shape += (spec.width + left + right, BLOCK)
+    return te.compute(shape, value, name="data_pack", attrs=STAGE_ATTRS), BLOCK
+
+
+def _conv(data: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:
+    d, cbi = _blocked_input(data, spec)
+    (sh, sw), (dh, dw) = spec.strides, spec.dilation
+    ib = te.reduce_axis((0, spec.in_channels // cbi), "ib")
+    kh = te.reduce_axis((0, spec.kernel_h), "kh")
+    kw = te.reduce_axis((0, spec.kernel_w), "kw")
+    ii = te.reduce_axis((0, cbi), "ii")
+
+    def value(n, ob, y, x, oi):
+        pixel = d[n, ib, y * sh + kh * dh, x * sw + kw * dw, ii]
+        return te.sum(pixel * packed[ob, ib, kh, kw, ii, oi], axis=[ib, kh, kw, ii])
+
+    shape = (spec.batch, spec.out_channels // BLOCK, spec.out_h, spec.out_w, BLOCK)
+    attrs = main_attrs(Blocked.name, "conv2d", spec.macs, rows_first=spec.split_by_rows)
+    return te.compute(shape, value, name="conv", attrs=attrs)
+
+
+def _depthwise(data: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:
+    d, _ = _blocked_input(data, spec)
+    (sh, sw), (dh, dw) = spec.strides, spec.dilation
+    kh = te.reduce_axis((0, spec.kernel_h), "kh")
+    kw = te.reduce_axis((0, spec.kernel_w), "kw")
+
+    def value(n, cb, y, x, ci):
+        pixel = d[n, cb, y * sh + kh * dh, x * sw + kw * dw, ci]
+        return te.sum(pixel * packed[cb, kh, kw, ci], axis=[kh, kw])
+
+    shape = (spec.batch, spec.out_channels // BLOCK, spec.out_h, spec.out_w, BLOCK)
+    attrs = main_attrs(Blocked.name, "depthwise", spec.macs)
+    return te.compute(shape, value, name="conv", attrs=attrs)
+
+
+ALGORITHMS.register(Blocked.name)(Blocked)

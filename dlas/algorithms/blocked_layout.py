@@ -1,0 +1,273 @@
+"""The graph passes of ``algorithm=blocked``: activations in 16-channel blocks between convs.
+
+Before legalization (:func:`graph_passes`):
+
+1. ``clip`` becomes ``minimum(maximum(x, lo), hi)``: Relax's ConvertLayout has no layout rule
+   for ``clip``, and would wrap every ReLU6 in a transform to NCHW and back.
+2. :class:`PadChannels`: a conv whose output channels are not whole blocks (MobileNetV2's 24,
+   EfficientNet's 24 and 40) gets zero filters up to the next block, and the convs that read
+   it zero weights for those channels, so the bottleneck stays blocked instead of being
+   unpacked and packed again around it (two extra passes over a 56-px map). The padded
+   channels hold finite values (0 through batch norm and ReLU, 0.5 through a sigmoid) that
+   only zero weights ever read; any other consumer gets the real channels sliced out first.
+3. Relax's ConvertLayout puts each eligible conv (float32, constant weights, whole blocks of
+   channels, ungrouped or depthwise) in ``NCHW16c``, carries the layout through the
+   elementwise ops, means and adds between convs, and leaves a ``layout_transform`` only where
+   a blocked tensor meets an NCHW one. A conv that reads NCHW (the RGB stem) still writes its
+   output blocked.
+
+After ``AnnotateTIROpPattern`` (:class:`FuseLayoutTransforms`): the transforms left are marked
+elementwise, so FuseOps fuses each into the kernel that produces its input, instead of
+running it as a pass of its own over the activations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
+
+from .constants import value_of
+from .shapes import LANES
+
+BLOCK = LANES
+BLOCKED = f"NCHW{BLOCK}c"
+_BINARY = {
+    "relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.maximum",
+    "relax.minimum",
+}  # fmt: skip
+_UNARY = {
+    "relax.sigmoid", "relax.tanh", "relax.clip", "relax.nn.relu", "relax.nn.silu", "relax.exp",
+    "relax.negative", "relax.nn.gelu",
+}  # fmt: skip
+_REDUCTIONS = {"relax.mean", "relax.sum", "relax.max"}
+# LegalizeOps names the PrimFunc of a relax.layout_transform after the TE op.
+TRANSFORM_PREFIX = "te_layout_transform"
+
+
+def graph_passes() -> list[tvm.transform.Pass]:
+    return [
+        ClipToMinMax(),
+        PadChannels(),
+        relax.transform.ConvertLayout({}, _conv_layout),
+        # The batch-norm constants ConvertLayout transformed. (TVM's FoldConstant would do it
+        # too, but it offers every blocked conv2d to TOPI, which logs a refusal for each.)
+        FoldTransforms(),
+    ]
+
+
+def _channels(expr: relax.Expr) -> int | None:
+    """Channels of a static 4-D tensor, else None."""
+    ty = expr.ty
+    if not isinstance(ty, relax.TensorType) or ty.ndim != 4:
+        return None
+    try:
+        return int(ty.shape[1])
+    except (TypeError, ValueError):
+        return None
+
+
+def blockable(call: relax.Call) -> bool:
+    """Whether a conv2d can run blocked: float32, constant weights, output channels in whole
+    blocks, and ungrouped or depthwise."""
+    attrs, data, weight = call.attrs, call.args[0], call.args[1]
+    if (attrs.data_layout, attrs.kernel_layout) != ("NCHW", "OIHW"):
+        return False
+    if str(data.ty.dtype) != "float32" or not isinstance(weight, tvm.ir.GenericConst):
+        return False
+    channels, out, per_group = _channels(data), int(weight.ty.shape[0]), int(weight.ty.shape[1])
+    groups = int(attrs.groups)
+    depthwise = groups == channels == out and per_group == 1
+    return channels is not None and out % BLOCK == 0 and (groups == 1 or depthwise)
+
+
+def _conv_layout(call: relax.Call) -> dict[str, list[str]]:
+    if call.op.name != "relax.nn.conv2d":
+        return {}
+    if not blockable(call):
+        # Said explicitly: with no desired layout, the conv keeps its input's blocked layout.
+        return {"relax.nn.conv2d": ["NCHW", "OIHW"]}
+    if _channels(call.args[0]) % BLOCK == 0:
+        return {"relax.nn.conv2d": [BLOCKED, "OIHW"]}
+    # NCHW input (the RGB stem): packed inside the conv's kernel, output blocked.
+    return {"relax.nn.conv2d": ["NCHW", "OIHW", BLOCKED]}
+
+
+def _function_pass(name: str, make: type) -> type:
+    """A module pass that runs mutator ``make`` over every Relax function."""
+
+    @tvm.transform.module_pass(opt_level=0, name=name)
+    class _Pass:
+        def transform_module(
+            self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext
+        ) -> tvm.IRModule:
+            mutator_ = make(mod)
+            for gv, func in mod.functions_items():
+                if isinstance(func, relax.Function):
+                    mutator_.builder_.update_func(gv, mutator_.visit_expr(func))
+            return mutator_.builder_.get()
+
+    return _Pass
+
+
+@mutator
+class _ClipToMinMax(PyExprMutator):
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.clip"):
+            return call
+        dtype = str(call.args[0].ty.dtype)
+        low, high = (relax.const(float(a.value), dtype) for a in call.args[1:])
+        return relax.op.minimum(relax.op.maximum(call.args[0], low), high)
+
+
+@mutator
+class _FoldTransforms(PyExprMutator):
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.layout_transform"):
+            return call
+        arg = call.args[0]
+        bound = self.lookup_binding(arg) if isinstance(arg, relax.Var) else arg
+        value = value_of(bound) if bound is not None else None
+        if value is None or call.attrs.pad_value is not None:
+            return call
+        mapped = call.attrs.index_map.map_tensor(tvm.runtime.tensor(value))
+        return relax.const(mapped.numpy())
+
+
+@mutator
+class _PadChannels(PyExprMutator):
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        if not isinstance(call.op, tvm.ir.Op):
+            return super().visit_call_(call)
+        # Rebuilt unnormalized: the padded arguments would fail the original op's shape check.
+        args = [self.visit_expr(a) for a in call.args]
+        padded = [
+            i
+            for i, (old, new) in enumerate(zip(call.args, args, strict=True))
+            if _channels(old) is not None and _channels(new) != _channels(old)
+        ]
+        name = call.op.name
+        if name == "relax.nn.conv2d":
+            return self._conv(call, args, bool(padded))
+        passes_through = name in _UNARY or (name in _REDUCTIONS and _keeps_channels(call))
+        if padded and not passes_through and not self._pad_operands(call, args, padded):
+            for i in padded:  # anything else reads the real channels
+                args[i] = self._slice(args[i], _channels(call.args[i]))
+        return relax.Call(call.op, args, call.attrs, call.ty_args)
+
+    def visit_tuple_(self, tup: relax.Tuple) -> relax.Expr:
+        # A function's outputs (a tuple, as exported) keep their real channels.
+        fields = [self.visit_expr(f) for f in tup.fields]
+        return relax.Tuple(
+            [
+                self._slice(new, _channels(old)) if _channels(new) != _channels(old) else new
+                for old, new in zip(tup.fields, fields, strict=True)
+            ]
+        )
+
+    def _value(self, expr: relax.Expr) -> np.ndarray | None:
+        if isinstance(expr, relax.Var):
+            bound = self.lookup_binding(expr)
+            return value_of(bound) if bound is not None else None
+        return value_of(expr)
+
+    def _pad_operands(self, call: relax.Call, args: list, padded: list[int]) -> bool:
+        """Pad a binary op's per-channel constants to the padded tensor's channels in place;
+        False for any other op, or where an operand is a tensor of the real channels."""
+        if call.op.name not in _BINARY:
+            return False
+        real, wide = _channels(call.args[padded[0]]), _channels(args[padded[0]])
+        for i, arg in enumerate(args):
+            if i in padded:
+                if _channels(arg) != wide:
+                    return False
+                continue
+            value = self._value(arg)
+            per_channel = value is not None and value.ndim == 4 and value.shape[1] == real
+            if per_channel and real != 1:
+                fill = 1 if call.op.name == "relax.divide" else 0
+                pad = [(0, 0), (0, wide - real), (0, 0), (0, 0)]
+                args[i] = relax.const(np.pad(value, pad, constant_values=fill))
+            elif _channels(arg) not in (None, 1):
+                return False
+        return True
+
+    def _slice(self, x: relax.Expr, channels: int) -> relax.Expr:
+        return self.builder_.emit(relax.op.strided_slice(x, axes=[1], begin=[0], end=[channels]))
+
+    def _conv(self, call: relax.Call, args: list, input_padded: bool) -> relax.Expr:
+        data, weight = args
+        unchanged = relax.Call(call.op, args, call.attrs, call.ty_args)
+        w = value_of(weight) if isinstance(weight, tvm.ir.GenericConst) else None
+        layouts = (call.attrs.data_layout, call.attrs.kernel_layout)
+        if w is None or layouts != ("NCHW", "OIHW") or str(data.ty.dtype) != "float32":
+            if not input_padded:
+                return unchanged
+            data = self._slice(data, _channels(call.args[0]))
+            return relax.Call(call.op, [data, weight], call.attrs, call.ty_args)
+        groups, real, wide = int(call.attrs.groups), _channels(call.args[0]), _channels(data)
+        if input_padded and groups == 1:
+            w = np.pad(w, [(0, 0), (0, wide - real), (0, 0), (0, 0)])
+        elif input_padded and groups == real == w.shape[0] and w.shape[1] == 1:
+            w, groups = np.pad(w, [(0, wide - real), (0, 0), (0, 0), (0, 0)]), wide  # depthwise
+        elif input_padded:
+            data = self._slice(data, real)
+        out, height, width = w.shape[0], int(call.ty.shape[2]), int(call.ty.shape[3])
+        if groups == 1 and out > BLOCK and out % BLOCK and height * width > 1:
+            w = np.pad(w, [(0, -out % BLOCK), (0, 0), (0, 0), (0, 0)])
+        if w.shape == tuple(int(d) for d in weight.ty.shape) and data.same_as(args[0]):
+            return unchanged
+        return _conv_like(call, data, w, groups)
+
+
+def _keeps_channels(call: relax.Call) -> bool:
+    axis = call.attrs.axis
+    return bool(call.attrs.keepdims) and axis is not None and 1 not in [int(a) % 4 for a in axis]
+
+
+def _conv_like(call: relax.Call, data: relax.Expr, weight: np.ndarray, groups: int) -> relax.Expr:
+    a = call.attrs
+    return relax.op.nn.conv2d(
+        data,
+        relax.const(np.ascontiguousarray(weight)),
+        strides=a.strides,
+        padding=a.padding,
+        dilation=a.dilation,
+        groups=groups,
+        data_layout=a.data_layout,
+        kernel_layout=a.kernel_layout,
+        out_layout=a.out_layout,
+        out_dtype=a.out_dtype,
+    )
+
+
+@tvm.transform.module_pass(opt_level=0, name="DlasFuseLayoutTransforms")
+class FuseLayoutTransforms:
+    """Mark the legalized ``layout_transform`` PrimFuncs elementwise (op pattern 0), so that
+    FuseOps fuses each into the kernel that produces its input (a transform is injective, and
+    FuseOps puts no injective op behind a conv)."""
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        names: set[str] = set()
+        call_tir = tvm.ir.Op.get("relax.call_tir")
+
+        def visit(expr: relax.Expr) -> None:
+            is_call_tir = isinstance(expr, relax.Call) and expr.op.same_as(call_tir)
+            if is_call_tir and expr.args[0].name_hint.startswith(TRANSFORM_PREFIX):
+                names.add(expr.args[0].name_hint)
+
+        for func in mod.functions.values():
+            if isinstance(func, relax.Function):
+                relax.analysis.post_order_visit(func, visit)
+        for gv, func in list(mod.functions_items()):
+            if gv.name_hint in names:
+                mod[gv] = func.with_attr("op_pattern", 0)
+        return mod
+
+
+ClipToMinMax = _function_pass("DlasClipToMinMax", _ClipToMinMax)
+FoldTransforms = _function_pass("DlasFoldTransforms", _FoldTransforms)
+PadChannels = _function_pass("DlasPadChannels", _PadChannels)

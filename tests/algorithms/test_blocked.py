@@ -1,0 +1,114 @@
+"""algorithm=blocked: activations stay in 16-channel blocks from the stem to the pooling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import tvm
+from torch import nn
+from tvm import relax
+
+from dlas.algorithms import blocked_layout, lower
+from dlas.compiler.build import build
+from dlas.compiler.export import export
+from dlas.data import InputSpec
+from tests.algorithms.util import RTOL, host_target, relative_error
+from tests.conftest import calibrate_batchnorm
+
+
+def conv_bn(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1) -> nn.Sequential:
+    conv = nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False)
+    return nn.Sequential(conv, nn.BatchNorm2d(cout))
+
+
+class Bottlenecks(nn.Module):
+    """MobileNetV2's 24-channel bottleneck (ReLU6, a residual add) and EfficientNet's SiLU and
+    squeeze-excitation, then a grouped conv that cannot run blocked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(conv_bn(3, 32, 3, 2), nn.ReLU6())
+        self.project = conv_bn(32, 24)
+        self.expand = nn.Sequential(conv_bn(24, 144), nn.ReLU6())
+        self.depthwise = nn.Sequential(conv_bn(144, 144, 3, 1, 144), nn.ReLU6())
+        self.back = conv_bn(144, 24)
+        self.wide = nn.Sequential(conv_bn(24, 96), nn.SiLU())
+        self.squeeze = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(96, 4, 1), nn.SiLU())
+        self.excite = nn.Sequential(nn.Conv2d(4, 96, 1), nn.Sigmoid())
+        self.grouped = nn.Sequential(conv_bn(96, 32, 3, 2, groups=2), nn.ReLU())
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.project(self.stem(x))
+        x = x + self.back(self.depthwise(self.expand(x)))
+        x = self.wide(x)
+        x = x * self.excite(self.squeeze(x))
+        x = self.grouped(x)
+        return self.head(x.mean((2, 3)))
+
+
+@pytest.fixture(scope="module")
+def bottlenecks():
+    torch.manual_seed(0)
+    spec = InputSpec(3, 32, 10)
+    model = Bottlenecks()
+    calibrate_batchnorm(model, spec.shape)
+    gen = torch.Generator().manual_seed(1)
+    inputs = [torch.randn(spec.shape, generator=gen) for _ in range(2)]
+    with torch.no_grad():
+        refs = [model(x).numpy() for x in inputs]
+    assert np.abs(refs[0] - refs[1]).max() > 1e-2 * np.abs(refs[0]).max()
+    return export(model, spec), [x.numpy() for x in inputs], refs
+
+
+def test_every_eligible_conv_runs_blocked_and_matches_pytorch(bottlenecks):
+    mod, inputs, refs = bottlenecks
+    target = host_target()
+    lowered = lower(mod, "blocked", target)
+    vm = relax.VirtualMachine(build(lowered.mod, target), tvm.cpu())
+    for x, ref in zip(inputs, refs, strict=True):
+        out = vm["main"](tvm.runtime.tensor(x, tvm.cpu()))[0].numpy()
+        assert relative_error(out, ref) <= RTOL
+    convs = [row for row in lowered.layers if row["op"] == "conv2d"]
+    ran = [row["algorithm"] for row in convs]
+    # The 24-channel layers run blocked too, in 32 channels, the last 8 of them zero.
+    assert ran[:6] == ["blocked"] * 6
+    assert convs[1]["weight_shape"] == [32, 32, 1, 1] and convs[2]["weight_shape"][1] == 32
+    # The squeeze conv writes 4 channels, the grouped conv reads groups of 48: both direct.
+    assert ran[6:] == ["direct", "blocked", "direct"]
+    assert all(row["fallback"] for row in convs if row["algorithm"] == "direct")
+    # No transform runs as a kernel of its own: each is fused into its producer.
+    names = [gv.name_hint for gv in lowered.mod.functions]
+    transforms = [n for n in names if blocked_layout.TRANSFORM_PREFIX in n]
+    assert transforms and all(n.startswith("fused_") for n in transforms)
+
+
+def test_pad_channels_alone_keeps_the_models_function(bottlenecks):
+    """PadChannels on its own (no layout change, plain direct kernels): same logits, and every
+    24-channel conv now writes 32 channels."""
+    mod, inputs, refs = bottlenecks
+    from dlas.algorithms.constants import FoldConstants
+
+    padded = tvm.transform.Sequential([FoldConstants(), blocked_layout.PadChannels()])(mod)
+    target = host_target()
+    lowered = lower(padded, "direct", target)
+    out_channels = [row["weight_shape"][0] for row in lowered.layers if row["op"] == "conv2d"]
+    assert 24 not in out_channels and out_channels.count(32) >= 3
+    vm = relax.VirtualMachine(build(lowered.mod, target), tvm.cpu())
+    for x, ref in zip(inputs, refs, strict=True):
+        out = vm["main"](tvm.runtime.tensor(x, tvm.cpu()))[0].numpy()
+        assert relative_error(out, ref) <= RTOL
+
+
+def test_clip_becomes_min_max_so_relu6_stays_blocked(bottlenecks):
+    mod, *_ = bottlenecks
+    converted = blocked_layout.ClipToMinMax()(mod)
+    ops = set()
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+            ops.add(expr.op.name)
+
+    relax.analysis.post_order_visit(converted["main"], visit)
+    assert "relax.clip" not in ops and {"relax.maximum", "relax.minimum"} <= ops
