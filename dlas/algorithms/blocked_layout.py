@@ -28,7 +28,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .constants import value_of
+from .constants import FoldConstants, bound_value, function_pass, value_of
 from .shapes import LANES
 
 BLOCK = LANES
@@ -53,7 +53,7 @@ def graph_passes() -> list[tvm.transform.Pass]:
         relax.transform.ConvertLayout({}, _conv_layout),
         # The batch-norm constants ConvertLayout transformed. (TVM's FoldConstant would do it
         # too, but it offers every blocked conv2d to TOPI, which logs a refusal for each.)
-        FoldTransforms(),
+        FoldConstants(),
     ]
 
 
@@ -94,23 +94,6 @@ def _conv_layout(call: relax.Call) -> dict[str, list[str]]:
     return {"relax.nn.conv2d": ["NCHW", "OIHW", BLOCKED]}
 
 
-def _function_pass(name: str, make: type) -> type:
-    """A module pass that runs mutator ``make`` over every Relax function."""
-
-    @tvm.transform.module_pass(opt_level=0, name=name)
-    class _Pass:
-        def transform_module(
-            self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext
-        ) -> tvm.IRModule:
-            mutator_ = make(mod)
-            for gv, func in mod.functions_items():
-                if isinstance(func, relax.Function):
-                    mutator_.builder_.update_func(gv, mutator_.visit_expr(func))
-            return mutator_.builder_.get()
-
-    return _Pass
-
-
 @mutator
 class _ClipToMinMax(PyExprMutator):
     def visit_call_(self, call: relax.Call) -> relax.Expr:
@@ -120,21 +103,6 @@ class _ClipToMinMax(PyExprMutator):
         dtype = str(call.args[0].ty.dtype)
         low, high = (relax.const(float(a.value), dtype) for a in call.args[1:])
         return relax.op.minimum(relax.op.maximum(call.args[0], low), high)
-
-
-@mutator
-class _FoldTransforms(PyExprMutator):
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        call = super().visit_call_(call)
-        if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.layout_transform"):
-            return call
-        arg = call.args[0]
-        bound = self.lookup_binding(arg) if isinstance(arg, relax.Var) else arg
-        value = value_of(bound) if bound is not None else None
-        if value is None or call.attrs.pad_value is not None:
-            return call
-        mapped = call.attrs.index_map.map_tensor(tvm.runtime.tensor(value))
-        return relax.const(mapped.numpy())
 
 
 @mutator
@@ -168,12 +136,6 @@ class _PadChannels(PyExprMutator):
             ]
         )
 
-    def _value(self, expr: relax.Expr) -> np.ndarray | None:
-        if isinstance(expr, relax.Var):
-            bound = self.lookup_binding(expr)
-            return value_of(bound) if bound is not None else None
-        return value_of(expr)
-
     def _pad_operands(self, call: relax.Call, args: list, padded: list[int]) -> bool:
         """Pad a binary op's per-channel constants to the padded tensor's channels in place;
         False for any other op, or where an operand is a tensor of the real channels."""
@@ -185,7 +147,7 @@ class _PadChannels(PyExprMutator):
                 if _channels(arg) != wide:
                     return False
                 continue
-            value = self._value(arg)
+            value = bound_value(self, arg)
             per_channel = value is not None and value.ndim == 4 and value.shape[1] == real
             if per_channel and real != 1:
                 fill = 1 if call.op.name == "relax.divide" else 0
@@ -268,6 +230,5 @@ class FuseLayoutTransforms:
         return mod
 
 
-ClipToMinMax = _function_pass("DlasClipToMinMax", _ClipToMinMax)
-FoldTransforms = _function_pass("DlasFoldTransforms", _FoldTransforms)
-PadChannels = _function_pass("DlasPadChannels", _PadChannels)
+ClipToMinMax = function_pass("DlasClipToMinMax", _ClipToMinMax)
+PadChannels = function_pass("DlasPadChannels", _PadChannels)

@@ -24,6 +24,31 @@ def value_of(expr: relax.Expr) -> np.ndarray | None:
     return None
 
 
+def bound_value(mutator: PyExprMutator, expr: relax.Expr) -> np.ndarray | None:
+    """The numpy value of a constant, or of a var ``mutator`` has seen bound to one."""
+    if isinstance(expr, relax.Var):
+        bound = mutator.lookup_binding(expr)
+        return value_of(bound) if bound is not None else None
+    return value_of(expr)
+
+
+def function_pass(name: str, make: type) -> type:
+    """A module pass running the mutator class ``make`` over every Relax function."""
+
+    @tvm.transform.module_pass(opt_level=0, name=name)
+    class _Pass:
+        def transform_module(
+            self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext
+        ) -> tvm.IRModule:
+            mutator_ = make(mod)
+            for gv, func in mod.functions_items():
+                if isinstance(func, relax.Function):
+                    mutator_.builder_.update_func(gv, mutator_.visit_expr(func))
+            return mutator_.builder_.get()
+
+    return _Pass
+
+
 def _shape(call: relax.Call, *_: np.ndarray) -> tuple[int, ...]:
     return tuple(int(d) for d in call.ty.shape)
 
@@ -63,6 +88,8 @@ def _evaluate(call: relax.Call, args: list[np.ndarray]) -> np.ndarray | None:
         return _permute(call, args[0])
     if name == "relax.astype":
         return args[0].astype(str(call.attrs.dtype))
+    if name == "relax.layout_transform" and call.attrs.pad_value is None:
+        return call.attrs.index_map.map_tensor(tvm.runtime.tensor(args[0])).numpy()
     return None
 
 
@@ -75,7 +102,7 @@ class _Folder(PyExprMutator):
         if call.op.name == "relax.nn.batch_norm":
             return self._batch_norm(call)
         tensors = [a for a in call.args if not isinstance(a, relax.ShapeExpr)]
-        values = [self._value(a) for a in tensors]
+        values = [bound_value(self, a) for a in tensors]
         if not values or any(v is None for v in values):
             return call
         result = _evaluate(call, values)
@@ -83,15 +110,9 @@ class _Folder(PyExprMutator):
             return call
         return relax.const(np.ascontiguousarray(result).astype(str(call.ty.dtype)))
 
-    def _value(self, expr: relax.Expr) -> np.ndarray | None:
-        if isinstance(expr, relax.Var):
-            bound = self.lookup_binding(expr)
-            return value_of(bound) if bound is not None else None
-        return value_of(expr)
-
     def _batch_norm(self, call: relax.Call) -> relax.Expr:
         x = call.args[0]
-        gamma, beta, mean, var = (self._value(a) for a in call.args[1:])
+        gamma, beta, mean, var = (bound_value(self, a) for a in call.args[1:])
         if any(v is None for v in (gamma, beta, mean, var)) or call.attrs.training:
             return call
         scale = 1.0 / np.sqrt(var.astype(np.float64) + float(call.attrs.epsilon))
@@ -114,13 +135,5 @@ class _Folder(PyExprMutator):
         return relax.Tuple([out, call.args[3], call.args[4]])
 
 
-@tvm.transform.module_pass(opt_level=0, name="DlasFoldConstants")
-class FoldConstants:
-    """Fold batch norm and constant shape/arithmetic chains with numpy."""
-
-    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        folder = _Folder(mod)
-        for gv, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                folder.builder_.update_func(gv, folder.visit_expr(func))
-        return folder.builder_.get()
+# Batch norm and constant shape/arithmetic chains, folded with numpy.
+FoldConstants = function_pass("DlasFoldConstants", _Folder)
