@@ -42,23 +42,8 @@ def blocked_spec(call: relax.Call) -> ConvSpec | None:
     if attrs.out_layout != blocked_layout.BLOCKED or attrs.kernel_layout != "OIHW":
         return None
     shape = [int(d) for d in call.args[0].ty.shape]
-    n, c, h, w = shape if len(shape) == 4 else (shape[0], shape[1] * shape[4], *shape[2:4])
-    o, _, kh, kw = (int(d) for d in call.args[1].ty.shape)
-    return ConvSpec(
-        n,
-        c,
-        h,
-        w,
-        o,
-        kh,
-        kw,
-        tuple(int(s) for s in attrs.strides),
-        tuple(int(p) for p in attrs.padding),
-        tuple(int(d) for d in attrs.dilation),
-        int(attrs.groups),
-        str(call.args[0].ty.dtype),
-        str(call.ty.dtype),
-    )
+    nchw = shape if len(shape) == 4 else [shape[0], shape[1] * shape[4], *shape[2:4]]
+    return ConvSpec.with_data(call, nchw)
 
 
 class Blocked(Algorithm):

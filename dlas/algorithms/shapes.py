@@ -90,18 +90,24 @@ class ConvSpec:
         attrs = call.attrs
         if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW"):
             return None
-        data, weight = call.args[0].ty, call.args[1].ty
         try:
-            n, c, h, w = (int(v) for v in data.shape)
-            o, _, kh, kw = (int(v) for v in weight.shape)
+            data_shape = [int(v) for v in call.args[0].ty.shape]
+        except (TypeError, ValueError):
+            return None
+        return cls.with_data(call, data_shape)
+
+    @classmethod
+    def with_data(cls, call: relax.Call, nchw: list[int]) -> ConvSpec | None:
+        """The spec of an OIHW conv2d ``call`` whose data is ``nchw`` (n, c, h, w): its own
+        shape, or a blocked layout's read as NCHW. None for weights of dynamic shape."""
+        attrs = call.attrs
+        try:
+            o, _, kh, kw = (int(v) for v in call.args[1].ty.shape)
         except (TypeError, ValueError):
             return None
         out_dtype = str(call.ty.dtype)  # out_dtype attr resolved (it may be unset)
         return cls(
-            n,
-            c,
-            h,
-            w,
+            *nchw,
             o,
             kh,
             kw,
@@ -109,7 +115,7 @@ class ConvSpec:
             tuple(int(p) for p in attrs.padding),
             tuple(int(d) for d in attrs.dilation),
             int(attrs.groups),
-            str(data.dtype),
+            str(call.args[0].ty.dtype),
             out_dtype,
         )
 
