@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 import tvm
-from tvm import relax
+from tvm import relax, tirx
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .constants import FoldConstants, bound_value, function_pass, value_of
@@ -68,13 +68,24 @@ def _channels(expr: relax.Expr) -> int | None:
         return None
 
 
+def _float_nchw_with_constant_weights(
+    call: relax.Call, data: relax.Expr, weight: relax.Expr
+) -> bool:
+    """Whether a conv2d reads float32 NCHW ``data`` with constant OIHW ``weight``: the convs
+    the passes may pad or block."""
+    layouts = (call.attrs.data_layout, call.attrs.kernel_layout)
+    return (
+        layouts == ("NCHW", "OIHW")
+        and str(data.ty.dtype) == "float32"
+        and isinstance(weight, tvm.ir.GenericConst)
+    )
+
+
 def blockable(call: relax.Call) -> bool:
     """Whether a conv2d can run blocked: float32, constant weights, output channels in whole
     blocks, and ungrouped or depthwise."""
     attrs, data, weight = call.attrs, call.args[0], call.args[1]
-    if (attrs.data_layout, attrs.kernel_layout) != ("NCHW", "OIHW"):
-        return False
-    if str(data.ty.dtype) != "float32" or not isinstance(weight, tvm.ir.GenericConst):
+    if not _float_nchw_with_constant_weights(call, data, weight):
         return False
     channels, out, per_group = _channels(data), int(weight.ty.shape[0]), int(weight.ty.shape[1])
     groups = int(attrs.groups)
@@ -163,14 +174,13 @@ class _PadChannels(PyExprMutator):
     def _conv(self, call: relax.Call, args: list, input_padded: bool) -> relax.Expr:
         data, weight = args
         unchanged = relax.Call(call.op, args, call.attrs, call.ty_args)
-        w = value_of(weight) if isinstance(weight, tvm.ir.GenericConst) else None
-        layouts = (call.attrs.data_layout, call.attrs.kernel_layout)
-        if w is None or layouts != ("NCHW", "OIHW") or str(data.ty.dtype) != "float32":
+        if not _float_nchw_with_constant_weights(call, data, weight):
             if not input_padded:
                 return unchanged
             data = self._slice(data, _channels(call.args[0]))
             return relax.Call(call.op, [data, weight], call.attrs, call.ty_args)
-        groups, real, wide = int(call.attrs.groups), _channels(call.args[0]), _channels(data)
+        w, groups = value_of(weight), int(call.attrs.groups)
+        real, wide = _channels(call.args[0]), _channels(data)
         if input_padded and groups == 1:
             w = np.pad(w, [(0, 0), (0, wide - real), (0, 0), (0, 0)])
         elif input_padded and groups == real == w.shape[0] and w.shape[1] == 1:
@@ -213,19 +223,8 @@ class FuseLayoutTransforms:
     FuseOps puts no injective op behind a conv)."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        names: set[str] = set()
-        call_tir = tvm.ir.Op.get("relax.call_tir")
-
-        def visit(expr: relax.Expr) -> None:
-            is_call_tir = isinstance(expr, relax.Call) and expr.op.same_as(call_tir)
-            if is_call_tir and expr.args[0].name_hint.startswith(TRANSFORM_PREFIX):
-                names.add(expr.args[0].name_hint)
-
-        for func in mod.functions.values():
-            if isinstance(func, relax.Function):
-                relax.analysis.post_order_visit(func, visit)
         for gv, func in list(mod.functions_items()):
-            if gv.name_hint in names:
+            if isinstance(func, tirx.PrimFunc) and gv.name_hint.startswith(TRANSFORM_PREFIX):
                 mod[gv] = func.with_attr("op_pattern", 0)
         return mod
 

@@ -46,6 +46,19 @@ class Case:
         )
 
 
+def varying_references(
+    model: torch.nn.Module, shape: tuple[int, ...]
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Two random inputs and the model's outputs for them, checked to differ: logits that
+    do not depend on the input would make any agreement prove nothing."""
+    gen = torch.Generator().manual_seed(1)
+    inputs = [torch.randn(shape, generator=gen) for _ in range(2)]
+    with torch.no_grad():
+        refs = [model(x).numpy() for x in inputs]
+    assert np.abs(refs[0] - refs[1]).max() > 1e-2 * np.abs(refs[0]).max()
+    return [x.numpy() for x in inputs], refs
+
+
 def relative_error(out: np.ndarray, ref: np.ndarray) -> float:
     return float(np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-12))
 
