@@ -79,9 +79,11 @@ class MetaScheduleTuningConfig(TuningConfig):
     cost_model: str = "xgb"
     cost_model_options: dict[str, Any] = field(default_factory=dict)
     # A name in dlas.tuning.metaschedule.BUILDERS. inprocess: candidates compile in this
-    # process on builder_workers threads (null: one per core).
+    # process on builder_workers threads (null: one per core); a candidate still compiling
+    # after builder_timeout_s is recorded as a failed build and the search goes on.
     builder: str = "inprocess"
     builder_workers: int | None = None
+    builder_timeout_s: float = 60.0
     # A name in dlas.tuning.metaschedule.RUNNERS. inprocess: timed in this process; local: one
     # worker process that dies with this one.
     # Devices with their own MetaSchedule runner (RPC boards) use it instead.
@@ -145,6 +147,12 @@ class MetaScheduleTuningConfig(TuningConfig):
             "tuning.builder_workers",
             "must be null or >= 1",
             self.builder_workers,
+        )
+        require(
+            self.builder_timeout_s > 0,
+            "tuning.builder_timeout_s",
+            "must be > 0",
+            self.builder_timeout_s,
         )
         require(
             self.runner_timeout_s > 0,

@@ -49,8 +49,8 @@ log = logging.getLogger(__name__)
 
 # tuning.builder / tuning.runner names (dlas.validity checks a run's choice against these).
 BUILDERS: dict[str, Callable[..., ms.Builder]] = {
-    "inprocess": lambda workers, export: InProcessBuilder(
-        workers or os.cpu_count() or 1, export=export
+    "inprocess": lambda workers, export, timeout_s: InProcessBuilder(
+        workers or os.cpu_count() or 1, export=export, timeout_sec=timeout_s
     ),
 }
 RUNNERS: dict[str, Callable[..., ms.Runner]] = {
@@ -59,13 +59,15 @@ RUNNERS: dict[str, Callable[..., ms.Runner]] = {
 }
 
 
-def make_builder(builder: str | ms.Builder, workers: int | None, export: bool) -> ms.Builder:
+def make_builder(
+    builder: str | ms.Builder, workers: int | None, export: bool, timeout_s: float = 60.0
+) -> ms.Builder:
     """A MetaSchedule builder from its name, or the given object unchanged."""
     if not isinstance(builder, str):
         return builder
     if builder not in BUILDERS:
         raise ValueError(f"tuning.builder={builder!r}: expected one of {', '.join(BUILDERS)}")
-    return BUILDERS[builder](workers, export)
+    return BUILDERS[builder](workers, export, timeout_s)
 
 
 def make_runner(
@@ -314,7 +316,9 @@ class MetaSchedule(Tuner):
         # them exported to disk (or linked for the board, as the device says).
         if export is None:
             export = not (isinstance(runner_spec, str) and runner_spec == "inprocess")
-        builder = make_builder(self.builder, cfg.builder_workers, export=export)
+        builder = make_builder(
+            self.builder, cfg.builder_workers, export=export, timeout_s=cfg.builder_timeout_s
+        )
         runner = None
         try:
             runner = make_runner(runner_spec, evaluator, cfg.runner_timeout_s)

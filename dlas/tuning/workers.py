@@ -5,8 +5,9 @@ batch, and each fresh worker imports ``tvm.s_tir.tensor_intrin`` (45-175 s on a 
 2-core machine) inside a 30 s timeout, so every trial fails with "Timeout"; a killed tuning
 run also leaves those workers behind. Here:
 
-* :class:`InProcessBuilder` compiles candidates in this process, on a thread pool (TVM's FFI
-  releases the GIL while LLVM compiles), and keeps the compiled module in memory;
+* :class:`InProcessBuilder` compiles candidates in this process, on threads (TVM's FFI
+  releases the GIL while LLVM compiles), keeps the compiled module in memory, and gives up
+  on a candidate that compiles for longer than its timeout;
 * :class:`InProcessRunner` times them in this process: nothing to start, nothing to reap;
 * :func:`reaped_local_runner` is the isolated alternative: MetaSchedule's ``LocalRunner``
   whose worker the kernel kills when this process dies (``PR_SET_PDEATHSIG``, set before the
@@ -23,9 +24,10 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 from unittest import mock
 
@@ -95,27 +97,104 @@ def _build_candidate(mod: tvm.IRModule, target: tvm.target.Target) -> Any:
     return tvm_build(mod, target=full_width_vectors(target), pipeline=pipeline)
 
 
+@dataclass
+class _Build:
+    """One candidate's compile on its own thread; ``outcome`` is set when it finishes."""
+
+    deadline: float
+    outcome: tuple[str | None, str | None] | None = None
+    abandoned: bool = False
+
+
 @derived_object
 class InProcessBuilder(PyBuilder):
-    """Builds candidates in this process on ``max_workers`` threads.
+    """Builds candidates in this process, ``max_workers`` at a time.
 
     With ``export=False`` the compiled module stays in memory and the artifact path is only a
     key for :class:`InProcessRunner` (no linker, no disk); ``export=True`` writes the tar that
     MetaSchedule's own runners load; a callable ``export(module) -> path`` exports its own way.
+
+    A candidate still compiling after ``timeout_sec`` is reported as a failed build and the
+    search goes on (LLVM took minutes on one candidate of a small dense layer). Its thread
+    cannot be stopped: it is a daemon thread, so it cannot hold up the process's exit, and
+    while ``max_abandoned`` such threads are still compiling, further candidates are failed
+    at once rather than piling up more of them on the cores.
     """
 
-    def __init__(self, max_workers: int = 1, export: bool | Callable[[Any], str] = False) -> None:
+    def __init__(
+        self,
+        max_workers: int = 1,
+        export: bool | Callable[[Any], str] = False,
+        timeout_sec: float = 60.0,
+        max_abandoned: int = 2,
+    ) -> None:
         super().__init__()
         import_tensor_intrinsics()
         self.max_workers = max(1, int(max_workers))
         self.export = export
+        self.timeout_sec = float(timeout_sec)
+        self.max_abandoned = max(1, int(max_abandoned))
         self._root = tempfile.mkdtemp(prefix="dlas-ms-build-")
         self._counter = itertools.count()
-        self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="dlas-ms-build")
+        self._finished = threading.Condition()
+        self._abandoned = 0  # timed-out builds whose threads still compile
 
     def build(self, build_inputs: list[BuilderInput]) -> list[BuilderResult]:
-        futures = [self._pool.submit(self._build_one, i.mod, i.target) for i in build_inputs]
-        return [BuilderResult(*future.result()) for future in futures]
+        outcomes: list[tuple[str | None, str | None] | None] = [None] * len(build_inputs)
+        waiting = list(enumerate(build_inputs))[::-1]
+        running: dict[int, _Build] = {}
+        with self._finished:
+            while waiting or running:
+                while waiting and len(running) < self.max_workers:
+                    index, build_input = waiting.pop()
+                    if self._abandoned >= self.max_abandoned:
+                        outcomes[index] = (None, self._saturated_message())
+                    else:
+                        running[index] = self._start(build_input)
+                if not running:
+                    continue
+                now = time.monotonic()
+                for index, job in list(running.items()):
+                    if job.outcome is not None:
+                        outcomes[index] = job.outcome
+                    elif now >= job.deadline:
+                        job.abandoned = True
+                        self._abandoned += 1
+                        outcomes[index] = (None, self._timeout_message())
+                    else:
+                        continue
+                    del running[index]
+                if running and all(job.outcome is None for job in running.values()):
+                    next_deadline = min(job.deadline for job in running.values())
+                    self._finished.wait(max(0.0, next_deadline - now))
+        return [BuilderResult(*outcome) for outcome in outcomes]
+
+    def _start(self, build_input: BuilderInput) -> _Build:
+        job = _Build(deadline=time.monotonic() + self.timeout_sec)
+
+        def compile_and_report() -> None:
+            outcome = self._build_one(build_input.mod, build_input.target)
+            with self._finished:
+                job.outcome = outcome
+                if job.abandoned:  # nobody will run it: free what it holds
+                    self._abandoned -= 1
+                    _forget(outcome[0])
+                self._finished.notify_all()
+
+        threading.Thread(target=compile_and_report, name="dlas-ms-build", daemon=True).start()
+        return job
+
+    def _timeout_message(self) -> str:
+        return (
+            f"InProcessBuilder: build timed out after {self.timeout_sec:g} s "
+            "(tuning.builder_timeout_s); the candidate is skipped"
+        )
+
+    def _saturated_message(self) -> str:
+        return (
+            f"InProcessBuilder: {self._abandoned} timed-out builds are still compiling; "
+            "candidates are skipped until one of them finishes"
+        )
 
     def _build_one(
         self, mod: tvm.IRModule, target: tvm.target.Target
@@ -141,11 +220,16 @@ class InProcessBuilder(PyBuilder):
             return None, "InProcessBuilder: build failed\n" + traceback.format_exc(limit=8)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
         with _IN_MEMORY_LOCK:
             for key in [k for k in _IN_MEMORY if k.startswith(self._root)]:
                 del _IN_MEMORY[key]
         shutil.rmtree(self._root, ignore_errors=True)
+
+
+def _forget(artifact_path: str | None) -> None:
+    """Drop a compiled candidate that will never be run."""
+    with _IN_MEMORY_LOCK:
+        _IN_MEMORY.pop(str(artifact_path), None)
 
 
 # --- runners -------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ def test_metaschedule_options_reach_the_schema(compose_cfg):
             "tuning.task_scheduler=round-robin",
             "tuning.cost_model=random",
             "tuning.builder_workers=2",
+            "tuning.builder_timeout_s=5",
             "++tuning.cost_model_options={num_warmup_samples:10}",
         )
     )
@@ -47,6 +48,7 @@ def test_metaschedule_options_reach_the_schema(compose_cfg):
         "random",
     )
     assert t.cost_model_options == {"num_warmup_samples": 10}
+    assert (t.builder_workers, t.builder_timeout_s) == (2, 5.0)
 
 
 @pytest.mark.parametrize(
@@ -59,6 +61,7 @@ def test_metaschedule_options_reach_the_schema(compose_cfg):
         "tuning.cost_model=gbdt",
         "tuning.task_scheduler=fifo",
         "tuning.builder_workers=0",
+        "tuning.builder_timeout_s=0",
     ],
 )
 def test_bad_metaschedule_values_are_refused(compose_cfg, override):

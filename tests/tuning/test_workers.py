@@ -110,3 +110,68 @@ def _kill_group(proc: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
+
+
+def _builder_inputs(count: int) -> list:
+    import tvm
+    from tvm import te
+    from tvm.s_tir.meta_schedule.builder import BuilderInput
+
+    x = te.placeholder((4,), name="x")
+    func = te.create_prim_func([x, te.compute((4,), lambda i: x[i] + 1.0, name="y")])
+    mod = tvm.IRModule({"main": func})
+    return [BuilderInput(mod, tvm.target.Target("llvm")) for _ in range(count)]
+
+
+class _ScriptedCompiles:
+    """Stands in for the compiler: call k sleeps ``seconds[k]`` (0 after the list ends)."""
+
+    def __init__(self, *seconds: float) -> None:
+        self.seconds = list(seconds)
+        self.calls = 0
+
+    def __call__(self, mod, target):
+        import threading
+
+        delay = self.seconds[self.calls] if self.calls < len(self.seconds) else 0.0
+        self.calls += 1
+        time.sleep(delay)
+        assert threading.current_thread().daemon  # cannot hold up the process's exit
+        return object()
+
+
+def test_a_build_past_its_timeout_fails_and_the_rest_go_on(monkeypatch):
+    """A candidate that compiles for minutes must not stall the search: it is reported as a
+    failed build after the timeout, the others in the batch build, and while timed-out
+    compiles still run, new candidates are failed at once rather than piled on the cores."""
+    from dlas.tuning import workers
+
+    compiles = _ScriptedCompiles(3.0, 0.0, 0.0)
+    monkeypatch.setattr(workers, "_build_candidate", compiles)
+    builder = workers.InProcessBuilder(2, timeout_sec=0.5, max_abandoned=1)
+    try:
+        start = time.monotonic()
+        results = builder.build(_builder_inputs(3))
+        assert time.monotonic() - start < 2.0  # not the 3 s of the slow compile
+        assert "timed out after 0.5 s" in results[0].error_msg
+        assert results[0].artifact_path is None
+        assert [r.error_msg for r in results[1:]] == [None, None]
+        assert all(r.artifact_path in workers._IN_MEMORY for r in results[1:])
+
+        # The slow compile is still running: the next batch is skipped, not queued.
+        (skipped,) = builder.build(_builder_inputs(1))
+        assert "still compiling" in skipped.error_msg
+        assert compiles.calls == 3
+
+        # Once it finishes, its module is dropped (nobody will run it) and builds resume.
+        deadline = time.monotonic() + 10
+        while builder._abandoned and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert builder._abandoned == 0
+        (resumed,) = builder.build(_builder_inputs(1))
+        assert resumed.error_msg is None
+        assert compiles.calls == 4
+        built = {r.artifact_path for r in (*results[1:], resumed)}
+        assert {p for p in workers._IN_MEMORY if p.startswith(builder._root)} == built
+    finally:
+        builder.close()
