@@ -36,10 +36,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Bump when lowering or building changes what a cached library contains.
+# 18: algorithm=blocked runs Winograd on its 3x3 layers of >= 14x14 outputs;
 # 17: sigmoid/SiLU's own exp, kernels.json's flops from the stamped MACs; 16: pointwise
 # tiles of 3 vectors on odd-vector planes; 15: int8 requantization converts with cvtps2dq;
 # 14: int8 flat-plane epilogues; 13: taps
-BUILD_VERSION = 17
+BUILD_VERSION = 18
 
 
 def run(cfg: DictConfig, parent_run_id: str | None = None) -> dict[str, float]:
@@ -263,7 +264,9 @@ def _build_findings(entry: Path, cfg: Config, cache_hit: bool) -> Findings:
     layers = json.loads((entry / "layers.json").read_text())
     if layers:
         found.tables["algorithm/layers.json"] = {
-            k: [str(row.get(k, "")) for row in layers] for k in layers[0]
+            # Every column any row has (algorithm=blocked's rows add ``kernel``).
+            k: [str(row.get(k, "")) for row in layers]
+            for k in dict.fromkeys(k for row in layers for k in row)
         }
         found.metrics["algorithm/fallback_layers"] = sum(1 for row in layers if row.get("fallback"))
     if cfg.tracking.log_library:

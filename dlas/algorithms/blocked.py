@@ -5,8 +5,10 @@ its output, every layer. Here the graph passes of :mod:`.blocked_layout` put the
 of convs, batch norms, activations, residual adds and means in the blocked layout before
 legalization, so a conv reads the previous conv's output as it was written: each pixel's 16
 channels in one cache line, which the 16-lane FMA tile (one broadcast input channel x 16
-output channels, spatial_pack's kernel and schedule) reads in order. This is the layout ONNX
-Runtime's NCHWc transformer keeps between its convs. A conv that cannot run blocked (int8 or
+output channels, spatial_pack's kernel and schedule) reads in order; 3x3 stride-1 convs
+with enough outputs run Winograd F(4x4, 3x3) (``winograd``'s transforms and product) from and
+to the same layout. This is the layout ONNX Runtime's NCHWc transformer keeps between its
+convs. The layer table's ``kernel`` column says which compute each conv ran. A conv that cannot run blocked (int8 or
 bf16 data, grouped, weights that are not constants) runs ``direct`` on NCHW, with a
 transform to and from the blocked layout fused into the kernels beside it.
 """
@@ -19,7 +21,7 @@ import numpy as np
 import tvm
 from tvm import relax, s_tir, te, tirx
 
-from . import blocked_layout
+from . import blocked_layout, winograd
 from .base import Algorithm
 from .constants import value_of
 from .legalize import call_te
@@ -33,6 +35,10 @@ from .stages import PLANE_TASK_ROWS, compute_per_task
 BLOCK = blocked_layout.BLOCK
 # Parallel tasks a depthwise layer is split into at least, where its rows allow.
 MIN_TASKS = 8
+# Winograd's transformed weights are 4x the 3x3 filters (6x6 per filter), and at batch 1 they
+# stream from memory on every call: below 14x14 outputs (ResNet50's 7-px 512-channel layers)
+# that stream costs more than the multiplications save (figures: algorithms/README.md).
+WINOGRAD_MIN_PIXELS = 14 * 14
 
 
 def blocked_spec(call: relax.Call) -> ConvSpec | None:
@@ -50,6 +56,10 @@ class Blocked(Algorithm):
     name = "blocked"
     dtypes = ("float32",)
     whole_graph = True
+
+    def __init__(self, winograd_min_pixels: int | None = WINOGRAD_MIN_PIXELS) -> None:
+        super().__init__()
+        self.winograd_min_pixels = winograd_min_pixels
 
     def graph_passes(self) -> list[tvm.transform.Pass]:
         return blocked_layout.graph_passes()
@@ -75,9 +85,14 @@ class Blocked(Algorithm):
         row: dict[str, Any],
     ) -> relax.Expr:
         """A conv reading blocked (or, at the stem, NCHW) data and writing blocked output."""
-        if spec.depthwise:
+        blocked_input = len(data.ty.shape) == 5
+        row["kernel"] = kernel = blocked_kernel(spec, blocked_input, self.winograd_min_pixels)
+        if kernel == "depthwise":
             packed = relax.const(SpatialPack.pack_depthwise(weight, spec))
             return call_te(bb, _depthwise, data, packed, spec=spec, name="conv2d")
+        if kernel == "winograd":
+            packed = relax.const(winograd.Winograd.pack_weight(weight, spec))
+            return call_te(bb, _winograd, data, packed, spec=spec, name="conv2d")
         packed = relax.const(SpatialPack.pack_weight(weight, spec))
         return call_te(bb, _conv, data, packed, spec=spec, name="conv2d")
 
@@ -89,6 +104,18 @@ class Blocked(Algorithm):
             _schedule_depthwise(sch, block)
         else:
             SpatialPack().schedule(sch, block)
+
+
+def blocked_kernel(spec: ConvSpec, blocked_input: bool, winograd_min_pixels: int | None) -> str:
+    """Which compute a blocked conv runs: ``depthwise``; ``winograd`` for a 3x3 stride-1 conv
+    on blocked input with at least ``winograd_min_pixels`` outputs; else ``spatial_pack``'s."""
+    if spec.depthwise:
+        return "depthwise"
+    if blocked_input and winograd_min_pixels is not None:
+        selected, _ = winograd.Winograd().select(spec)
+        if selected.name == "winograd" and spec.out_h * spec.out_w >= winograd_min_pixels:
+            return "winograd"
+    return "spatial_pack"
 
 
 def _schedule_depthwise(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
@@ -118,14 +145,18 @@ def _schedule_depthwise(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> 
     )
 
 
-def _blocked_input(data: te.Tensor, spec: ConvSpec) -> tuple[te.Tensor, int]:
+def _blocked_input(
+    data: te.Tensor, spec: ConvSpec, height: int = 0, width: int = 0
+) -> tuple[te.Tensor, int]:
     """(zero-padded N[C/b]HW[b] input, b): an NCHW input is packed (b divides the channels),
-    a blocked one only padded."""
+    a blocked one only padded; at least ``height`` x ``width`` when given (whole tiles)."""
     if len(data.shape) == 4:
         block = BLOCK if spec.depthwise else largest_divisor(spec.in_per_group, BLOCK)
-        return pack_data(data, spec, block), block
+        return pack_data(data, spec, block, height, width), block
     top, left, bottom, right = spec.padding
-    if not any(spec.padding):
+    bottom = max(bottom, height - spec.height - top)
+    right = max(right, width - spec.width - left)
+    if not any((top, left, bottom, right)):
         return data, BLOCK
     zero = tirx.const(0, data.dtype)
 
@@ -153,6 +184,20 @@ def _conv(data: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:
     shape = (spec.batch, spec.out_channels // BLOCK, spec.out_h, spec.out_w, BLOCK)
     attrs = main_attrs(Blocked.name, "conv2d", spec.macs, rows_first=spec.split_by_rows)
     return te.compute(shape, value, name="conv", attrs=attrs)
+
+
+def _winograd(data: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:
+    """Winograd F(4x4, 3x3) from blocked input to blocked output (winograd's transforms and
+    product, without its pack and unpack)."""
+    th, tw = winograd.tiles(spec)
+    d, _ = _blocked_input(data, spec, th * winograd.TILE + 2, tw * winograd.TILE + 2)
+    out = winograd.output_tiles(d, packed, spec)
+    tile = winograd.TILE
+    return te.compute(
+        (spec.batch, spec.out_channels // BLOCK, spec.out_h, spec.out_w, BLOCK),
+        lambda n, ob, h, w, oi: out[n, ob, h // tile, w // tile, h % tile, w % tile, oi],
+        name="unpack",
+    )
 
 
 def _depthwise(data: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:

@@ -87,40 +87,8 @@ class Winograd(PackedAlgorithm):
         return np.ascontiguousarray(u.transpose(0, 1, 3, 2)).astype(weight.dtype)
 
     def compute(self, data: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:
-        a, b, _ = matrices()
         th, tw = tiles(spec)
-        dtype = spec.out_dtype
-        d = pack_data(data, spec, LANES, th * TILE + 2, tw * TILE + 2)
-        # V[.., i, j, ci] = sum_rs B[r, i] B[s, j] d[r, s]
-        input_coef = np.einsum("ri,sj->ijrs", b, b)
-
-        def v_value(n, cb, y, x, i, j, ci):
-            read = lambda r, s: d[n, cb, y * TILE + r, x * TILE + s, ci].astype(dtype)  # noqa: E731
-            return tile_transform(read, input_coef, i, j, dtype)
-
-        v_shape = (spec.batch, d.shape[1], th, tw, ALPHA, ALPHA, LANES)
-        v = te.compute(v_shape, v_value, name="winograd_input", attrs=STAGE_ATTRS)
-
-        c = te.reduce_axis((0, round_up(spec.in_channels, LANES)), "c")
-        m_shape = (spec.batch, ALPHA * ALPHA, packed.shape[1], th, tw, LANES)
-        m = te.compute(
-            m_shape,
-            lambda n, e, ob, y, x, oi: te.sum(
-                v[n, c // LANES, y, x, e // ALPHA, e % ALPHA, c % LANES] * packed[e, ob, c, oi],
-                axis=c,
-            ),
-            name="conv",
-            attrs=main_attrs(self.name, "conv2d", spec.macs),
-        )
-        # Y[.., p, q, oi] = sum_rs A[r, p] A[s, q] M[r * 6 + s]
-        output_coef = np.einsum("rp,sq->pqrs", a, a)
-
-        def y_value(n, ob, y, x, p, q, oi):
-            read = lambda r, s: m[n, r * ALPHA + s, ob, y, x, oi]  # noqa: E731
-            return tile_transform(read, output_coef, p, q, dtype)
-
-        y_shape = (spec.batch, packed.shape[1], th, tw, TILE, TILE, LANES)
-        out = te.compute(y_shape, y_value, name="winograd_output", attrs=STAGE_ATTRS)
+        out = output_tiles(pack_data(data, spec, LANES, th * TILE + 2, tw * TILE + 2), packed, spec)
         return te.compute(
             (spec.batch, spec.out_channels, spec.out_h, spec.out_w),
             lambda n, k, h, w: out[
@@ -152,6 +120,44 @@ class Winograd(PackedAlgorithm):
             sch.unroll(i)
             sch.unroll(j)
             sch.vectorize(lanes)
+
+
+def output_tiles(d: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:
+    """The output as [N, OC/16, tile rows, tile columns, 4, 4, 16] from ``d``, the input in
+    16-channel blocks with its zero padding, at least (tile rows x 4 + 2) x (columns x 4 + 2)."""
+    a, b, _ = matrices()
+    th, tw = tiles(spec)
+    dtype = spec.out_dtype
+    # V[.., i, j, ci] = sum_rs B[r, i] B[s, j] d[r, s]
+    input_coef = np.einsum("ri,sj->ijrs", b, b)
+
+    def v_value(n, cb, y, x, i, j, ci):
+        read = lambda r, s: d[n, cb, y * TILE + r, x * TILE + s, ci].astype(dtype)  # noqa: E731
+        return tile_transform(read, input_coef, i, j, dtype)
+
+    v_shape = (spec.batch, d.shape[1], th, tw, ALPHA, ALPHA, LANES)
+    v = te.compute(v_shape, v_value, name="winograd_input", attrs=STAGE_ATTRS)
+
+    c = te.reduce_axis((0, round_up(spec.in_channels, LANES)), "c")
+    m_shape = (spec.batch, ALPHA * ALPHA, packed.shape[1], th, tw, LANES)
+    m = te.compute(
+        m_shape,
+        lambda n, e, ob, y, x, oi: te.sum(
+            v[n, c // LANES, y, x, e // ALPHA, e % ALPHA, c % LANES] * packed[e, ob, c, oi],
+            axis=c,
+        ),
+        name="conv",
+        attrs=main_attrs(Winograd.name, "conv2d", spec.macs),
+    )
+    # Y[.., p, q, oi] = sum_rs A[r, p] A[s, q] M[r * 6 + s]
+    output_coef = np.einsum("rp,sq->pqrs", a, a)
+
+    def y_value(n, ob, y, x, p, q, oi):
+        read = lambda r, s: m[n, r * ALPHA + s, ob, y, x, oi]  # noqa: E731
+        return tile_transform(read, output_coef, p, q, dtype)
+
+    y_shape = (spec.batch, packed.shape[1], th, tw, TILE, TILE, LANES)
+    return te.compute(y_shape, y_value, name="winograd_output", attrs=STAGE_ATTRS)
 
 
 ALGORITHMS.register(Winograd.name)(Winograd)

@@ -30,6 +30,7 @@ from dlas.config.ml import (
 from dlas.config.systems import (
     AlgorithmConfig,
     AutoAlgorithmConfig,
+    BlockedAlgorithmConfig,
     DeviceConfig,
     MetaScheduleTuningConfig,
     OnnxRuntimeTuningConfig,
@@ -41,6 +42,7 @@ from dlas.config.systems import (
 __all__ = [
     "AlgorithmConfig",
     "AutoAlgorithmConfig",
+    "BlockedAlgorithmConfig",
     "CompressionConfig",
     "Config",
     "CustomModelConfig",
@@ -147,6 +149,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
         "base": AlgorithmConfig,
         "per_layer": PerLayerAlgorithmConfig,
         "auto": AutoAlgorithmConfig,
+        "blocked": BlockedAlgorithmConfig,
     },
     "tuning": {
         "base": TuningConfig,

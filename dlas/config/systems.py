@@ -52,6 +52,22 @@ class AutoAlgorithmConfig(AlgorithmConfig):
         require(self.rounds >= 1, "algorithm.rounds", "must be >= 1", self.rounds)
 
 
+@dataclass
+class BlockedAlgorithmConfig(AlgorithmConfig):
+    # 3x3 stride-1 convs with at least this many output pixels run Winograd F(4x4, 3x3) in
+    # the blocked layout (its transformed weights are 4x larger: below ~14x14 outputs their
+    # stream from memory costs more than it saves); null: never Winograd.
+    winograd_min_pixels: int | None = 196
+
+    def __post_init__(self) -> None:
+        require(
+            self.winograd_min_pixels is None or self.winograd_min_pixels >= 1,
+            "algorithm.winograd_min_pixels",
+            "must be null or >= 1",
+            self.winograd_min_pixels,
+        )
+
+
 # --- tuning (systems software) -------------------------------------------------------------
 @dataclass
 class TuningConfig:

@@ -23,7 +23,8 @@ def conv_bn(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1) -
 
 class Bottlenecks(nn.Module):
     """MobileNetV2's 24-channel bottleneck (ReLU6, a residual add) and EfficientNet's SiLU and
-    squeeze-excitation, then a grouped conv that cannot run blocked."""
+    squeeze-excitation, a 3x3 conv on 16x16 pixels (Winograd), then a grouped conv that
+    cannot run blocked."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -35,6 +36,7 @@ class Bottlenecks(nn.Module):
         self.wide = nn.Sequential(conv_bn(24, 96), nn.SiLU())
         self.squeeze = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(96, 4, 1), nn.SiLU())
         self.excite = nn.Sequential(nn.Conv2d(4, 96, 1), nn.Sigmoid())
+        self.spatial = nn.Sequential(conv_bn(96, 96, 3), nn.ReLU())
         self.grouped = nn.Sequential(conv_bn(96, 32, 3, 2, groups=2), nn.ReLU())
         self.head = nn.Linear(32, 10)
 
@@ -42,7 +44,7 @@ class Bottlenecks(nn.Module):
         x = self.project(self.stem(x))
         x = x + self.back(self.depthwise(self.expand(x)))
         x = self.wide(x)
-        x = x * self.excite(self.squeeze(x))
+        x = self.spatial(x * self.excite(self.squeeze(x)))
         x = self.grouped(x)
         return self.head(x.mean((2, 3)))
 
@@ -70,7 +72,10 @@ def test_every_eligible_conv_runs_blocked_and_matches_pytorch(bottlenecks):
     assert ran[:6] == ["blocked"] * 6
     assert convs[1]["weight_shape"] == [32, 32, 1, 1] and convs[2]["weight_shape"][1] == 32
     # The squeeze conv writes 4 channels, the grouped conv reads groups of 48: both direct.
-    assert ran[6:] == ["direct", "blocked", "direct"]
+    assert ran[6:] == ["direct", "blocked", "blocked", "direct"]
+    kernels = [row["kernel"] for row in convs if row["algorithm"] == "blocked"]
+    # The stem reads 3 channels; the 3x3 stride-1 conv on 16x16 blocked pixels: Winograd.
+    assert kernels == [*["spatial_pack"] * 3, "depthwise", *["spatial_pack"] * 3, "winograd"]
     assert all(row["fallback"] for row in convs if row["algorithm"] == "direct")
     # No transform runs as a kernel of its own: each is fused into its producer.
     names = [gv.name_hint for gv in lowered.mod.functions]
@@ -106,3 +111,24 @@ def test_clip_becomes_min_max_so_relu6_stays_blocked(bottlenecks):
 
     relax.analysis.post_order_visit(converted["main"], visit)
     assert "relax.clip" not in ops and {"relax.maximum", "relax.minimum"} <= ops
+
+
+@pytest.mark.parametrize("min_pixels,winograd_layers", [(256, 1), (257, 0), (None, 0)])
+def test_winograd_runs_from_the_configured_output_size(bottlenecks, min_pixels, winograd_layers):
+    """The 3x3 conv writes 16x16 = 256 pixels: Winograd from 256 up, not from 257 or null."""
+    from dlas.algorithms.blocked import Blocked
+
+    mod, *_ = bottlenecks
+    lowered = lower(mod, Blocked(winograd_min_pixels=min_pixels), host_target(), schedule=False)
+    kernels = [row.get("kernel") for row in lowered.layers]
+    assert kernels.count("winograd") == winograd_layers
+
+
+def test_the_winograd_size_comes_from_the_config_and_is_checked(compose_cfg):
+    from dlas.algorithms.lowering import resolve
+    from dlas.config import ConfigError, validate
+
+    cfg = validate(compose_cfg("algorithm=blocked", "algorithm.winograd_min_pixels=100"))
+    assert resolve(cfg.algorithm).winograd_min_pixels == 100
+    with pytest.raises(ConfigError, match=r"algorithm\.winograd_min_pixels"):
+        validate(compose_cfg("algorithm=blocked", "algorithm.winograd_min_pixels=0"))
