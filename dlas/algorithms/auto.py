@@ -15,9 +15,12 @@ the same workload reuse them; the layer table lists every candidate's time in it
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +42,9 @@ log = logging.getLogger(__name__)
 DENSE_CANDIDATES = ("direct", "gemm", "spatial_pack", "winograd")
 SPARSE_CANDIDATES = ("sparse_direct", "sparse_gemm", "sparse_spatial_pack")
 # Bump when what a candidate's timing means changes (kernels, protocol).
-# 13: direct's pointwise tiles on odd-vector planes; 12: candidates timed round-robin
-CHOICES_VERSION = 13
+# 14: candidates timed with cold caches; 13: direct's pointwise tiles on odd-vector planes;
+# 12: candidates timed round-robin
+CHOICES_VERSION = 14
 # A layer's candidates are timed in this many rounds, each candidate's calls in turn: a drift
 # in the host's speed then reaches all of them. Four fresh choosings of ResNet18-32's 20 layers
 # disagreed on 16 of 120 layer pairs timed one after the other (one candidate's time 2x its
@@ -173,6 +177,27 @@ def conv_module(spec: ConvSpec, weight: np.ndarray) -> tvm.IRModule:
     return bb.get()
 
 
+def cold_timer(vm: relax.VirtualMachine, dev: Any, calls: int) -> Any:
+    """A timer of ``calls`` calls of ``vm``'s main, each after the caches are flushed: in a
+    model at batch 1 a layer's weights come from memory on every call (the other layers'
+    evicted them), and timed hot a candidate with larger packed weights (winograd's are 4x
+    the filters) looked faster than it runs there (VGG-16-32 with hot choices ran 1.19x
+    slower than direct alone)."""
+    return vm.module.time_evaluator(
+        "invoke_stateful", dev, number=1, repeat=calls, cache_flush_bytes=flush_bytes()
+    )
+
+
+@functools.cache
+def flush_bytes() -> int:
+    """Twice the last-level cache (64 MiB where the OS does not say)."""
+    for name in ("SC_LEVEL3_CACHE_SIZE", "SC_LEVEL2_CACHE_SIZE"):
+        with contextlib.suppress(ValueError, OSError, AttributeError):
+            if (size := os.sysconf(name)) > 0:
+                return 2 * size
+    return 64 << 20
+
+
 def time_convs(
     spec: ConvSpec,
     weight: np.ndarray,
@@ -198,6 +223,5 @@ def time_convs(
         calls = repeat // rounds + (i < repeat % rounds)
         for name, vm in vms.items():
             # The evaluator makes one untimed call first: the candidate's own warm-up.
-            timer = vm.time_evaluator("invoke_stateful", dev, number=1, repeat=calls)
-            seconds[name] += timer("main").results
+            seconds[name] += cold_timer(vm, dev, calls)("main").results
     return {name: float(np.median(s) * 1e3) for name, s in seconds.items()}

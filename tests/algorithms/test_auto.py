@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tvm
 
 from dlas.algorithms import auto as auto_module
 from dlas.algorithms.auto import Auto
@@ -91,18 +92,17 @@ def test_int8_candidates_are_timed_with_their_requantizing_epilogue():
     assert times["direct"] > 0
 
 
-def test_candidates_are_timed_round_robin(monkeypatch):
+def test_candidates_are_timed_round_robin_with_cold_caches(monkeypatch):
     """A layer's candidates take turns, so that a drift in the machine's speed while the layer
-    is timed reaches all of them, not just the one being timed then."""
-    from tvm import relax
-
+    is timed reaches all of them, not just the one being timed then; each call starts with
+    the caches flushed, as a layer's weights are in a model at batch 1."""
     from dlas.algorithms.shapes import ConvSpec
 
-    calls = []
-    original = relax.VirtualMachine.time_evaluator
+    calls, flushed = [], []
+    original = auto_module.cold_timer
 
-    def recording(vm, *args, **kwargs):
-        timer = original(vm, *args, **kwargs)
+    def recording(vm, dev, count):
+        timer = original(vm, dev, count)
 
         def timed(*a):
             result = timer(*a)
@@ -111,7 +111,13 @@ def test_candidates_are_timed_round_robin(monkeypatch):
 
         return timed
 
-    monkeypatch.setattr(relax.VirtualMachine, "time_evaluator", recording)
+    def evaluator(module, *args, **kwargs):
+        flushed.append(kwargs.get("cache_flush_bytes", 0))
+        return module_evaluator(module, *args, **kwargs)
+
+    module_evaluator = tvm.runtime.Module.time_evaluator
+    monkeypatch.setattr(tvm.runtime.Module, "time_evaluator", evaluator)
+    monkeypatch.setattr(auto_module, "cold_timer", recording)
     spec = ConvSpec(1, 8, 8, 8, 8, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, "float32", "float32")
     weight = np.random.default_rng(0).standard_normal((8, 8, 3, 3)).astype("float32")
     times = auto_module.time_convs(spec, weight, ["direct", "winograd"], host_target(), 7)
@@ -120,3 +126,5 @@ def test_candidates_are_timed_round_robin(monkeypatch):
     assert calls.count(first) == calls.count(second) == 7
     rounds = [c for i, c in enumerate(calls) if i == 0 or c != calls[i - 1]]
     assert auto_module.ROUNDS > 1 and rounds == [first, second] * auto_module.ROUNDS
+    assert len(flushed) == 2 * auto_module.ROUNDS
+    assert min(flushed) >= auto_module.flush_bytes() >= 16 << 20
