@@ -8,9 +8,10 @@ channels in one cache line, which the 16-lane FMA tile (one broadcast input chan
 output channels, spatial_pack's kernel and schedule) reads in order; 3x3 stride-1 convs
 with enough outputs run Winograd F(4x4, 3x3) (``winograd``'s transforms and product) from and
 to the same layout. This is the layout ONNX Runtime's NCHWc transformer keeps between its
-convs. The layer table's ``kernel`` column says which compute each conv ran. A conv that cannot run blocked (int8 or
-bf16 data, grouped, weights that are not constants) runs ``direct`` on NCHW, with a
-transform to and from the blocked layout fused into the kernels beside it.
+convs. The layer table's ``kernel`` column says which compute each conv ran. A conv that
+cannot run blocked (int8 or bf16 data, grouped, weights that are not constants) runs
+``direct`` on NCHW, with a transform to and from the blocked layout fused into the kernels
+beside it.
 """
 
 from __future__ import annotations
@@ -196,7 +197,7 @@ def _winograd(data: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:
     return te.compute(
         (spec.batch, spec.out_channels // BLOCK, spec.out_h, spec.out_w, BLOCK),
         lambda n, ob, h, w, oi: out[n, ob, h // tile, w // tile, h % tile, w % tile, oi],
-        name="unpack",
+        name="untile",
     )
 
 
