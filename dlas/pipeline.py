@@ -264,7 +264,7 @@ def _build_findings(entry: Path, cfg: Config, cache_hit: bool) -> Findings:
     layers = json.loads((entry / "layers.json").read_text())
     if layers:
         found.tables["algorithm/layers.json"] = {
-            # Every column any row has (algorithm=blocked's rows add ``kernel``).
+            # Every column any row has (e.g. ``kernel`` on int8 rows, ``compute`` on blocked ones).
             k: [str(row.get(k, "")) for row in layers]
             for k in dict.fromkeys(k for row in layers for k in row)
         }

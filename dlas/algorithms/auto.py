@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import tvm
+import tvm_ffi
 from tvm import relax
 
 from dlas.cache import Cache, write_atomic
@@ -33,13 +34,15 @@ from dlas.compiler.build import build
 
 from .base import Algorithm, layer_kernels
 from .constants import value_of
-from .lowering import lower
+from .lowering import LoweredModule, lower, schedule_defaults
 from .registry import ALGORITHMS
-from .shapes import ConvSpec
+from .shapes import ROW_COLUMNS, ConvSpec
 
 log = logging.getLogger(__name__)
 
 DENSE_CANDIDATES = ("direct", "gemm", "spatial_pack", "winograd")
+# Whole-graph layouts the per-layer choice is raced against, as whole models.
+GRAPH_CANDIDATES = ("blocked",)
 SPARSE_CANDIDATES = ("sparse_direct", "sparse_gemm", "sparse_spatial_pack")
 # Bump when what a candidate's timing means changes (kernels, protocol).
 # 14: candidates timed with cold caches; 13: direct's pointwise tiles on odd-vector planes;
@@ -64,10 +67,18 @@ class Auto(Algorithm):
         cache_dir: str | None = None,
         repeat: int = 20,
         rounds: int = ROUNDS,
+        graph_candidates: list[str] | tuple[str, ...] = GRAPH_CANDIDATES,
     ) -> None:
         super().__init__()
         self.candidates = list(candidates)
         self.sparse_candidates = list(sparse_candidates)
+        self.graph_candidates = list(graph_candidates)
+        whole = [n for n in ALGORITHMS.names() if ALGORITHMS.get(n).whole_graph]
+        if unknown := [n for n in self.graph_candidates if n not in whole]:
+            raise ValueError(
+                f"algorithm.graph_candidates: {', '.join(unknown)} is not a whole-graph "
+                f"algorithm; expected among {', '.join(whole) or 'none'}"
+            )
         self.cache = Cache(Path(cache_dir).expanduser()) if cache_dir else None
         self.repeat = repeat
         self.rounds = rounds
@@ -117,13 +128,55 @@ class Auto(Algorithm):
         best = min(self._times, key=self._times.__getitem__)
         return eligible[best], ""
 
+    def choose_lowering(
+        self, mod: tvm.IRModule, lowered: LoweredModule, target: tvm.target.Target, schedule: bool
+    ) -> LoweredModule:
+        """The per-layer choice, or a whole-graph layout (``graph_candidates``: blocked keeps
+        16-channel blocks between layers, which no per-layer choice can) if the whole model
+        built with it runs faster here. Decided once per (model, target) and cached; the
+        layer table's last row (op ``graph``) shows both times."""
+        if not self.graph_candidates:
+            return lowered
+        _require_host(target)
+        key = {
+            "version": CHOICES_VERSION,
+            "graph": tvm_ffi.structural_hash(mod),
+            "target": str(target),
+            "candidates": [*self.candidates, *self.sparse_candidates],
+            "graph_candidates": self.graph_candidates,
+            "repeat": self.repeat,
+            "rounds": self.rounds,
+        }
+        path = self.cache.entry("graph_choices", key, ".json") if self.cache else None
+        if path is not None and path.exists():
+            times = json.loads(path.read_text())["times_ms"]
+        else:
+            scheduled = lowered.mod if schedule else schedule_defaults(lowered.mod, target)
+            libraries = {self.name: scheduled}
+            for name in self.graph_candidates:
+                libraries[name] = lower(mod, name, target).mod
+            times = time_models(libraries, target, self.repeat, self.rounds)
+            log.info("algorithm=auto, whole model: %s", times)
+            if path is not None:
+                write_atomic(path, json.dumps({"spec": key, "times_ms": times}, indent=1).encode())
+        best = min(times, key=times.__getitem__)
+        chosen = lowered if best == self.name else lower(mod, best, target, schedule=schedule)
+        described = sorted(times.items(), key=lambda i: i[1])
+        chosen.layers.append(
+            {
+                "layer": len(chosen.layers),
+                **dict.fromkeys(ROW_COLUMNS),
+                "op": "graph",
+                "algorithm": best,
+                "fallback": "",
+                "candidates": ", ".join(f"{name}={ms:.4g}ms" for name, ms in described),
+            }
+        )
+        return chosen
+
     def _timed(self, spec: ConvSpec, names: list[str]) -> dict[str, float]:
         target = tvm.target.Target.current()
-        if target is None or target.kind.name != "llvm" or "mtriple" in target.attrs:
-            raise ValueError(
-                "algorithm=auto times its candidates on this machine and needs this host's CPU "
-                f"as the target (got {target}); map layers with algorithm=per_layer instead"
-            )
+        _require_host(target)
         assert self._weight is not None
         key = {
             "version": CHOICES_VERSION,
@@ -143,6 +196,42 @@ class Auto(Algorithm):
         if path is not None:
             write_atomic(path, json.dumps({"spec": key, "times_ms": times}, indent=1).encode())
         return times
+
+
+def _require_host(target: tvm.target.Target | None) -> None:
+    if target is None or target.kind.name != "llvm" or "mtriple" in target.attrs:
+        raise ValueError(
+            "algorithm=auto times its candidates on this machine and needs this host's CPU "
+            f"as the target (got {target}); map layers with algorithm=per_layer instead"
+        )
+
+
+def time_models(
+    libraries: dict[str, tvm.IRModule], target: Any, repeat: int, rounds: int = ROUNDS
+) -> dict[str, float]:
+    """Median milliseconds of each scheduled module's main on random inputs, ``repeat`` calls
+    each, made round-robin in ``rounds`` rounds. A whole model's calls evict its own weights
+    as it runs, as they do in use: no cache flush here."""
+    dev = tvm.cpu()
+    rng = np.random.default_rng(0)
+    vms = {}
+    for name, mod in libraries.items():
+        vms[name] = relax.VirtualMachine(build(mod, target), dev)
+        inputs = [
+            tvm.runtime.tensor(
+                rng.standard_normal([int(d) for d in p.ty.shape]).astype(str(p.ty.dtype)), dev
+            )
+            for p in mod["main"].params
+        ]
+        vms[name].set_input("main", *inputs)
+    rounds = max(1, min(rounds, repeat))
+    seconds: dict[str, list[float]] = {name: [] for name in vms}
+    for i in range(rounds):
+        calls = repeat // rounds + (i < repeat % rounds)
+        for name, vm in vms.items():
+            timer = vm.time_evaluator("invoke_stateful", dev, number=1, repeat=calls)
+            seconds[name] += timer("main").results
+    return {name: float(np.median(s) * 1e3) for name, s in seconds.items()}
 
 
 def conv_module(spec: ConvSpec, weight: np.ndarray) -> tvm.IRModule:

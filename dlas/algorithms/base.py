@@ -10,7 +10,7 @@ scheduler can find it again inside a fused PrimFunc.
 from __future__ import annotations
 
 import copy
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import tvm
@@ -21,6 +21,9 @@ from .constants import value_of
 from .legalize import call_te, default_legalize
 from .registry import ALGORITHMS
 from .shapes import ROW_COLUMNS, ConvSpec
+
+if TYPE_CHECKING:
+    from .lowering import LoweredModule
 
 
 class Algorithm:
@@ -70,6 +73,13 @@ class Algorithm:
     def fusion_passes(self) -> list[tvm.transform.Pass]:
         """Passes between op-pattern annotation and FuseOps (e.g. what may fuse)."""
         return []
+
+    def choose_lowering(
+        self, mod: tvm.IRModule, lowered: LoweredModule, target: tvm.target.Target, schedule: bool
+    ) -> LoweredModule:
+        """The lowering to use: ``lowered`` (this algorithm's own, of ``mod``), or another
+        one this algorithm measured to be faster (auto against whole-graph layouts)."""
+        return lowered
 
     # --- legalization ------------------------------------------------------------------
     def conv2d(self, bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:

@@ -8,7 +8,7 @@ channels in one cache line, which the 16-lane FMA tile (one broadcast input chan
 output channels, spatial_pack's kernel and schedule) reads in order; 3x3 stride-1 convs
 with enough outputs run Winograd F(4x4, 3x3) (``winograd``'s transforms and product) from and
 to the same layout. This is the layout ONNX Runtime's NCHWc transformer keeps between its
-convs. The layer table's ``kernel`` column says which compute each conv ran. A conv that
+convs. The layer table's ``compute`` column says which compute each conv ran. A conv that
 cannot run blocked (int8 or bf16 data, grouped, weights that are not constants) runs
 ``direct`` on NCHW, with a transform to and from the blocked layout fused into the kernels
 beside it.
@@ -87,7 +87,7 @@ class Blocked(Algorithm):
     ) -> relax.Expr:
         """A conv reading blocked (or, at the stem, NCHW) data and writing blocked output."""
         blocked_input = len(data.ty.shape) == 5
-        row["kernel"] = kernel = blocked_kernel(spec, blocked_input, self.winograd_min_pixels)
+        row["compute"] = kernel = blocked_kernel(spec, blocked_input, self.winograd_min_pixels)
         if kernel == "depthwise":
             packed = relax.const(SpatialPack.pack_depthwise(weight, spec))
             return call_te(bb, _depthwise, data, packed, spec=spec, name="conv2d")

@@ -54,6 +54,7 @@ def lower(
     ``schedule=False`` stops after fusion: the same TE computes, left for MetaSchedule.
     """
     algo = resolve(algorithm)
+    source = mod
     passes = [
         # Batch norm to one multiply-add, Linear weights transposed: in numpy, so conv and
         # dense weights reach legalization as plain constants (packing and CSR read them).
@@ -83,7 +84,7 @@ def lower(
         mod = tvm.transform.Sequential(passes)(mod)
     if schedule:
         mod = schedule_defaults(mod, target)
-    return LoweredModule(mod, algo.layers)
+    return algo.choose_lowering(source, LoweredModule(mod, algo.layers), target, schedule)
 
 
 def schedule_defaults(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:

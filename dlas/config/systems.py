@@ -46,6 +46,9 @@ class AutoAlgorithmConfig(AlgorithmConfig):
     # The candidates take turns in this many rounds of their timed runs (1: one after the
     # other), so that a drift in the machine's speed reaches all of them.
     rounds: int = 5
+    # Whole-graph layouts (blocked) raced against the per-layer choice as whole models, the
+    # faster kept, once per (model, target); []: the per-layer choice only.
+    graph_candidates: list[str] = field(default_factory=lambda: ["blocked"])
 
     def __post_init__(self) -> None:
         require(self.repeat >= 1, "algorithm.repeat", "must be >= 1", self.repeat)

@@ -28,7 +28,8 @@ def build(cases, weights, cache_dir, sparsity=0.0):
     rng = np.random.default_rng(0)
     biases = [rng.standard_normal(c.oc).astype("float32") for c in cases]
     xs = [rng.standard_normal((c.n, c.c, c.h, c.w)).astype("float32") for c in cases]
-    algo = Auto(cache_dir=str(cache_dir), repeat=3)
+    # The per-layer choice alone (the whole-graph race has tests of its own below).
+    algo = Auto(cache_dir=str(cache_dir), repeat=3, graph_candidates=[])
     outs, lowered = build_and_run(conv_module(cases, weights, biases), algo, xs, host_target())
     for case, x, w, b, out in zip(cases, xs, weights, biases, outs, strict=True):
         ref = torch_reference(case, x, w, b)
@@ -72,6 +73,8 @@ def test_auto_refuses_a_target_it_cannot_time(compose_cfg):
     assert any("algorithm=auto times its candidates on this machine" in r for r in reasons)
     with pytest.raises(ValueError, match="candidates must be"):
         Auto(candidates=["fft"])
+    with pytest.raises(ValueError, match="not a whole-graph algorithm; expected among blocked"):
+        Auto(graph_candidates=["direct"])
 
 
 def test_int8_candidates_are_timed_with_their_requantizing_epilogue():
@@ -128,3 +131,91 @@ def test_candidates_are_timed_round_robin_with_cold_caches(monkeypatch):
     assert auto_module.ROUNDS > 1 and rounds == [first, second] * auto_module.ROUNDS
     assert len(flushed) == 2 * auto_module.ROUNDS
     assert min(flushed) >= auto_module.flush_bytes() >= 16 << 20
+
+
+@pytest.fixture(scope="module")
+def small_cnn():
+    import torch
+    from torch import nn
+
+    from dlas.compiler.export import export
+    from dlas.data import InputSpec
+    from tests.algorithms.util import varying_references
+    from tests.conftest import calibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1, bias=False),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 1, bias=False),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, 10),
+    )
+    spec = InputSpec(3, 16, 10)
+    calibrate_batchnorm(model, spec.shape)
+    return export(model, spec), *varying_references(model, spec.shape)
+
+
+@pytest.mark.parametrize("faster", ["blocked", "auto"])
+def test_a_faster_whole_graph_layout_replaces_the_per_layer_choice(
+    small_cnn, tmp_path, monkeypatch, faster
+):
+    """The per-layer choice is raced against blocked as whole models: the faster lowering is
+    the one built, the table's last row says which and both times, and the decision is cached
+    (a second lowering times nothing)."""
+    from tvm import relax
+
+    from dlas.algorithms import lower
+    from dlas.compiler.build import build as build_library
+
+    mod, inputs, refs = small_cnn
+    raced = []
+
+    def scripted_times(libraries, target, repeat, rounds=auto_module.ROUNDS):
+        raced.append(sorted(libraries))
+        return {name: 1.0 if name == faster else 2.0 for name in libraries}
+
+    monkeypatch.setattr(auto_module, "time_models", scripted_times)
+    target = host_target()
+    for _ in range(2):
+        lowered = lower(mod, Auto(["direct"], cache_dir=str(tmp_path)), target)
+        *convs, graph = lowered.layers
+        assert graph["op"] == "graph" and graph["algorithm"] == faster
+        assert (
+            graph["candidates"]
+            == f"{faster}=1ms, " + ("auto" if faster == "blocked" else "blocked") + "=2ms"
+        )
+        ran = {row["algorithm"] for row in convs if row["op"] == "conv2d"}
+        assert ran == ({"blocked"} if faster == "blocked" else {"direct"})
+    assert raced == [["auto", "blocked"]]  # the second lowering read the cached decision
+    vm = relax.VirtualMachine(build_library(lowered.mod, target), tvm.cpu())
+    for x, ref in zip(inputs, refs, strict=True):
+        out = vm["main"](tvm.runtime.tensor(x, tvm.cpu()))[0].numpy()
+        assert relative_error(out, ref) <= 1e-4
+
+
+def test_whole_models_are_timed_round_robin(small_cnn):
+    """time_models builds and times real libraries: every one gets a positive median."""
+    from dlas.algorithms import lower
+
+    mod, *_ = small_cnn
+    target = host_target()
+    libraries = {name: lower(mod, name, target).mod for name in ("direct", "blocked")}
+    times = auto_module.time_models(libraries, target, repeat=4, rounds=2)
+    assert sorted(times) == ["blocked", "direct"] and min(times.values()) > 0
+
+
+def test_no_graph_candidates_leaves_the_per_layer_choice(small_cnn, monkeypatch):
+    from dlas.algorithms import lower
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("nothing to race, yet whole models were timed")
+
+    monkeypatch.setattr(auto_module, "time_models", refuse)
+    mod, *_ = small_cnn
+    lowered = lower(mod, Auto(["direct"], graph_candidates=[]), host_target())
+    assert all(row["op"] != "graph" for row in lowered.layers)

@@ -73,7 +73,7 @@ def test_every_eligible_conv_runs_blocked_and_matches_pytorch(bottlenecks):
     assert convs[1]["weight_shape"] == [32, 32, 1, 1] and convs[2]["weight_shape"][1] == 32
     # The squeeze conv writes 4 channels, the grouped conv reads groups of 48: both direct.
     assert ran[6:] == ["direct", "blocked", "blocked", "direct"]
-    kernels = [row["kernel"] for row in convs if row["algorithm"] == "blocked"]
+    kernels = [row["compute"] for row in convs if row["algorithm"] == "blocked"]
     # The stem reads 3 channels; the 3x3 stride-1 conv on 16x16 blocked pixels: Winograd.
     assert kernels == [*["spatial_pack"] * 3, "depthwise", *["spatial_pack"] * 3, "winograd"]
     assert all(row["fallback"] for row in convs if row["algorithm"] == "direct")
@@ -120,7 +120,7 @@ def test_winograd_runs_from_the_configured_output_size(bottlenecks, min_pixels, 
 
     mod, *_ = bottlenecks
     lowered = lower(mod, Blocked(winograd_min_pixels=min_pixels), host_target(), schedule=False)
-    kernels = [row.get("kernel") for row in lowered.layers]
+    kernels = [row.get("compute") for row in lowered.layers]
     assert kernels.count("winograd") == winograd_layers
 
 
