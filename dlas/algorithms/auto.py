@@ -4,10 +4,12 @@ device, measured rather than guessed.
 For each conv, each candidate (direct, gemm, spatial_pack, winograd; the sparse ones too when
 the layer's weights are pruned) that would really run this layer — not fall back to another —
 is built alone with its default schedule and timed on this machine (batch 1, median of
-``repeat`` calls, the candidates taking turns). The times are cached per (workload, target,
+``repeat`` calls, the candidates taking turns). Each call is timed with cold caches,
+as a layer's weights are in a model at batch 1. The times are cached per (workload, target,
 candidates, repeat, rounds, sparsity) like tuning records, so later runs and other models with
 the same workload reuse them; the layer table lists every candidate's time in its
-``candidates`` column.
+``candidates`` column. The whole model so chosen is then raced against each whole-graph layout
+of ``graph_candidates`` (blocked), and the faster is built (``choose_lowering``).
 
     python -m dlas.run algorithm=auto                              # untuned, measured choice
     python -m dlas.run algorithm=auto tuning=metaschedule          # then tune the chosen kernels
@@ -224,14 +226,7 @@ def time_models(
             for p in mod["main"].params
         ]
         vms[name].set_input("main", *inputs)
-    rounds = max(1, min(rounds, repeat))
-    seconds: dict[str, list[float]] = {name: [] for name in vms}
-    for i in range(rounds):
-        calls = repeat // rounds + (i < repeat % rounds)
-        for name, vm in vms.items():
-            timer = vm.time_evaluator("invoke_stateful", dev, number=1, repeat=calls)
-            seconds[name] += timer("main").results
-    return {name: float(np.median(s) * 1e3) for name, s in seconds.items()}
+    return _round_robin(vms, dev, repeat, rounds, _hot_timer)
 
 
 def conv_module(spec: ConvSpec, weight: np.ndarray) -> tvm.IRModule:
@@ -306,11 +301,23 @@ def time_convs(
         lowered = lower(conv_module(spec, weight), name, target)
         vms[name] = relax.VirtualMachine(build(lowered.mod, target), dev)
         vms[name].set_input("main", x)
+    return _round_robin(vms, dev, repeat, rounds, cold_timer)
+
+
+def _round_robin(
+    vms: dict[str, relax.VirtualMachine], dev: Any, repeat: int, rounds: int, timer: Any
+) -> dict[str, float]:
+    """Median milliseconds of ``repeat`` calls of each VM's main, made in ``rounds`` rounds in
+    which every VM takes its turn (``timer(vm, dev, calls)`` times one turn)."""
     rounds = max(1, min(rounds, repeat))
     seconds: dict[str, list[float]] = {name: [] for name in vms}
     for i in range(rounds):
         calls = repeat // rounds + (i < repeat % rounds)
         for name, vm in vms.items():
             # The evaluator makes one untimed call first: the candidate's own warm-up.
-            seconds[name] += cold_timer(vm, dev, calls)("main").results
+            seconds[name] += timer(vm, dev, calls)("main").results
     return {name: float(np.median(s) * 1e3) for name, s in seconds.items()}
+
+
+def _hot_timer(vm: relax.VirtualMachine, dev: Any, calls: int) -> Any:
+    return vm.time_evaluator("invoke_stateful", dev, number=1, repeat=calls)
