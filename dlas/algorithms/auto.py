@@ -150,19 +150,24 @@ class Auto(Algorithm):
             "rounds": self.rounds,
         }
         path = self.cache.entry("graph_choices", key, ".json") if self.cache else None
+        raced = {self.name: lowered}  # the alternatives lowered (and scheduled) to be timed
         if path is not None and path.exists():
             times = json.loads(path.read_text())["times_ms"]
         else:
-            scheduled = lowered.mod if schedule else schedule_defaults(lowered.mod, target)
-            libraries = {self.name: scheduled}
             for name in self.graph_candidates:
-                libraries[name] = lower(mod, name, target).mod
+                raced[name] = lower(mod, name, target)
+            libraries = {name: candidate.mod for name, candidate in raced.items()}
+            if not schedule:
+                libraries[self.name] = schedule_defaults(lowered.mod, target)
             times = time_models(libraries, target, self.repeat, self.rounds)
             log.info("algorithm=auto, whole model: %s", times)
             if path is not None:
                 write_atomic(path, json.dumps({"spec": key, "times_ms": times}, indent=1).encode())
         best = min(times, key=times.__getitem__)
-        chosen = lowered if best == self.name else lower(mod, best, target, schedule=schedule)
+        if best == self.name or (schedule and best in raced):
+            chosen = raced[best]  # lowered as the caller asked: no second lowering
+        else:
+            chosen = lower(mod, best, target, schedule=schedule)
         described = sorted(times.items(), key=lambda i: i[1])
         chosen.layers.append(
             {

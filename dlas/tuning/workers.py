@@ -164,7 +164,7 @@ class InProcessBuilder(PyBuilder):
                     else:
                         continue
                     del running[index]
-                if running and all(job.outcome is None for job in running.values()):
+                if running:  # all still compiling: wait for one to end or time out
                     next_deadline = min(job.deadline for job in running.values())
                     self._finished.wait(max(0.0, next_deadline - now))
         return [BuilderResult(*outcome) for outcome in outcomes]
