@@ -9,7 +9,8 @@ as a layer's weights are in a model at batch 1. The times are cached per (worklo
 candidates, repeat, rounds, sparsity) like tuning records, so later runs and other models with
 the same workload reuse them; the layer table lists every candidate's time in its
 ``candidates`` column. The whole model so chosen is then raced against each whole-graph layout
-of ``graph_candidates`` (blocked), and the faster is built (``choose_lowering``).
+of ``graph_candidates`` (blocked, whose layers each run Winograd or spatial_pack's kernel,
+whichever times faster in its layout), and the faster is built (``choose_lowering``).
 
     python -m dlas.run algorithm=auto                              # untuned, measured choice
     python -m dlas.run algorithm=auto tuning=metaschedule          # then tune the chosen kernels
@@ -34,6 +35,7 @@ from tvm import relax
 from dlas.cache import Cache, write_atomic
 from dlas.compiler.build import build
 
+from . import blocked
 from .base import Algorithm, layer_kernels
 from .constants import value_of
 from .lowering import LoweredModule, lower, schedule_defaults
@@ -47,9 +49,9 @@ DENSE_CANDIDATES = ("direct", "gemm", "spatial_pack", "winograd")
 GRAPH_CANDIDATES = ("blocked",)
 SPARSE_CANDIDATES = ("sparse_direct", "sparse_gemm", "sparse_spatial_pack")
 # Bump when what a candidate's timing means changes (kernels, protocol).
-# 14: candidates timed with cold caches; 13: direct's pointwise tiles on odd-vector planes;
+# 15: blocked's kernels timed in its race; 14: candidates timed with cold caches; 13: direct's pointwise tiles on odd-vector planes;
 # 12: candidates timed round-robin
-CHOICES_VERSION = 14
+CHOICES_VERSION = 15
 # A layer's candidates are timed in this many rounds, each candidate's calls in turn: a drift
 # in the host's speed then reaches all of them. Four fresh choosings of ResNet18-32's 20 layers
 # disagreed on 16 of 120 layer pairs timed one after the other (one candidate's time 2x its
@@ -105,9 +107,7 @@ class Auto(Algorithm):
         self._weight, self._times = value_of(call.args[1]), {}
         out = super().conv2d(bb, call)
         if self._times:
-            self.layers[-1]["candidates"] = ", ".join(
-                f"{name}={ms:.4g}ms" for name, ms in sorted(self._times.items(), key=lambda i: i[1])
-            )
+            self.layers[-1]["candidates"] = blocked.describe_times(self._times)
         return out
 
     def select(self, spec: ConvSpec) -> tuple[Algorithm, str]:
@@ -126,7 +126,7 @@ class Auto(Algorithm):
                 eligible[name] = impl
         if len(eligible) <= 1:
             return (next(iter(eligible.values())) if eligible else ALGORITHMS.get("direct")()), ""
-        self._times = self._timed(spec, sorted(eligible))
+        self._times = self._timed(spec, self._weight, sorted(eligible))
         best = min(self._times, key=self._times.__getitem__)
         return eligible[best], ""
 
@@ -155,7 +155,7 @@ class Auto(Algorithm):
             times = json.loads(path.read_text())["times_ms"]
         else:
             for name in self.graph_candidates:
-                raced[name] = lower(mod, name, target)
+                raced[name] = lower(mod, self._graph_layout(name), target)
             libraries = {name: candidate.mod for name, candidate in raced.items()}
             if not schedule:
                 libraries[self.name] = schedule_defaults(lowered.mod, target)
@@ -167,8 +167,7 @@ class Auto(Algorithm):
         if best == self.name or (schedule and best in raced):
             chosen = raced[best]  # lowered as the caller asked: no second lowering
         else:
-            chosen = lower(mod, best, target, schedule=schedule)
-        described = sorted(times.items(), key=lambda i: i[1])
+            chosen = lower(mod, self._graph_layout(best), target, schedule=schedule)
         chosen.layers.append(
             {
                 "layer": len(chosen.layers),
@@ -176,30 +175,41 @@ class Auto(Algorithm):
                 "op": "graph",
                 "algorithm": best,
                 "fallback": "",
-                "candidates": ", ".join(f"{name}={ms:.4g}ms" for name, ms in described),
+                "candidates": blocked.describe_times(times),
             }
         )
         return chosen
 
-    def _timed(self, spec: ConvSpec, names: list[str]) -> dict[str, float]:
+    def _graph_layout(self, name: str) -> Algorithm:
+        """Whole-graph candidate ``name``, choosing each layer's kernel by timing it where it
+        has a choice (blocked: Winograd or spatial_pack's, in its own layout)."""
+        if name == blocked.Blocked.name:
+            return blocked.Blocked(kernel_timer=functools.partial(self._timed, layout=name))
+        return ALGORITHMS.get(name)()
+
+    def _timed(
+        self, spec: ConvSpec, weight: np.ndarray, names: list[str], layout: str = "NCHW"
+    ) -> dict[str, float]:
+        """Times of ``names`` on this conv: NCHW kernels, or ``blocked``'s on its layout."""
         target = tvm.target.Target.current()
         _require_host(target)
-        assert self._weight is not None
         key = {
             "version": CHOICES_VERSION,
             "conv": dataclasses.asdict(spec),
+            "layout": layout,
             "target": str(target),
             "candidates": names,
             "repeat": self.repeat,
             "rounds": self.rounds,
             # Sparse kernels' speed depends on how many weights are zero.
-            "sparsity": round(float(np.mean(self._weight == 0)), 2),
+            "sparsity": round(float(np.mean(weight == 0)), 2),
         }
         path = self.cache.entry("algorithm_choices", key, ".json") if self.cache else None
         if path is not None and path.exists():
             return json.loads(path.read_text())["times_ms"]
-        times = time_convs(spec, self._weight, names, target, self.repeat, self.rounds)
-        log.info("algorithm=auto %s: %s", spec.row()["weight_shape"], times)
+        timer = time_convs if layout == "NCHW" else time_blocked_convs
+        times = timer(spec, weight, names, target, self.repeat, self.rounds)
+        log.info("algorithm=auto %s %s: %s", layout, spec.row()["weight_shape"], times)
         if path is not None:
             write_atomic(path, json.dumps({"spec": key, "times_ms": times}, indent=1).encode())
         return times
@@ -306,6 +316,26 @@ def time_convs(
         lowered = lower(conv_module(spec, weight), name, target)
         vms[name] = relax.VirtualMachine(build(lowered.mod, target), dev)
         vms[name].set_input("main", x)
+    return _round_robin(vms, dev, repeat, rounds, cold_timer)
+
+
+def time_blocked_convs(
+    spec: ConvSpec,
+    weight: np.ndarray,
+    kernels: list[str],
+    target: Any,
+    repeat: int,
+    rounds: int = ROUNDS,
+) -> dict[str, float]:
+    """:func:`time_convs` for blocked's ``kernels``, from blocked input to blocked output."""
+    dev = tvm.cpu()
+    shape = (spec.batch, spec.in_channels // blocked.BLOCK, spec.height, spec.width, blocked.BLOCK)
+    x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(shape).astype(spec.dtype), dev)
+    vms = {}
+    for kernel in kernels:
+        mod = schedule_defaults(blocked.conv_module(spec, weight, kernel), target)
+        vms[kernel] = relax.VirtualMachine(build(mod, target), dev)
+        vms[kernel].set_input("main", x)
     return _round_robin(vms, dev, repeat, rounds, cold_timer)
 
 

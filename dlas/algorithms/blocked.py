@@ -16,6 +16,7 @@ beside it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,9 @@ MIN_TASKS = 8
 # stream from memory on every call: below 14x14 outputs (ResNet50's 7-px 512-channel layers)
 # that stream costs more than the multiplications save (figures: algorithms/README.md).
 WINOGRAD_MIN_PIXELS = 14 * 14
+# Times (ms) of one conv computed with each of the given kernels, from blocked input to blocked
+# output (algorithm=auto's race times them on this machine: auto.time_blocked_convs).
+KernelTimer = Callable[[ConvSpec, np.ndarray, list[str]], dict[str, float]]
 
 
 def blocked_spec(call: relax.Call) -> ConvSpec | None:
@@ -58,9 +62,17 @@ class Blocked(Algorithm):
     dtypes = ("float32",)
     whole_graph = True
 
-    def __init__(self, winograd_min_pixels: int | None = WINOGRAD_MIN_PIXELS) -> None:
+    def __init__(
+        self,
+        winograd_min_pixels: int | None = WINOGRAD_MIN_PIXELS,
+        kernel_timer: KernelTimer | None = None,
+    ) -> None:
+        """``kernel_timer``: a conv that could run either Winograd or spatial_pack's kernel
+        runs whichever it times faster (the ``candidates`` column lists both times), whatever
+        its size; without one, ``winograd_min_pixels`` decides."""
         super().__init__()
         self.winograd_min_pixels = winograd_min_pixels
+        self.kernel_timer = kernel_timer
 
     def graph_passes(self) -> list[tvm.transform.Pass]:
         return blocked_layout.graph_passes()
@@ -87,15 +99,15 @@ class Blocked(Algorithm):
     ) -> relax.Expr:
         """A conv reading blocked (or, at the stem, NCHW) data and writing blocked output."""
         blocked_input = len(data.ty.shape) == 5
-        row["compute"] = kernel = blocked_kernel(spec, blocked_input, self.winograd_min_pixels)
-        if kernel == "depthwise":
-            packed = relax.const(SpatialPack.pack_depthwise(weight, spec))
-            return call_te(bb, _depthwise, data, packed, spec=spec, name="conv2d")
-        if kernel == "winograd":
-            packed = relax.const(winograd.Winograd.pack_weight(weight, spec))
-            return call_te(bb, _winograd, data, packed, spec=spec, name="conv2d")
-        packed = relax.const(SpatialPack.pack_weight(weight, spec))
-        return call_te(bb, _conv, data, packed, spec=spec, name="conv2d")
+        kernels = kernel_options(spec, blocked_input)
+        if self.kernel_timer is not None and len(kernels) > 1:
+            times = self.kernel_timer(spec, weight, kernels)
+            row["candidates"] = describe_times(times)
+            kernel = min(times, key=times.__getitem__)
+        else:
+            kernel = blocked_kernel(spec, blocked_input, self.winograd_min_pixels)
+        row["compute"] = kernel
+        return emit_kernel(bb, data, weight, spec, kernel)
 
     def select(self, spec: ConvSpec) -> tuple[Algorithm, str]:
         return ALGORITHMS.get("direct")(), "not blocked (dtype, groups or weights): direct"
@@ -107,16 +119,56 @@ class Blocked(Algorithm):
             SpatialPack().schedule(sch, block)
 
 
-def blocked_kernel(spec: ConvSpec, blocked_input: bool, winograd_min_pixels: int | None) -> str:
-    """Which compute a blocked conv runs: ``depthwise``; ``winograd`` for a 3x3 stride-1 conv
-    on blocked input with at least ``winograd_min_pixels`` outputs; else ``spatial_pack``'s."""
+def emit_kernel(
+    bb: relax.BlockBuilder, data: relax.Expr, weight: np.ndarray, spec: ConvSpec, kernel: str
+) -> relax.Expr:
+    """One blocked conv computed with ``kernel`` (a name :func:`kernel_options` gives)."""
+    if kernel == "depthwise":
+        packed = relax.const(SpatialPack.pack_depthwise(weight, spec))
+        return call_te(bb, _depthwise, data, packed, spec=spec, name="conv2d")
+    if kernel == "winograd":
+        packed = relax.const(winograd.Winograd.pack_weight(weight, spec))
+        return call_te(bb, _winograd, data, packed, spec=spec, name="conv2d")
+    packed = relax.const(SpatialPack.pack_weight(weight, spec))
+    return call_te(bb, _conv, data, packed, spec=spec, name="conv2d")
+
+
+def kernel_options(spec: ConvSpec, blocked_input: bool) -> list[str]:
+    """The computes a blocked conv can run: ``depthwise``; ``spatial_pack``'s, and for a 3x3
+    stride-1 conv on blocked input also ``winograd``."""
     if spec.depthwise:
-        return "depthwise"
-    if blocked_input and winograd_min_pixels is not None:
-        selected, _ = winograd.Winograd().select(spec)
-        if selected.name == "winograd" and spec.out_h * spec.out_w >= winograd_min_pixels:
-            return "winograd"
-    return "spatial_pack"
+        return ["depthwise"]
+    if blocked_input and winograd.Winograd().select(spec)[0].name == "winograd":
+        return ["spatial_pack", "winograd"]
+    return ["spatial_pack"]
+
+
+def blocked_kernel(spec: ConvSpec, blocked_input: bool, winograd_min_pixels: int | None) -> str:
+    """The compute a blocked conv runs untimed: ``winograd`` where it can from
+    ``winograd_min_pixels`` outputs up (None: never), else the first of its options."""
+    options = kernel_options(spec, blocked_input)
+    pixels = spec.out_h * spec.out_w
+    if "winograd" in options and winograd_min_pixels is not None and pixels >= winograd_min_pixels:
+        return "winograd"
+    return options[0]
+
+
+def describe_times(times: dict[str, float]) -> str:
+    """``name=ms`` pairs, fastest first: the layer table's ``candidates`` column."""
+    return ", ".join(f"{name}={ms:.4g}ms" for name, ms in sorted(times.items(), key=lambda i: i[1]))
+
+
+def conv_module(spec: ConvSpec, weight: np.ndarray, kernel: str) -> tvm.IRModule:
+    """One conv from blocked input to blocked output computed with ``kernel``, as a layer
+    between two others of a blocked model runs it (what a kernel timer times)."""
+    bb = relax.BlockBuilder()
+    shape = (spec.batch, spec.in_channels // BLOCK, spec.height, spec.width, BLOCK)
+    x = relax.Var("x", relax.TensorType(shape, spec.dtype))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(emit_kernel(bb, x, weight, spec, kernel))
+        bb.emit_func_output(out)
+    return bb.get()
 
 
 def _schedule_depthwise(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:

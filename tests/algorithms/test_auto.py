@@ -151,6 +151,9 @@ def small_cnn():
         nn.Conv2d(16, 32, 1, bias=False),
         nn.BatchNorm2d(32),
         nn.ReLU(),
+        nn.Conv2d(32, 32, 3, padding=1, bias=False),  # Winograd or not: blocked times both
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
         nn.Linear(32, 10),
@@ -166,20 +169,26 @@ def test_a_faster_whole_graph_layout_replaces_the_per_layer_choice(
 ):
     """The per-layer choice is raced against blocked as whole models: the faster lowering is
     the one built, the table's last row says which and both times, and the decision is cached
-    (a second lowering times nothing)."""
+    (a second lowering times nothing). In blocked's lowering the 3x3 conv runs whichever of
+    its kernels times faster, not the one its size would give (Winograd from 14x14 up)."""
     from tvm import relax
 
     from dlas.algorithms import lower
     from dlas.compiler.build import build as build_library
 
     mod, inputs, refs = small_cnn
-    raced = []
+    raced, kernels_timed = [], []
 
     def scripted_times(libraries, target, repeat, rounds=auto_module.ROUNDS):
         raced.append(sorted(libraries))
         return {name: 1.0 if name == faster else 2.0 for name in libraries}
 
+    def scripted_kernel_times(spec, weight, kernels, target, repeat, rounds):
+        kernels_timed.append(kernels)
+        return {kernel: 3.0 if kernel == "winograd" else 1.0 for kernel in kernels}
+
     monkeypatch.setattr(auto_module, "time_models", scripted_times)
+    monkeypatch.setattr(auto_module, "time_blocked_convs", scripted_kernel_times)
     target = host_target()
     for _ in range(2):
         lowered = lower(mod, Auto(["direct"], cache_dir=str(tmp_path)), target)
@@ -191,7 +200,12 @@ def test_a_faster_whole_graph_layout_replaces_the_per_layer_choice(
         )
         ran = {row["algorithm"] for row in convs if row["op"] == "conv2d"}
         assert ran == ({"blocked"} if faster == "blocked" else {"direct"})
+        if faster == "blocked":
+            blocked = [row for row in convs if row["op"] == "conv2d"]
+            assert [row["compute"] for row in blocked] == ["spatial_pack"] * 3
+            assert blocked[2]["candidates"] == "spatial_pack=1ms, winograd=3ms"
     assert raced == [["auto", "blocked"]]  # the second lowering read the cached decision
+    assert kernels_timed == [["spatial_pack", "winograd"]]  # and the cached kernel times
     vm = relax.VirtualMachine(build_library(lowered.mod, target), tvm.cpu())
     for x, ref in zip(inputs, refs, strict=True):
         out = vm["main"](tvm.runtime.tensor(x, tvm.cpu()))[0].numpy()
@@ -219,3 +233,34 @@ def test_no_graph_candidates_leaves_the_per_layer_choice(small_cnn, monkeypatch)
     mod, *_ = small_cnn
     lowered = lower(mod, Auto(["direct"], graph_candidates=[]), host_target())
     assert all(row["op"] != "graph" for row in lowered.layers)
+
+
+def test_blocked_kernels_are_timed_as_they_run_in_the_blocked_layout():
+    """Each kernel blocked can run a conv with is built alone, from blocked input to blocked
+    output, and timed: both compute the conv PyTorch does."""
+    import torch
+    from tvm import relax
+
+    from dlas.algorithms import blocked
+    from dlas.algorithms.lowering import schedule_defaults
+    from dlas.algorithms.shapes import ConvSpec
+    from dlas.compiler.build import build as build_library
+
+    spec = ConvSpec(1, 32, 12, 12, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, "float32", "float32")
+    rng = np.random.default_rng(3)
+    weight = rng.standard_normal((16, 32, 3, 3)).astype("float32")
+    x = rng.standard_normal((1, 32, 12, 12)).astype("float32")
+    ref = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(weight), padding=1)
+    ref = ref.numpy()
+    assert np.std(ref) > 1e-3
+    kernels = blocked.kernel_options(spec, blocked_input=True)
+    assert kernels == ["spatial_pack", "winograd"]
+    target = host_target()
+    to_blocked = x.reshape(1, 2, 16, 12, 12).transpose(0, 1, 3, 4, 2)
+    for kernel in kernels:
+        mod = schedule_defaults(blocked.conv_module(spec, weight, kernel), target)
+        vm = relax.VirtualMachine(build_library(mod, target), tvm.cpu())
+        out = vm["main"](tvm.runtime.tensor(np.ascontiguousarray(to_blocked), tvm.cpu())).numpy()
+        assert relative_error(out.transpose(0, 1, 4, 2, 3).reshape(ref.shape), ref) < 1e-4
+    times = auto_module.time_blocked_convs(spec, weight, kernels, target, repeat=4, rounds=2)
+    assert sorted(times) == kernels and min(times.values()) > 0
