@@ -102,6 +102,7 @@ def generic_schedule(sch: s_tir.Schedule) -> None:
 
 
 def schedule_spatial(sch: s_tir.Schedule, block: SBlockRV) -> None:
+    _write_in_order(sch, block)
     loops = sch.get_loops(block)
     row = int(sch.get(block).annotations.get(ROW_KEY, 0))
     if row and extent(sch, loops[-1]) % row == 0:
@@ -126,6 +127,29 @@ def schedule_spatial(sch: s_tir.Schedule, block: SBlockRV) -> None:
         sch.parallel(fused)
     if extent(sch, vector) > 1:
         sch.vectorize(vector)
+
+
+def _write_in_order(sch: s_tir.Schedule, block: SBlockRV) -> None:
+    """A block that writes its output's innermost axis from an outer loop (a layout transform
+    from NCHW to 16-channel blocks iterates over its input) is made to iterate in its output's
+    order: its vectors then store whole cache lines, not one lane in each of 16 lines (a
+    16x56x56 input's transform, a scatter, took 0.05-0.25 ms)."""
+    stmt = sch.get(block)
+    loops = sch.get_loops(block)
+    if len(stmt.writes) != 1 or ROW_KEY in stmt.annotations or len(loops) < 2:
+        return
+    realize = sch.get(loops[-1]).body
+    if not isinstance(realize, s_tir.SBlockRealize):
+        return
+    last = tirx.analysis.undefined_vars(stmt.writes[0].region[-1].min, [])
+    axes = [i for i, iv in enumerate(stmt.iter_vars) if any(v.same_as(iv.var) for v in last)]
+    if len(axes) != 1:
+        return
+    bound = realize.iter_values[axes[0]]
+    loop_vars = [sch.get(lp).loop_var for lp in loops]
+    inner = next((i for i, v in enumerate(loop_vars) if v.same_as(bound)), None)
+    if inner is not None and inner != len(loops) - 1:
+        sch.reorder(*loops[:inner], *loops[inner + 1 :], loops[inner])
 
 
 def _schedule_reduction(sch: s_tir.Schedule, block: SBlockRV) -> None:

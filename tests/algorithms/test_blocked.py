@@ -132,3 +132,35 @@ def test_the_winograd_size_comes_from_the_config_and_is_checked(compose_cfg):
     assert resolve(cfg.algorithm).winograd_min_pixels == 100
     with pytest.raises(ConfigError, match=r"algorithm\.winograd_min_pixels"):
         validate(compose_cfg("algorithm=blocked", "algorithm.winograd_min_pixels=0"))
+
+
+def test_a_16_channel_input_goes_into_blocks_a_whole_pixel_at_a_time():
+    """With 16 input channels the stem reads blocked input, so the model's input is put in
+    channel blocks by a kernel of its own: it runs over the pixels, in parallel, and writes
+    each pixel's 16 channels as one vector (it used to vectorize along a row and store one
+    channel in each of 16 cache lines). The model still matches PyTorch."""
+    torch.manual_seed(0)
+    spec = InputSpec(16, 20, 10)
+    model = nn.Sequential(conv_bn(16, 32), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    model.append(nn.Linear(32, 10))
+    calibrate_batchnorm(model, spec.shape)
+    inputs, refs = varying_references(model, spec.shape)
+    target = host_target()
+    lowered = lower(export(model, spec), "blocked", target)
+    (transform,) = [
+        func
+        for gv, func in lowered.mod.functions_items()
+        if gv.name_hint.startswith(blocked_layout.TRANSFORM_PREFIX)
+    ]
+    sch = tvm.s_tir.Schedule(transform)
+    (block,) = sch.get_child_blocks(sch.get_sblock("root"))
+    loops = [sch.get(loop) for loop in sch.get_loops(block)]
+    kinds = tvm.tirx.ForKind
+    assert [(loop.kind, int(loop.extent)) for loop in loops] == [
+        (kinds.PARALLEL, 20 * 20),
+        (kinds.VECTORIZED, 16),
+    ]
+    vm = relax.VirtualMachine(build(lowered.mod, target), tvm.cpu())
+    for x, ref in zip(inputs, refs, strict=True):
+        out = vm["main"](tvm.runtime.tensor(x, tvm.cpu()))[0].numpy()
+        assert relative_error(out, ref) <= RTOL
