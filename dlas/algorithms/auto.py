@@ -5,9 +5,9 @@ For each conv, each candidate (direct, gemm, spatial_pack, winograd; the sparse 
 the layer's weights are pruned) that would really run this layer — not fall back to another —
 is built alone with its default schedule and timed on this machine (batch 1, median of
 ``repeat`` calls, the candidates taking turns). Each call is timed with cold caches,
-as a layer's weights are in a model at batch 1. The times are cached per (workload, target,
-candidates, repeat, rounds, sparsity) like tuning records, so later runs and other models with
-the same workload reuse them; the layer table lists every candidate's time in its
+as a layer's weights are in a model at batch 1. The times are cached per (workload, layout,
+target, candidates, repeat, rounds, sparsity) like tuning records, so later runs and other
+models with the same workload reuse them; the layer table lists every candidate's time in its
 ``candidates`` column. The whole model so chosen is then raced against each whole-graph layout
 of ``graph_candidates`` (blocked, whose layers each run Winograd or spatial_pack's kernel,
 whichever times faster in its layout), and the faster is built (``choose_lowering``).
@@ -40,7 +40,7 @@ from .base import Algorithm, layer_kernels
 from .constants import value_of
 from .lowering import LoweredModule, lower, schedule_defaults
 from .registry import ALGORITHMS
-from .shapes import ROW_COLUMNS, ConvSpec
+from .shapes import ROW_COLUMNS, ConvSpec, describe_times
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,8 @@ DENSE_CANDIDATES = ("direct", "gemm", "spatial_pack", "winograd")
 GRAPH_CANDIDATES = ("blocked",)
 SPARSE_CANDIDATES = ("sparse_direct", "sparse_gemm", "sparse_spatial_pack")
 # Bump when what a candidate's timing means changes (kernels, protocol).
-# 15: blocked's kernels timed in its race; 14: candidates timed with cold caches; 13: direct's pointwise tiles on odd-vector planes;
-# 12: candidates timed round-robin
+# 15: blocked's kernels timed in its race; 14: candidates timed with cold caches;
+# 13: direct's pointwise tiles on odd-vector planes; 12: candidates timed round-robin
 CHOICES_VERSION = 15
 # A layer's candidates are timed in this many rounds, each candidate's calls in turn: a drift
 # in the host's speed then reaches all of them. Four fresh choosings of ResNet18-32's 20 layers
@@ -107,7 +107,7 @@ class Auto(Algorithm):
         self._weight, self._times = value_of(call.args[1]), {}
         out = super().conv2d(bb, call)
         if self._times:
-            self.layers[-1]["candidates"] = blocked.describe_times(self._times)
+            self.layers[-1]["candidates"] = describe_times(self._times)
         return out
 
     def select(self, spec: ConvSpec) -> tuple[Algorithm, str]:
@@ -175,7 +175,7 @@ class Auto(Algorithm):
                 "op": "graph",
                 "algorithm": best,
                 "fallback": "",
-                "candidates": blocked.describe_times(times),
+                "candidates": describe_times(times),
             }
         )
         return chosen

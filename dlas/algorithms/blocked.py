@@ -30,7 +30,15 @@ from .legalize import call_te
 from .packing import pack_data
 from .registry import ALGORITHMS
 from .schedules import extent, finish_reduction, tile
-from .shapes import OP_KEY, STAGE_ATTRS, ConvSpec, largest_divisor, main_attrs, pixel_tile
+from .shapes import (
+    OP_KEY,
+    STAGE_ATTRS,
+    ConvSpec,
+    describe_times,
+    largest_divisor,
+    main_attrs,
+    pixel_tile,
+)
 from .spatial_pack import SpatialPack
 from .stages import PLANE_TASK_ROWS, compute_per_task
 
@@ -151,11 +159,6 @@ def blocked_kernel(spec: ConvSpec, blocked_input: bool, winograd_min_pixels: int
     if "winograd" in options and winograd_min_pixels is not None and pixels >= winograd_min_pixels:
         return "winograd"
     return options[0]
-
-
-def describe_times(times: dict[str, float]) -> str:
-    """``name=ms`` pairs, fastest first: the layer table's ``candidates`` column."""
-    return ", ".join(f"{name}={ms:.4g}ms" for name, ms in sorted(times.items(), key=lambda i: i[1]))
 
 
 def conv_module(spec: ConvSpec, weight: np.ndarray, kernel: str) -> tvm.IRModule:

@@ -66,6 +66,11 @@ ROW_COLUMNS = (
 )  # fmt: skip
 
 
+def describe_times(times: dict[str, float]) -> str:
+    """``name=ms`` pairs, fastest first: a layer row's ``candidates`` column."""
+    return ", ".join(f"{name}={ms:.4g}ms" for name, ms in sorted(times.items(), key=lambda i: i[1]))
+
+
 @dataclass(frozen=True)
 class ConvSpec:
     """Static description of one NCHW/OIHW conv2d call."""
