@@ -35,6 +35,9 @@ SMOKE_ARGS: dict[str, list[str]] = {
     "auto_choices.py": [  # 15 s: two choosings per protocol of a tiny model's layers
         "--models", "tiny_cnn@32", "--choosings", "2", "--rounds", "1", "2", "--repeat", "2",
     ],
+    "auto_race.py": [  # 10 s: two races per size of a tiny model's two lowerings
+        "--models", "tiny_cnn@32", "--races", "2", "--sizes", "2x1", "4x2",
+    ],
     "compression.py": [  # 30 s: two pipeline runs (the pruning row's override too)
         "--models", "tiny_cnn", "--algorithms", "direct",
         "--compressions", "dense", "weight_pruning 50%", "--finetune-epochs", "0",

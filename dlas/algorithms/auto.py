@@ -49,14 +49,20 @@ DENSE_CANDIDATES = ("direct", "gemm", "spatial_pack", "winograd")
 GRAPH_CANDIDATES = ("blocked",)
 SPARSE_CANDIDATES = ("sparse_direct", "sparse_gemm", "sparse_spatial_pack")
 # Bump when what a candidate's timing means changes (kernels, protocol).
-# 15: blocked's kernels timed in its race; 14: candidates timed with cold caches;
+# 16: the race times 5x the calls; 15: blocked's kernels timed in its race;
+# 14: candidates timed with cold caches;
 # 13: direct's pointwise tiles on odd-vector planes; 12: candidates timed round-robin
-CHOICES_VERSION = 15
+CHOICES_VERSION = 16
 # A layer's candidates are timed in this many rounds, each candidate's calls in turn: a drift
 # in the host's speed then reaches all of them. Four fresh choosings of ResNet18-32's 20 layers
 # disagreed on 16 of 120 layer pairs timed one after the other (one candidate's time 2x its
 # usual in one choosing), on 9 of 120 in 5 rounds (benchmarks/auto_choices.py).
 ROUNDS = 5
+# The whole-model race makes this many times a layer's calls, in as many times its rounds: the
+# two lowerings often run within 5% of each other. Re-raced 24 times each way, VGG-16-32's
+# per-layer over blocked ranged 0.946-1.072 with 20 calls in 5 rounds, 0.968-1.028 with 100
+# in 25 (benchmarks/auto_race.py, Zen 4, 2 cores).
+RACE_SCALE = 5
 
 
 @ALGORITHMS.register("auto")
@@ -159,7 +165,9 @@ class Auto(Algorithm):
             libraries = {name: candidate.mod for name, candidate in raced.items()}
             if not schedule:
                 libraries[self.name] = schedule_defaults(lowered.mod, target)
-            times = time_models(libraries, target, self.repeat, self.rounds)
+            times = time_models(
+                libraries, target, self.repeat * RACE_SCALE, self.rounds * RACE_SCALE
+            )
             log.info("algorithm=auto, whole model: %s", times)
             if path is not None:
                 write_atomic(path, json.dumps({"spec": key, "times_ms": times}, indent=1).encode())
@@ -241,7 +249,14 @@ def time_models(
             for p in mod["main"].params
         ]
         vms[name].set_input("main", *inputs)
-    return _round_robin(vms, dev, repeat, rounds, _hot_timer)
+    return time_vms(vms, repeat, rounds)
+
+
+def time_vms(
+    vms: dict[str, relax.VirtualMachine], repeat: int, rounds: int = ROUNDS
+) -> dict[str, float]:
+    """:func:`time_models` of VMs already built, their inputs set."""
+    return _round_robin(vms, tvm.cpu(), repeat, rounds, _hot_timer)
 
 
 def conv_module(spec: ConvSpec, weight: np.ndarray) -> tvm.IRModule:

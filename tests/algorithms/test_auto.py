@@ -180,7 +180,7 @@ def test_a_faster_whole_graph_layout_replaces_the_per_layer_choice(
     raced, kernels_timed = [], []
 
     def scripted_times(libraries, target, repeat, rounds=auto_module.ROUNDS):
-        raced.append(sorted(libraries))
+        raced.append((sorted(libraries), repeat, rounds))
         return {name: 1.0 if name == faster else 2.0 for name in libraries}
 
     def scripted_kernel_times(spec, weight, kernels, target, repeat, rounds):
@@ -204,7 +204,9 @@ def test_a_faster_whole_graph_layout_replaces_the_per_layer_choice(
             blocked = [row for row in convs if row["op"] == "conv2d"]
             assert [row["compute"] for row in blocked] == ["spatial_pack"] * 3
             assert blocked[2]["candidates"] == "spatial_pack=1ms, winograd=3ms"
-    assert raced == [["auto", "blocked"]]  # the second lowering read the cached decision
+    # The race makes 5x the calls of a layer's candidates (20 in 5 rounds by default); the
+    # second lowering read the cached decision.
+    assert raced == [(["auto", "blocked"], 100, 25)]
     assert kernels_timed == [["spatial_pack", "winograd"]]  # and the cached kernel times
     vm = relax.VirtualMachine(build_library(lowered.mod, target), tvm.cpu())
     for x, ref in zip(inputs, refs, strict=True):
