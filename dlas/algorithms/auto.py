@@ -323,15 +323,9 @@ def time_convs(
     """Median milliseconds of one conv built with each algorithm's default schedule: ``repeat``
     calls each, made round-robin in ``rounds`` rounds so that every candidate sees the same
     machine (1: one candidate after the other)."""
-    dev = tvm.cpu()
+    modules = {name: lower(conv_module(spec, weight), name, target).mod for name in algorithms}
     shape = (spec.batch, spec.in_channels, spec.height, spec.width)
-    x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(shape).astype(spec.dtype), dev)
-    vms = {}
-    for name in algorithms:
-        lowered = lower(conv_module(spec, weight), name, target)
-        vms[name] = relax.VirtualMachine(build(lowered.mod, target), dev)
-        vms[name].set_input("main", x)
-    return _round_robin(vms, dev, repeat, rounds, cold_timer)
+    return _time_cold(modules, shape, spec.dtype, target, repeat, rounds)
 
 
 def time_blocked_convs(
@@ -343,14 +337,30 @@ def time_blocked_convs(
     rounds: int = ROUNDS,
 ) -> dict[str, float]:
     """:func:`time_convs` for blocked's ``kernels``, from blocked input to blocked output."""
-    dev = tvm.cpu()
+    modules = {
+        kernel: schedule_defaults(blocked.conv_module(spec, weight, kernel), target)
+        for kernel in kernels
+    }
     shape = (spec.batch, spec.in_channels // blocked.BLOCK, spec.height, spec.width, blocked.BLOCK)
-    x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(shape).astype(spec.dtype), dev)
+    return _time_cold(modules, shape, spec.dtype, target, repeat, rounds)
+
+
+def _time_cold(
+    modules: dict[str, tvm.IRModule],
+    shape: tuple[int, ...],
+    dtype: str,
+    target: Any,
+    repeat: int,
+    rounds: int,
+) -> dict[str, float]:
+    """Each scheduled one-layer module built and timed cold, round-robin, on one random
+    input of ``shape``."""
+    dev = tvm.cpu()
+    x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(shape).astype(dtype), dev)
     vms = {}
-    for kernel in kernels:
-        mod = schedule_defaults(blocked.conv_module(spec, weight, kernel), target)
-        vms[kernel] = relax.VirtualMachine(build(mod, target), dev)
-        vms[kernel].set_input("main", x)
+    for name, mod in modules.items():
+        vms[name] = relax.VirtualMachine(build(mod, target), dev)
+        vms[name].set_input("main", x)
     return _round_robin(vms, dev, repeat, rounds, cold_timer)
 
 
