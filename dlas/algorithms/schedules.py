@@ -4,6 +4,7 @@ tiles, loop queries, inlining of injective blocks, register tiles and their epil
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Sequence
 
 import tvm
@@ -14,6 +15,7 @@ from .shapes import (
     LANES,
     ROWS_FIRST_KEY,
     STAGE_KEY,
+    TILE_WEIGHTS_IN_L1,
     largest_divisor,
     odd_vectors,
     pixel_tile,
@@ -213,6 +215,15 @@ def register_tile(
     return (*tile(sch, oc, channels), *tile(sch, y, rows), *tile(sch, x, cols))
 
 
+def tile_weight_bytes(
+    sch: s_tir.Schedule, block: SBlockRV, reduction: Sequence[LoopRV], vectors: int
+) -> int:
+    """The bytes of weights a tile of ``vectors`` 16-channel vectors reads over the
+    ``reduction`` loops (each weight in the conv's output type, as float convs store them)."""
+    itemsize = tvm.DataType(str(sch.get(block).writes[0].source.dtype)).bits // 8
+    return math.prod(extent(sch, lp) for lp in reduction) * vectors * LANES * itemsize
+
+
 def schedule_channel_tile(
     sch: s_tir.Schedule,
     block: SBlockRV,
@@ -229,12 +240,16 @@ def schedule_channel_tile(
 ) -> None:
     """The register tile of the convs vectorized over 16 output channels: rows x cols pixels
     times a few channel vectors (two when the channel blocks pair up, else up to
-    ``odd_vectors()``: a layer of 48, 80 or 112 channels in one tile). ``reduction`` is
+    ``odd_vectors()``: a layer of 48, 80 or 112 channels in one tile). ``inner`` are the
+    reduction loops below ``reduction``. A tile whose weights fit in L1 (TILE_WEIGHTS_IN_L1)
+    reduces all of them at once, and its epilogue follows it; otherwise ``reduction`` is
     reduced ``chunk`` iterations at a time over a whole row of tiles, so a chunk's weights
-    stay in L1 across the row; ``inner`` are the reduction loops below it. The threads split
-    the tasks by channel blocks, or by rows where the block says so (ROWS_FIRST_KEY)."""
+    stay in L1 across the row. The threads split the tasks by channel blocks, or by rows
+    where the block says so (ROWS_FIRST_KEY)."""
     blocks = extent(sch, channels)
     vectors = 2 if blocks % 2 == 0 else largest_divisor(blocks, odd_vectors())
+    # Read before the splits below replace the loops.
+    in_registers = tile_weight_bytes(sch, block, [reduction, *inner], vectors) <= TILE_WEIGHTS_IN_L1
     rows, cols = pixel_tile(extent(sch, y), extent(sch, x), vectors)
     ob_o, ob_i = tile(sch, channels, vectors)
     y_o, y_i = tile(sch, y, rows)
@@ -242,12 +257,13 @@ def schedule_channel_tile(
     r_o, r_i = tile(sch, reduction, chunk)
     rows_first = ROWS_FIRST_KEY in sch.get(block).annotations
     first, second = (y_o, ob_o) if rows_first else (ob_o, y_o)
-    sch.reorder(*outer, first, second, r_o, x_o, r_i, *inner, y_i, x_i, ob_i, lanes)
+    tiles = [x_o, r_o] if in_registers else [r_o, x_o]
+    sch.reorder(*outer, first, second, *tiles, r_i, *inner, y_i, x_i, ob_i, lanes)
     finish_reduction(
         sch,
         block,
         parallel=[*outer, first, second],
-        tile_loop=second,
+        tile_loop=x_o if in_registers else second,
         first_reduction=r_o,
         vector=lanes,
         unroll=[y_i, x_i, ob_i],

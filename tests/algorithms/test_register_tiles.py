@@ -79,3 +79,27 @@ def test_threads_split_rows_where_the_weights_are_smaller_than_the_input(algorit
     assert re.match(r"n_.*y_0_ob_0_fused", rows_first), rows_first
     channels_first = _parallel_loops(Case(1, 16, 14, 14, 64, 3, pad=1), algorithm)[-1]
     assert re.match(r"n_.*ob_0_y_0_fused", channels_first), channels_first
+
+
+def _loop_order(case: Case, algorithm: str) -> list[str]:
+    """The loops around the conv's accumulation, outermost first (the init's excluded)."""
+    w = random_weights(case, 0.0, np.random.default_rng(0))
+    mod = conv_module([case], [w], [np.zeros(case.oc, "float32")])
+    for _, func in lower(mod, algorithm, tvm.target.Target("llvm")).mod.functions_items():
+        script = func.script()
+        if "conv_update" in script:
+            head = script[: script.index('T.sblock("conv_update")')]
+            loops = re.findall(r"for ([\w, ]+) in", head)
+            return [n for names in loops for n in names.split(", ") if "init" not in n]
+    raise AssertionError("no conv_update block")
+
+
+@pytest.mark.parametrize(("algorithm", "reduction"), [("spatial_pack", "ib"), ("gemm", "k")])
+def test_a_tile_whose_weights_fit_in_l1_reduces_all_its_channels_in_registers(algorithm, reduction):
+    # A 32->64 1x1 layer's tile reads 32 x 32 weights (4 KiB): its sums never leave the
+    # registers. A 256-channel 3x3 layer's (288 KiB) are reduced a chunk at a time along a row.
+    small = _loop_order(Case(1, 32, 16, 16, 64, 1), algorithm)
+    large = _loop_order(Case(1, 256, 16, 16, 64, 3, pad=1), algorithm)
+    first = f"{reduction}_0"
+    assert small.index("x_0") < small.index(first), small
+    assert large.index(first) < large.index("x_0"), large
