@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 # tiles of 3 vectors on odd-vector planes; 15: int8 requantization converts with cvtps2dq;
 # 14: int8 flat-plane epilogues; 13: taps
 BUILD_VERSION = 20
+FALLBACKS_FILE = "schedule_fallbacks.json"
 
 
 def run(cfg: DictConfig, parent_run_id: str | None = None) -> dict[str, float]:
@@ -243,6 +244,7 @@ def _store_build(
     # Linked for the device's triple (its cross compiler, if any).
     device.export_library(program.executable, tmp / "model.so")
     (tmp / "layers.json").write_text(json.dumps(lowered.layers, indent=1, default=str))
+    (tmp / FALLBACKS_FILE).write_text(json.dumps(lowered.schedule_fallbacks(), indent=1))
     from dlas.profile import KERNELS_FILE, kernel_costs  # the profile's GFLOP/s per kernel
 
     (tmp / KERNELS_FILE).write_text(json.dumps(kernel_costs(lowered.mod)))
@@ -271,6 +273,11 @@ def _build_findings(entry: Path, cfg: Config, cache_hit: bool) -> Findings:
             for k in dict.fromkeys(k for row in layers for k in row)
         }
         found.metrics["algorithm/fallback_layers"] = sum(1 for row in layers if row.get("fallback"))
+    if (entry / FALLBACKS_FILE).exists():  # kernels whose algorithm schedule raised
+        fallbacks = json.loads((entry / FALLBACKS_FILE).read_text())
+        found.metrics["algorithm/schedule_fallbacks"] = len(fallbacks)
+        if fallbacks:
+            found.documents[f"algorithm/{FALLBACKS_FILE}"] = fallbacks
     if cfg.tracking.log_library:
         found.files["compiled/model.so"] = entry / "model.so"
     for name in ("relax.py", "lowered.py"):

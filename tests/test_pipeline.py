@@ -57,6 +57,7 @@ def test_one_run_records_params_metrics_and_artifacts(compose_cfg, tiny):
         "latency/speedup_vs_eager",
     ):
         assert key in logged, key
+    assert logged["algorithm/schedule_fallbacks"] == 0  # every kernel ran its own schedule
     # PyTorch eager timed in blocks alternating with the program's: the ratio of the two
     # medians, inside its interval.
     eager, speedup = logged["latency/pytorch_eager_median_ms"], logged["latency/speedup_vs_eager"]

@@ -43,6 +43,9 @@ MAX_WHOLE_VECTOR = 256
 # at 672x14x14, 16 1.4x slower at 32x112x112.
 MAX_PARTIAL_SUMS = 32
 SCHEDULED_ATTR = "tirx.is_scheduled"
+# On a PrimFunc whose algorithm schedule raised: why. It runs the generic schedule (or none),
+# often many times slower, so LoweredModule.schedule_fallbacks names it for the run's record.
+SCHEDULE_FALLBACK_ATTR = "dlas.schedule_fallback"
 
 
 def schedule_module(mod: tvm.IRModule, lookup: Callable[[str], ScheduleFn]) -> tvm.IRModule:
@@ -61,14 +64,15 @@ def schedule_func(func: tirx.PrimFunc, lookup: Callable[[str], ScheduleFn]) -> t
         default_schedule(sch, lookup)
         return sch.mod["main"].with_attr(MACS_KEY, macs) if macs else sch.mod["main"]
     except Exception as err:  # noqa: BLE001 - a slow kernel beats a failed compile
-        log.warning("default schedule failed, using the generic one: %s", str(err)[:300])
+        reason = f"{type(err).__name__}: {str(err)[:300]}"
+        log.warning("default schedule failed, using the generic one: %s", reason)
     sch = s_tir.Schedule(func)
     try:
         default_schedule(sch, None)
     except Exception as err:  # noqa: BLE001
         log.warning("generic schedule failed, leaving the function unscheduled: %s", err)
-        return func
-    return sch.mod["main"]
+        return func.with_attr(SCHEDULE_FALLBACK_ATTR, f"{reason}; generic schedule failed too")
+    return sch.mod["main"].with_attr(SCHEDULE_FALLBACK_ATTR, reason)
 
 
 def default_schedule(sch: s_tir.Schedule, lookup: Callable[[str], ScheduleFn] | None) -> None:

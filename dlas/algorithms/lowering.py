@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import tvm
-from tvm import relax
+from tvm import relax, tirx
 
 from .activations import activation_legalizers
 from .base import Algorithm
 from .constants import FoldConstants
-from .default_schedules import schedule_module
+from .default_schedules import SCHEDULE_FALLBACK_ATTR, schedule_module
 from .pooling import pooling_legalizers
 from .registry import ALGORITHMS
 from .requantize import FoldRequantize
@@ -25,6 +25,14 @@ class LoweredModule:
     mod: tvm.IRModule
     # One row per conv2d/dense layer: what ran, and why if it is not what was asked for.
     layers: list[dict[str, Any]] = field(default_factory=list)
+
+    def schedule_fallbacks(self) -> dict[str, str]:
+        """{kernel: why its algorithm's schedule raised}: those run a generic schedule."""
+        return {
+            gv.name_hint: str(func.attrs[SCHEDULE_FALLBACK_ATTR])
+            for gv, func in self.mod.functions_items()
+            if isinstance(func, tirx.PrimFunc) and SCHEDULE_FALLBACK_ATTR in (func.attrs or {})
+        }
 
 
 def resolve(algorithm: str | Any | Algorithm | type[Algorithm]) -> Algorithm:

@@ -148,6 +148,21 @@ def test_schedules_preserve_every_function(tiny_mod, target, algorithm):
         assert relative_error(results[1], results[0]) <= 1e-5, name
 
 
+def test_a_schedule_that_raises_is_recorded_as_a_fallback(tiny_mod, target, monkeypatch):
+    """A kernel whose algorithm schedule raises runs the generic schedule, often many times
+    slower (a stale loop handle in a conv schedule once made ResNet18 45x slower): the
+    lowering names each such kernel with the error, and the run logs them."""
+    assert lower(tiny_mod, "spatial_pack", target).schedule_fallbacks() == {}
+
+    def broken(self, sch, block):
+        raise RuntimeError("no tile fits")
+
+    monkeypatch.setattr(ALGORITHMS.get("spatial_pack"), "schedule", broken)
+    fallbacks = lower(tiny_mod, "spatial_pack", target).schedule_fallbacks()
+    assert any(name.startswith("fused_conv2d") for name in fallbacks), fallbacks
+    assert all(why == "RuntimeError: no tile fits" for why in fallbacks.values()), fallbacks
+
+
 def test_unscheduled_module_keeps_the_algorithm_blocks(tiny_mod, target):
     """schedule=False is what MetaSchedule tunes: the same computes, annotated, no loops bound."""
     for algorithm in ("direct", "gemm", "spatial_pack"):
