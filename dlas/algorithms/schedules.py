@@ -249,7 +249,9 @@ def schedule_channel_tile(
     blocks = extent(sch, channels)
     vectors = 2 if blocks % 2 == 0 else largest_divisor(blocks, odd_vectors())
     # Read before the splits below replace the loops.
-    in_registers = tile_weight_bytes(sch, block, [reduction, *inner], vectors) <= TILE_WEIGHTS_IN_L1
+    whole_reduction = (
+        tile_weight_bytes(sch, block, [reduction, *inner], vectors) <= TILE_WEIGHTS_IN_L1
+    )
     rows, cols = pixel_tile(extent(sch, y), extent(sch, x), vectors)
     ob_o, ob_i = tile(sch, channels, vectors)
     y_o, y_i = tile(sch, y, rows)
@@ -257,13 +259,13 @@ def schedule_channel_tile(
     r_o, r_i = tile(sch, reduction, chunk)
     rows_first = ROWS_FIRST_KEY in sch.get(block).annotations
     first, second = (y_o, ob_o) if rows_first else (ob_o, y_o)
-    tiles = [x_o, r_o] if in_registers else [r_o, x_o]
+    tiles = [x_o, r_o] if whole_reduction else [r_o, x_o]
     sch.reorder(*outer, first, second, *tiles, r_i, *inner, y_i, x_i, ob_i, lanes)
     finish_reduction(
         sch,
         block,
         parallel=[*outer, first, second],
-        tile_loop=x_o if in_registers else second,
+        tile_loop=x_o if whole_reduction else second,
         first_reduction=r_o,
         vector=lanes,
         unroll=[y_i, x_i, ob_i],
