@@ -36,13 +36,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Bump when lowering or building changes what a cached library contains.
+# 21: blocked's depthwise tasks split as the layer before split their input;
 # 20: a register tile whose weights fit in L1 reduces all its input channels at once;
 # 19: generic kernels that write a layout's innermost axis from an outer loop iterate in
 # the output's order; 18: algorithm=blocked runs Winograd on its 3x3 layers of >= 14x14 outputs;
 # 17: sigmoid/SiLU's own exp, kernels.json's flops from the stamped MACs; 16: pointwise
 # tiles of 3 vectors on odd-vector planes; 15: int8 requantization converts with cvtps2dq;
 # 14: int8 flat-plane epilogues; 13: taps
-BUILD_VERSION = 20
+BUILD_VERSION = 21
 FALLBACKS_FILE = "schedule_fallbacks.json"
 
 

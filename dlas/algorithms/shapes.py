@@ -144,6 +144,13 @@ class ConvSpec:
         return weights < self.in_channels * self.height * self.width
 
     @property
+    def input_split_by_rows(self) -> bool:
+        """Whether a 1x1 layer that made this layer's input split it by rows: its weights (in
+        x C) are then fewer than its input (in x H x W), so C < H x W. A depthwise layer
+        splits as its producer did, so that each core reads the part it wrote."""
+        return self.in_channels < self.height * self.width
+
+    @property
     def in_per_group(self) -> int:
         return self.in_channels // self.groups
 
@@ -242,6 +249,16 @@ def max_accumulators() -> int:
     if target is None or target.kind.name != "llvm":
         return MAX_ACCUMULATORS
     return _accumulators_on(str(target))
+
+
+def target_threads() -> int:
+    """Threads the current target's kernels run on (its ``num-cores``; 1 without a target)."""
+    import tvm
+
+    target = tvm.target.Target.current(allow_none=True)
+    if target is None or "num-cores" not in target.attrs:
+        return 1
+    return max(1, int(target.attrs["num-cores"]))
 
 
 def odd_vectors() -> int:

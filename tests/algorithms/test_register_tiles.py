@@ -53,14 +53,17 @@ def test_lowering_schedules_for_the_target_it_is_given():
     assert tvm_ffi.structural_equal(wide, again)
 
 
-def _parallel_loops(case: Case, algorithm: str) -> list[str]:
+def _parallel_loops(
+    case: Case, algorithm: str, target: tvm.target.Target | None = None
+) -> list[str]:
+    """``name(extent)`` of each parallel loop of the layer's kernels (one thread without a
+    ``target``)."""
     w = random_weights(case, 0.0, np.random.default_rng(0))
     mod = conv_module([case], [w], [np.zeros(case.oc, "float32")])
-    scripts = [
-        f.script()
-        for _, f in lower(mod, algorithm, tvm.target.Target("llvm")).mod.functions_items()
-    ]
-    return [n for s in scripts if "dlas.op" in s for n in re.findall(r"for (\w+) in T.parallel", s)]
+    lowered = lower(mod, algorithm, target or tvm.target.Target("llvm"))
+    scripts = [f.script() for _, f in lowered.mod.functions_items()]
+    loop = r"for (\w+) in T.parallel\((?:T.int64\()?(\d+)"
+    return [f"{n}({e})" for s in scripts if "dlas.op" in s for n, e in re.findall(loop, s)]
 
 
 @pytest.mark.parametrize("algorithm", ["direct", "gemm", "spatial_pack"])
@@ -79,6 +82,26 @@ def test_threads_split_rows_where_the_weights_are_smaller_than_the_input(algorit
     assert re.match(r"n_.*y_0_ob_0_fused", rows_first), rows_first
     channels_first = _parallel_loops(Case(1, 16, 14, 14, 64, 3, pad=1), algorithm)[-1]
     assert re.match(r"n_.*ob_0_y_0_fused", channels_first), channels_first
+
+
+def _depthwise_spec(channels: int, pixels: int) -> shapes.ConvSpec:
+    return shapes.ConvSpec(
+        1, channels, pixels, pixels, channels, 3, 3, (1, 1), (1,) * 4, (1, 1), channels,
+        "float32", "float32",
+    )  # fmt: skip
+
+
+def test_a_depthwise_layer_splits_its_input_as_the_layer_before_split_it():
+    # The 1x1 layer that makes 128 channels at 16 px splits them by rows (its weights, in x
+    # 128, are fewer than its input, in x 256): the depthwise layer's tasks go band by band of
+    # rows, at least a band per thread. 96 channels at 8 px were split by channel blocks.
+    assert _depthwise_spec(128, 16).input_split_by_rows
+    assert not _depthwise_spec(96, 8).input_split_by_rows
+    by_rows = Case(1, 128, 16, 16, 128, 3, pad=1, groups=128)
+    by_channels = Case(1, 96, 8, 8, 96, 3, pad=1, groups=96)
+    assert _parallel_loops(by_rows, "blocked") == ["n_y_0_0_cb_fused(8)"]  # one 16-row band
+    assert _parallel_loops(by_rows, "blocked", _target("znver4")) == ["n_y_0_0_cb_fused(16)"]
+    assert _parallel_loops(by_channels, "blocked", _target("znver4")) == ["n_cb_y_0_0_fused(12)"]
 
 
 def _loop_order(case: Case, algorithm: str) -> list[str]:
