@@ -8,8 +8,9 @@ Batch 1, random weights (batch-norm statistics from a few random batches, so eve
 real work), every system on the same ``--threads`` in this one process. The systems are timed
 round-robin: each round gives every system 0.1 s of untimed calls (the previous system's idle
 workers spin for a while, and would otherwise slow it) and then ``--calls`` timed ones;
-the figure is the median over all rounds, and a row's notes give dlas/ort with its 95%
-interval from resampling whole rounds (``dlas.measure.speedup``). dlas = the fastest of its
+the figure is the median over all rounds, and a row's notes give dlas/ort, and the fastest
+dlas build over the runner-up, each with its 95% interval from resampling whole rounds
+(``dlas.measure.speedup``). dlas = the fastest of its
 untuned builds (one per algorithm, and ``auto``'s per-layer choice), each checked against
 PyTorch. GFLOP/s are 2 x the model's MACs / median latency; "of peak" is against this host's
 measured float32 roofline (dlas.devices.roofline, cached). The load average is printed with
@@ -137,6 +138,10 @@ def bench(entry: str, args, target, device, peak: float | None) -> dict:
     medians = {k: statistics.median(v) for k, v in times.items()}
     dlas = {k: v for k, v in medians.items() if k.startswith("dlas:")}
     best = min(dlas, key=dlas.get) if dlas else None
+    if len(dlas) > 1:  # algorithm=auto's targets: beat, or come within 5% of, the others
+        runner_up = sorted(dlas, key=dlas.__getitem__)[1]
+        margin = measure.speedup(times[best], times[runner_up], args.calls)
+        notes.append(f"{best[5:]} over {runner_up[5:]}: {margin}")
     if best and "ort" in times:
         # median(dlas) / median(ort), with its interval over the rounds
         ratio = measure.speedup(times["ort"], times[best], args.calls)

@@ -60,8 +60,8 @@ SMOKE_ARGS: dict[str, list[str]] = {
         "--work-dir", "{tmp}/work", "--override", "dataset.train.epochs=0",
     ],
     "peer_layers.py": ["tiny_cnn@32", "--rounds", "1", "--calls", "1"],  # 10 s
-    "peers.py": [  # 15 s (torch.compile's first compile alone would add ~25 s)
-        "--models", "tiny_cnn@32", "--algorithms", "direct", "--peers", "eager,ort",
+    "peers.py": [  # 17 s (torch.compile's first compile alone would add ~25 s)
+        "--models", "tiny_cnn@32", "--algorithms", "direct,blocked", "--peers", "eager,ort",
         "--repeat", "1", "--calls", "1", "--cache-dir", "{tmp}/cache",
         "--work-dir", "{tmp}/work",
     ],
