@@ -21,7 +21,8 @@ from dlas.models.sources import build_model, model_identity, trainable
 log = logging.getLogger(__name__)
 
 # Bump when training code changes in a way that changes the trained weights.
-TRAINING_VERSION = 2
+# 3: the initial weights come from dataset.train.seed
+TRAINING_VERSION = 3
 
 
 def checkpoint_spec(model_cfg: ModelConfig, data_cfg: DatasetConfig) -> dict:
@@ -169,6 +170,9 @@ def load_or_train(
 ) -> tuple[nn.Module, dict]:
     """The trained model and a description of where it came from (cache hit or not)."""
     spec = checkpoint_spec(model_cfg, data_cfg)
+    # The initial weights too come from the seed the checkpoint's key names: unseeded, a fresh
+    # cache trained ResNet18 on digits to 0.99 top-1 in one process and 0.96 in another.
+    torch.manual_seed(data_cfg.train.seed)
     model = build_model(model_cfg, data.spec.num_classes, data_cfg.image_size)
     path = cache.entry("models", spec, ".pt")
     with entry_lock(path):  # concurrent jobs needing this checkpoint train it once

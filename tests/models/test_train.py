@@ -32,6 +32,25 @@ def test_checkpoint_is_cached_by_the_config_that_determines_it(tmp_path):
     assert load_or_train(model_cfg, other, data, cache)[1]["checkpoint"] != origin["checkpoint"]
 
 
+def test_a_checkpoint_is_the_same_from_any_fresh_cache_for_the_same_seed(tmp_path):
+    # Untrained (0 epochs), the checkpoint is the initial weights: the seed must decide them,
+    # not whatever the process drew from torch's global generator before.
+    data_cfg = DatasetConfig(name="digits", train=TrainConfig(epochs=0))
+    data = load_dataset(data_cfg)
+
+    def weights(cache_dir: str, seed: int) -> list[torch.Tensor]:
+        cfg = DatasetConfig(name="digits", train=TrainConfig(epochs=0, seed=seed))
+        model, _ = load_or_train(
+            ModelConfig(name="tiny_cnn"), cfg, data, Cache(tmp_path / cache_dir)
+        )
+        torch.rand(7)  # the process's generator moves on between the two
+        return list(model.state_dict().values())
+
+    first, again, other = weights("a", 0), weights("b", 0), weights("c", 1)
+    assert all((x == y).all() for x, y in zip(first, again, strict=True))
+    assert any((x != y).any() for x, y in zip(first, other, strict=True))
+
+
 def test_batchnorm_statistics_are_the_exact_average_over_the_training_data():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
