@@ -11,7 +11,7 @@ import torch
 import tvm
 from tvm import relax
 
-from dlas.algorithms import lower
+from dlas.algorithms import LoweredModule, lower
 from dlas.compiler.build import build
 from tests.algorithms.util import host_target
 
@@ -107,26 +107,34 @@ MEAN_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("shape", "lanes"), MEAN_CASES, ids=str)
-def test_a_global_mean_sums_planes_in_vector_partial_sums(shape, lanes):
-    """SE blocks' and classifiers' means over H, W: one serial add chain per channel took
-    270 us for 32 x 112 x 112 (EfficientNet-B0's first one), 28x the partial sums' time."""
+def _lowered_mean(shape: tuple[int, ...]) -> tuple[LoweredModule, str]:
+    """A mean over axes 2 and 3 of ``shape``, lowered for this host, and its kernel's script."""
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType(shape, "float32"))
     with bb.function("main", [x]):
         with bb.dataflow():
             out = bb.emit_output(bb.emit(relax.op.mean(x, axis=[2, 3], keepdims=True)))
         bb.emit_func_output(out)
-    target = host_target()
-    lowered = lower(bb.get(), "direct", target)
+    lowered = lower(bb.get(), "direct", host_target())
     (script,) = [f.script() for _, f in lowered.mod.functions_items() if "x_red" in f.script()]
-    assert (f"T.vectorized(T.int64({lanes}))" in script and "x_red_rf" in script) == bool(lanes)
-    data = np.random.default_rng(0).standard_normal(shape).astype("float32") + 1.0
-    vm = relax.VirtualMachine(build(lowered.mod, target), tvm.cpu())
+    return lowered, script
+
+
+def _check_mean(lowered: LoweredModule, data: np.ndarray) -> None:
+    vm = relax.VirtualMachine(build(lowered.mod, host_target()), tvm.cpu())
     out = vm["main"](tvm.runtime.tensor(data)).numpy()
     ref = data.astype("float64").mean(axis=(2, 3), keepdims=True)
     assert np.ptp(ref) > 0.01  # the channels' means differ
     np.testing.assert_allclose(out, ref, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("shape", "lanes"), MEAN_CASES, ids=str)
+def test_a_global_mean_sums_planes_in_vector_partial_sums(shape, lanes):
+    """SE blocks' and classifiers' means over H, W: one serial add chain per channel took
+    270 us for 32 x 112 x 112 (EfficientNet-B0's first one), 28x the partial sums' time."""
+    lowered, script = _lowered_mean(shape)
+    assert (f"T.vectorized(T.int64({lanes}))" in script and "x_red_rf" in script) == bool(lanes)
+    _check_mean(lowered, np.random.default_rng(0).standard_normal(shape).astype("float32") + 1.0)
 
 
 @pytest.mark.parametrize(("plane", "parallel"), [(112, True), (2, False)])
@@ -134,19 +142,7 @@ def test_a_blocked_mean_runs_in_parallel_where_it_reads_enough(plane, parallel):
     """A mean over 16-channel blocks (blocked's squeeze-excitation) has few outputs but may
     read many: 32 channels of 112 x 112 ran 21 us on one core, 12 us on two."""
     shape = (1, 2, plane, plane, 16)
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(shape, "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            out = bb.emit_output(bb.emit(relax.op.mean(x, axis=[2, 3], keepdims=True)))
-        bb.emit_func_output(out)
-    target = host_target()
-    lowered = lower(bb.get(), "direct", target)
-    (script,) = [f.script() for _, f in lowered.mod.functions_items() if "_red" in f.script()]
+    lowered, script = _lowered_mean(shape)
     assert ("T.parallel" in script) == parallel
     rng = np.random.default_rng(0)
-    data = (rng.standard_normal(shape) + np.arange(16) * 0.1).astype("float32")
-    vm = relax.VirtualMachine(build(lowered.mod, target), tvm.cpu())
-    ref = data.astype("float64").mean(axis=(2, 3), keepdims=True)
-    assert np.ptp(ref) > 1  # the channels' means differ
-    np.testing.assert_allclose(vm["main"](tvm.runtime.tensor(data)).numpy(), ref, rtol=1e-5)
+    _check_mean(lowered, (rng.standard_normal(shape) + np.arange(16) * 0.1).astype("float32"))
