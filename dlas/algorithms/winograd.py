@@ -5,8 +5,10 @@ channel (the data is first packed to N[C/16]HW[16], so this transform is vectori
 channels), then for each of the 36 tile positions a matrix product over the input channels,
 M = U V, with U = G g G^T the filters transformed and packed once at compile time, and
 finally Y = A^T M A per tile, vectorized over 16 output channels. The product has the same
-register-tiled schedule as ``gemm``; the transforms unroll their 6x6 (4x4) tile positions so
-that every position is a short sum with constant coefficients.
+register-tiled schedule as ``gemm``. Each transform is a pass over a tile's columns, then
+one over its rows, with their positions unrolled, so that every position is a short sum with
+constant coefficients. A task of the input transform pads its own row of tiles' input, and
+the output transform runs the layer's epilogue on each tile it writes, while it is in L1.
 
 Layers that are not 3x3, stride 1, undilated and ungrouped with at least 16 input channels
 run ``direct``; so do non-float32 ones (the transforms are not exact in integers, and float16
@@ -24,7 +26,7 @@ from tvm import s_tir, te, tirx
 from .base import Algorithm, PackedAlgorithm
 from .packing import pack_data
 from .registry import ALGORITHMS
-from .schedules import extent, schedule_channel_tile
+from .schedules import extent, loops_below, schedule_channel_tile, vectorize_innermost
 from .shapes import LANES, STAGE_ATTRS, ConvSpec, main_attrs, round_up
 
 TILE = 4  # output pixels per tile side
@@ -46,19 +48,19 @@ def tiles(spec: ConvSpec) -> tuple[int, int]:
     return -(-spec.out_h // TILE), -(-spec.out_w // TILE)
 
 
-def tile_transform(read, coefficients: np.ndarray, i, j, dtype: str):
-    """``sum_rs coefficients[i, j, r, s] * read(r, s)`` at tile position (i, j): a select over
-    all positions of explicit sums with constant coefficients, zeros skipped. Unrolled
-    position loops fold the select away, so each position computes only its own short sum."""
+def line_transform(read, coefficients: np.ndarray, i, dtype: str):
+    """``sum_r coefficients[r, i] * read(r)`` at position ``i``: a select over all positions of
+    explicit sums with constant coefficients, zeros skipped. An unrolled position loop folds
+    the select away, so each position computes only its own short sum."""
     expr = None
-    for p, q in np.ndindex(coefficients.shape[:2]):
+    for p in range(coefficients.shape[1]):
         terms = [
-            read(r, s) * tirx.const(float(c), dtype)
-            for (r, s), c in np.ndenumerate(coefficients[p, q])
+            read(r) * tirx.const(float(c), dtype)
+            for r, c in enumerate(coefficients[:, p])
             if c != 0
         ]
         total = functools.reduce(operator.add, terms)
-        expr = total if expr is None else tirx.Select(tirx.all(i == p, j == q), total, expr)
+        expr = total if expr is None else tirx.Select(i == p, total, expr)
     return expr
 
 
@@ -99,7 +101,8 @@ class Winograd(PackedAlgorithm):
 
     def schedule(self, sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
         (transform_in,) = sch.get_producers(block)
-        (transform_out,) = sch.get_consumers(block)
+        (columns_out,) = sch.get_consumers(block)
+        (transform_out,) = sch.get_consumers(columns_out)
         n, e, ob, y, x, oi, c = sch.get_loops(block)
         # Each output tile needs all 36 products: the output transform cannot sit in a tile.
         schedule_channel_tile(
@@ -114,29 +117,49 @@ class Winograd(PackedAlgorithm):
             chunk=min(extent(sch, c), C_CHUNK),
             attach=False,
         )
-        for stage in (transform_in, transform_out):
+        (columns_in,) = sch.get_producers(transform_in)
+        for stage, columns in ((transform_in, columns_in), (transform_out, columns_out)):
             n, blocks, y, x, i, j, lanes = sch.get_loops(stage)
-            sch.parallel(sch.fuse(n, blocks, y))
-            sch.unroll(i)
-            sch.unroll(j)
+            task = sch.fuse(n, blocks, y)
+            sch.parallel(task)
+            # A tile's column pass right before its row pass: 36 (24) vectors, in L1.
+            sch.compute_at(columns, x)
+            *_, ci, cj, clanes = sch.get_loops(columns)
+            for loop in (i, j, ci, cj):
+                sch.unroll(loop)
             sch.vectorize(lanes)
+            sch.vectorize(clanes)
+            if stage == transform_in:
+                for pad in sch.get_producers(columns):  # this row of tiles' padded input rows
+                    sch.compute_at(pad, task)
+                    vectorize_innermost(sch, loops_below(sch, pad, task))
+            else:
+                for epilogue in sch.get_consumers(stage):  # each tile's, while it is in L1
+                    sch.reverse_compute_at(epilogue, x)
+                    vectorize_innermost(sch, loops_below(sch, epilogue, x))
 
 
 def output_tiles(d: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:
     """The output as [N, OC/16, tile rows, tile columns, 4, 4, 16] from ``d``, the input in
-    16-channel blocks with its zero padding, at least (tile rows x 4 + 2) x (columns x 4 + 2)."""
+    16-channel blocks with its zero padding, at least (tile rows x 4 + 2) x (columns x 4 + 2).
+
+    Both transforms run a column pass, then a row pass (B^T d, then (B^T d) B): 264 terms per
+    6x6 input tile where the two-dimensional sums take 484, 180 per output tile for 324."""
     a, b, _ = matrices()
     th, tw = tiles(spec)
     dtype = spec.out_dtype
-    # V[.., i, j, ci] = sum_rs B[r, i] B[s, j] d[r, s]
-    input_coef = np.einsum("ri,sj->ijrs", b, b)
 
-    def v_value(n, cb, y, x, i, j, ci):
-        read = lambda r, s: d[n, cb, y * TILE + r, x * TILE + s, ci].astype(dtype)  # noqa: E731
-        return tile_transform(read, input_coef, i, j, dtype)
+    def columns_in(n, cb, y, x, i, s, ci):  # (B^T d)[i, s]
+        read = lambda r: d[n, cb, y * TILE + r, x * TILE + s, ci].astype(dtype)  # noqa: E731
+        return line_transform(read, b, i, dtype)
 
-    v_shape = (spec.batch, d.shape[1], th, tw, ALPHA, ALPHA, LANES)
-    v = te.compute(v_shape, v_value, name="winograd_input", attrs=STAGE_ATTRS)
+    shape = (spec.batch, d.shape[1], th, tw, ALPHA, ALPHA, LANES)
+    half_in = te.compute(shape, columns_in, name="winograd_input_columns", attrs=STAGE_ATTRS)
+
+    def rows_in(n, cb, y, x, i, j, ci):  # V[i, j] = ((B^T d) B)[i, j]
+        return line_transform(lambda s: half_in[n, cb, y, x, i, s, ci], b, j, dtype)
+
+    v = te.compute(shape, rows_in, name="winograd_input", attrs=STAGE_ATTRS)
 
     c = te.reduce_axis((0, round_up(spec.in_channels, LANES)), "c")
     m_shape = (spec.batch, ALPHA * ALPHA, packed.shape[1], th, tw, LANES)
@@ -149,15 +172,20 @@ def output_tiles(d: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:
         name="conv",
         attrs=main_attrs(Winograd.name, "conv2d", spec.macs),
     )
-    # Y[.., p, q, oi] = sum_rs A[r, p] A[s, q] M[r * 6 + s]
-    output_coef = np.einsum("rp,sq->pqrs", a, a)
 
-    def y_value(n, ob, y, x, p, q, oi):
-        read = lambda r, s: m[n, r * ALPHA + s, ob, y, x, oi]  # noqa: E731
-        return tile_transform(read, output_coef, p, q, dtype)
+    def columns_out(n, ob, y, x, p, s, oi):  # (A^T M)[p, s]
+        return line_transform(lambda r: m[n, r * ALPHA + s, ob, y, x, oi], a, p, dtype)
+
+    half_shape = (spec.batch, packed.shape[1], th, tw, TILE, ALPHA, LANES)
+    half_out = te.compute(
+        half_shape, columns_out, name="winograd_output_columns", attrs=STAGE_ATTRS
+    )
+
+    def rows_out(n, ob, y, x, p, q, oi):  # Y[p, q] = ((A^T M) A)[p, q]
+        return line_transform(lambda s: half_out[n, ob, y, x, p, s, oi], a, q, dtype)
 
     y_shape = (spec.batch, packed.shape[1], th, tw, TILE, TILE, LANES)
-    return te.compute(y_shape, y_value, name="winograd_output", attrs=STAGE_ATTRS)
+    return te.compute(y_shape, rows_out, name="winograd_output", attrs=STAGE_ATTRS)
 
 
 ALGORITHMS.register(Winograd.name)(Winograd)
