@@ -27,6 +27,7 @@ from .schedules import (
     extent,
     inline_injective,
     is_reduction,
+    loops_below,
     root_blocks,
     vectorize_innermost,
 )
@@ -180,7 +181,17 @@ def _schedule_reduction(sch: s_tir.Schedule, block: SBlockRV) -> None:
         return
     if not spatial:
         return
+    # A pooling's pad (inline_injective keeps it out of the reduction's vector loop).
+    pads = [p for p in sch.get_producers(block) if len(sch.get_consumers(p)) == 1]
+    if vector is not None and pads and len(spatial) > 1:
+        spatial = spatial[:-1]  # a task per output row; its columns stay a loop inside
     fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
+    for pad in pads if vector is not None else []:
+        # The input rows of the task's output row, padded while in cache: in a pass of its
+        # own, the pad streamed ResNet's 64x112x112 stem output through memory twice.
+        with contextlib.suppress(ScheduleError):
+            sch.compute_at(pad, fused)
+            vectorize_innermost(sch, loops_below(sch, pad, fused))
     _attach_consumers(sch, block, fused)
     # Parallel by the elements read, not the outputs: a blocked mean over 112x112 planes has
     # 32 outputs and 401,408 inputs (EfficientNet-B0's first squeeze-excitation ran 21 us on

@@ -96,6 +96,30 @@ def test_strided_max_pool_has_no_per_lane_loads(tmp_path):
     assert "vinsertps" not in text and "vgatherdps" not in text
 
 
+def test_a_blocked_max_pool_pads_each_output_rows_input_in_its_task():
+    """In 16-channel blocks (algorithm=blocked) the pool runs TOPI's window over a padded copy:
+    each task pads the three input rows of its output row, where a pass of its own padded the
+    whole map first (two parallel loops, the map through memory twice). PyTorch's values."""
+    x = np.random.default_rng(2).standard_normal((1, 32, 20, 18)).astype("float32")
+    blocked = x.reshape(1, 2, 16, 20, 18).transpose(0, 1, 3, 4, 2).copy()
+    bb = relax.BlockBuilder()
+    var = relax.Var("x", relax.TensorType(blocked.shape, "float32"))
+    with bb.function("main", [var]):
+        with bb.dataflow():
+            pool = relax.op.nn.max_pool2d(var, (3, 3), (2, 2), (1, 1, 1, 1), layout="NCHW16c")
+            out = bb.emit_output(bb.emit(pool))
+        bb.emit_func_output(out)
+    target = host_target()
+    lowered = lower(bb.get(), "direct", target)
+    (script,) = [f.script() for _, f in lowered.mod.functions_items() if "pool_max" in f.script()]
+    assert script.count("T.parallel") == 1
+    assert script.index("T.parallel") < script.index('T.sblock("pad_temp")')
+    vm = relax.VirtualMachine(build(lowered.mod, target), tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(blocked)).numpy()
+    ref = torch.nn.functional.max_pool2d(torch.from_numpy(x), 3, 2, 1).numpy()
+    np.testing.assert_array_equal(out.transpose(0, 1, 4, 2, 3).reshape(ref.shape), ref)
+
+
 # (shape, partial sums): 3136 pixels in two 16-lane vectors, 784 in one (32 does not divide
 # it), 196 in 28 lanes (no multiple of 16 divides it), a 7x7 plane is one round (summed as
 # before); a batch of two.
