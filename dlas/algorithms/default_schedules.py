@@ -183,10 +183,11 @@ def _schedule_reduction(sch: s_tir.Schedule, block: SBlockRV) -> None:
         return
     # A pooling's pad (inline_injective keeps it out of the reduction's vector loop).
     pads = [p for p in sch.get_producers(block) if len(sch.get_consumers(p)) == 1]
-    if vector is not None and pads and len(spatial) > 1:
+    pads = pads if vector is not None else []
+    if pads and len(spatial) > 1:
         spatial = spatial[:-1]  # a task per output row; its columns stay a loop inside
     fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
-    for pad in pads if vector is not None else []:
+    for pad in pads:
         # The input rows of the task's output row, padded while in cache: in a pass of its
         # own, the pad streamed ResNet's 64x112x112 stem output through memory twice.
         with contextlib.suppress(ScheduleError):
