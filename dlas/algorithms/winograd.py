@@ -118,6 +118,10 @@ class Winograd(PackedAlgorithm):
             attach=False,
         )
         (columns_in,) = sch.get_producers(transform_in)
+        # V is stored by tile position (the product reads a position's tiles in a row); its
+        # transform still runs tile by tile.
+        n, i, j, blocks, y, x, lanes = sch.get_loops(transform_in)
+        sch.reorder(n, blocks, y, x, i, j, lanes)
         for stage, columns in ((transform_in, columns_in), (transform_out, columns_out)):
             n, blocks, y, x, i, j, lanes = sch.get_loops(stage)
             task = sch.fuse(n, blocks, y)
@@ -156,17 +160,18 @@ def output_tiles(d: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:
     shape = (spec.batch, d.shape[1], th, tw, ALPHA, ALPHA, LANES)
     half_in = te.compute(shape, columns_in, name="winograd_input_columns", attrs=STAGE_ATTRS)
 
-    def rows_in(n, cb, y, x, i, j, ci):  # V[i, j] = ((B^T d) B)[i, j]
+    def rows_in(n, i, j, cb, y, x, ci):  # V[i, j] = ((B^T d) B)[i, j]
         return line_transform(lambda s: half_in[n, cb, y, x, i, s, ci], b, j, dtype)
 
-    v = te.compute(shape, rows_in, name="winograd_input", attrs=STAGE_ATTRS)
+    v_shape = (spec.batch, ALPHA, ALPHA, d.shape[1], th, tw, LANES)
+    v = te.compute(v_shape, rows_in, name="winograd_input", attrs=STAGE_ATTRS)
 
     c = te.reduce_axis((0, round_up(spec.in_channels, LANES)), "c")
     m_shape = (spec.batch, ALPHA * ALPHA, packed.shape[1], th, tw, LANES)
     m = te.compute(
         m_shape,
         lambda n, e, ob, y, x, oi: te.sum(
-            v[n, c // LANES, y, x, e // ALPHA, e % ALPHA, c % LANES] * packed[e, ob, c, oi],
+            v[n, e // ALPHA, e % ALPHA, c // LANES, y, x, c % LANES] * packed[e, ob, c, oi],
             axis=c,
         ),
         name="conv",
