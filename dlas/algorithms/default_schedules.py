@@ -182,8 +182,8 @@ def _schedule_reduction(sch: s_tir.Schedule, block: SBlockRV) -> None:
     if not spatial:
         return
     # A pooling's pad (inline_injective keeps it out of the reduction's vector loop).
-    pads = [p for p in sch.get_producers(block) if len(sch.get_consumers(p)) == 1]
-    pads = pads if vector is not None else []
+    producers = sch.get_producers(block) if vector is not None else []
+    pads = [p for p in producers if len(sch.get_consumers(p)) == 1]
     if pads and len(spatial) > 1:
         spatial = spatial[:-1]  # a task per output row; its columns stay a loop inside
     fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]

@@ -26,8 +26,9 @@ from tvm import s_tir, te, tirx
 from .base import Algorithm, PackedAlgorithm
 from .packing import pack_data
 from .registry import ALGORITHMS
-from .schedules import extent, loops_below, schedule_channel_tile, vectorize_innermost
+from .schedules import attach_epilogue, extent, schedule_channel_tile
 from .shapes import LANES, STAGE_ATTRS, ConvSpec, main_attrs, round_up
+from .stages import compute_per_task
 
 TILE = 4  # output pixels per tile side
 ALPHA = TILE + 2  # input pixels per tile side (3x3 kernel)
@@ -134,13 +135,9 @@ class Winograd(PackedAlgorithm):
             sch.vectorize(lanes)
             sch.vectorize(clanes)
             if stage == transform_in:
-                for pad in sch.get_producers(columns):  # this row of tiles' padded input rows
-                    sch.compute_at(pad, task)
-                    vectorize_innermost(sch, loops_below(sch, pad, task))
+                compute_per_task(sch, columns, task, lambda _: None)  # its padded input rows
             else:
-                for epilogue in sch.get_consumers(stage):  # each tile's, while it is in L1
-                    sch.reverse_compute_at(epilogue, x)
-                    vectorize_innermost(sch, loops_below(sch, epilogue, x))
+                attach_epilogue(sch, stage, x)  # each tile's, while it is in L1
 
 
 def output_tiles(d: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:

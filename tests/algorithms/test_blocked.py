@@ -58,14 +58,19 @@ def bottlenecks():
     return export(model, spec), *varying_references(model, spec.shape)
 
 
-def test_every_eligible_conv_runs_blocked_and_matches_pytorch(bottlenecks):
-    mod, inputs, refs = bottlenecks
-    target = host_target()
-    lowered = lower(mod, "blocked", target)
+def assert_matches(lowered, target: tvm.target.Target, inputs, refs) -> None:
+    """The built model's logits match PyTorch's on every input."""
     vm = relax.VirtualMachine(build(lowered.mod, target), tvm.cpu())
     for x, ref in zip(inputs, refs, strict=True):
         out = vm["main"](tvm.runtime.tensor(x, tvm.cpu()))[0].numpy()
         assert relative_error(out, ref) <= RTOL
+
+
+def test_every_eligible_conv_runs_blocked_and_matches_pytorch(bottlenecks):
+    mod, inputs, refs = bottlenecks
+    target = host_target()
+    lowered = lower(mod, "blocked", target)
+    assert_matches(lowered, target, inputs, refs)
     convs = [row for row in lowered.layers if row["op"] == "conv2d"]
     ran = [row["algorithm"] for row in convs]
     # The 24-channel layers run blocked too, in 32 channels, the last 8 of them zero.
@@ -94,10 +99,7 @@ def test_pad_channels_alone_keeps_the_models_function(bottlenecks):
     lowered = lower(padded, "direct", target)
     out_channels = [row["weight_shape"][0] for row in lowered.layers if row["op"] == "conv2d"]
     assert 24 not in out_channels and out_channels.count(32) >= 3
-    vm = relax.VirtualMachine(build(lowered.mod, target), tvm.cpu())
-    for x, ref in zip(inputs, refs, strict=True):
-        out = vm["main"](tvm.runtime.tensor(x, tvm.cpu()))[0].numpy()
-        assert relative_error(out, ref) <= RTOL
+    assert_matches(lowered, target, inputs, refs)
 
 
 def test_clip_becomes_min_max_so_relu6_stays_blocked(bottlenecks):
@@ -154,10 +156,7 @@ def test_winograd_on_partial_tiles_with_a_residual_epilogue_matches_pytorch():
     target = host_target()
     lowered = lower(export(model, spec), Blocked(winograd_min_pixels=1), target)
     assert [row.get("compute") for row in lowered.layers][:3] == ["spatial_pack", *["winograd"] * 2]
-    vm = relax.VirtualMachine(build(lowered.mod, target), tvm.cpu())
-    for x, ref in zip(inputs, refs, strict=True):
-        out = vm["main"](tvm.runtime.tensor(x, tvm.cpu()))[0].numpy()
-        assert relative_error(out, ref) <= RTOL
+    assert_matches(lowered, target, inputs, refs)
 
 
 def test_the_winograd_size_comes_from_the_config_and_is_checked(compose_cfg):
@@ -196,7 +195,4 @@ def test_a_16_channel_input_goes_into_blocks_a_whole_pixel_at_a_time():
         (kinds.PARALLEL, 20 * 20),
         (kinds.VECTORIZED, 16),
     ]
-    vm = relax.VirtualMachine(build(lowered.mod, target), tvm.cpu())
-    for x, ref in zip(inputs, refs, strict=True):
-        out = vm["main"](tvm.runtime.tensor(x, tvm.cpu()))[0].numpy()
-        assert relative_error(out, ref) <= RTOL
+    assert_matches(lowered, target, inputs, refs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 
@@ -102,15 +103,10 @@ def test_a_blocked_max_pool_pads_each_output_rows_input_in_its_task():
     whole map first (two parallel loops, the map through memory twice). PyTorch's values."""
     x = np.random.default_rng(2).standard_normal((1, 32, 20, 18)).astype("float32")
     blocked = x.reshape(1, 2, 16, 20, 18).transpose(0, 1, 3, 4, 2).copy()
-    bb = relax.BlockBuilder()
-    var = relax.Var("x", relax.TensorType(blocked.shape, "float32"))
-    with bb.function("main", [var]):
-        with bb.dataflow():
-            pool = relax.op.nn.max_pool2d(var, (3, 3), (2, 2), (1, 1, 1, 1), layout="NCHW16c")
-            out = bb.emit_output(bb.emit(pool))
-        bb.emit_func_output(out)
+    pool = functools.partial(relax.op.nn.max_pool2d, layout="NCHW16c")
+    mod = pool_module(pool, blocked.shape, "float32", (3, 3), (2, 2), (1, 1, 1, 1), False)
     target = host_target()
-    lowered = lower(bb.get(), "direct", target)
+    lowered = lower(mod, "direct", target)
     (script,) = [f.script() for _, f in lowered.mod.functions_items() if "pool_max" in f.script()]
     assert script.count("T.parallel") == 1
     assert script.index("T.parallel") < script.index('T.sblock("pad_temp")')
