@@ -36,16 +36,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Bump when lowering or building changes what a cached library contains.
-# 26: Winograd's pad and epilogue placed by the shared helpers (unit loops kept, tile
-# local); 25: Winograd's V by tile position; 24: a blocked pool's pad per output row;
-# 23: Winograd's column and row passes, pad and epilogue per task; 22: poolings and means
-# parallel by the elements read;
-# 21: blocked's depthwise tasks split as the layer before split theirs; 20: a register
-# tile whose weights fit in L1 reduces all its input channels at once;
-# 19: generic kernels that write a layout's innermost axis from an outer loop iterate in
-# the output's order; 18: algorithm=blocked runs Winograd on its 3x3 layers of >= 14x14 outputs;
-# 13-17 (git log): SiLU's own exp, pointwise tiles of 3 vectors, cvtps2dq, flat planes, taps
-BUILD_VERSION = 26
+# 27: a Winograd product over few tiles takes them all with one channel vector;
+# 26: Winograd's pad and epilogue placed by the shared helpers; 25: Winograd's V by tile
+# position; 24: a blocked pool's pad per output row; 23: Winograd's column and row passes;
+# 13-22 (git log): means by the elements read, depthwise split as the layer before, L1 tiles
+BUILD_VERSION = 27
 FALLBACKS_FILE = "schedule_fallbacks.json"
 
 

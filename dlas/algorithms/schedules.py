@@ -237,6 +237,7 @@ def schedule_channel_tile(
     chunk: int,
     inner: Sequence[LoopRV] = (),
     attach: bool = True,
+    vectors: int | None = None,
 ) -> None:
     """The register tile of the convs vectorized over 16 output channels: rows x cols pixels
     times a few channel vectors (two when the channel blocks pair up, else up to
@@ -247,7 +248,8 @@ def schedule_channel_tile(
     stay in L1 across the row. The threads split the tasks by channel blocks, or by rows
     where the block says so (ROWS_FIRST_KEY)."""
     blocks = extent(sch, channels)
-    vectors = 2 if blocks % 2 == 0 else largest_divisor(blocks, odd_vectors())
+    if vectors is None:
+        vectors = 2 if blocks % 2 == 0 else largest_divisor(blocks, odd_vectors())
     # Read before the splits below replace the loops.
     whole_reduction = (
         tile_weight_bytes(sch, block, [reduction, *inner], vectors) <= TILE_WEIGHTS_IN_L1

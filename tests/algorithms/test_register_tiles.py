@@ -126,3 +126,24 @@ def test_a_tile_whose_weights_fit_in_l1_reduces_all_its_channels_in_registers(al
     first = f"{reduction}_0"
     assert small.index("x_0") < small.index(first), small
     assert large.index(first) < large.index("x_0"), large
+
+
+def _product_tile(case: Case) -> dict[str, int]:
+    """{loop: extent} of the unrolled loops around Winograd's product (its register tile)."""
+    w = random_weights(case, 0.0, np.random.default_rng(0))
+    mod = conv_module([case], [w], [np.zeros(case.oc, "float32")])
+    scripts = [
+        f.script() for _, f in lower(mod, "winograd", _target("znver4")).mod.functions_items()
+    ]
+    (script,) = (s for s in scripts if "conv_update" in s)
+    head = script[: script.index('T.sblock("conv_update")')]
+    head = head[head.rindex("T.grid") :]  # the reduction loops, then the tile's
+    return {n: int(e) for n, e in re.findall(r"for (\w+) in T.unroll\((?:T.int64\()?(\d+)", head)}
+
+
+def test_winograd_products_over_few_tiles_take_them_all_with_one_channel_vector():
+    # At 14 px a position has 4x4 tiles: one output-channel vector over all 16 loads each
+    # weight vector of U (9.4 MB at 256 channels, from memory every call) for 16 tiles, where
+    # two vectors over 2x4 tiles loaded it for 8. At 28 px, 49 tiles do not fit: two vectors.
+    assert _product_tile(Case(1, 64, 14, 14, 64, 3, pad=1)) == {"y_1": 4, "x_1": 4}
+    assert _product_tile(Case(1, 64, 28, 28, 64, 3, pad=1)) == {"x_1": 7, "ob_1": 2}
