@@ -246,7 +246,8 @@ def schedule_channel_tile(
     reduces all of them at once, and its epilogue follows it; otherwise ``reduction`` is
     reduced ``chunk`` iterations at a time over a whole row of tiles, so a chunk's weights
     stay in L1 across the row. The threads split the tasks by channel blocks, or by rows
-    where the block says so (ROWS_FIRST_KEY)."""
+    where the block says so (ROWS_FIRST_KEY). ``vectors`` overrides the channel vectors
+    (Winograd's product: :func:`.winograd.product_vectors`)."""
     blocks = extent(sch, channels)
     if vectors is None:
         vectors = 2 if blocks % 2 == 0 else largest_divisor(blocks, odd_vectors())
