@@ -27,7 +27,7 @@ from .base import Algorithm, PackedAlgorithm
 from .packing import pack_data
 from .registry import ALGORITHMS
 from .schedules import attach_epilogue, extent, schedule_channel_tile
-from .shapes import LANES, STAGE_ATTRS, ConvSpec, main_attrs, max_accumulators, round_up
+from .shapes import LANES, STAGE_ATTRS, ConvSpec, main_attrs, pixel_tile, round_up
 from .stages import compute_per_task
 
 TILE = 4  # output pixels per tile side
@@ -51,14 +51,17 @@ def tiles(spec: ConvSpec) -> tuple[int, int]:
     return -(-spec.out_h // TILE), -(-spec.out_w // TILE)
 
 
-def product_vectors(tiles: int) -> int | None:
-    """Output-channel vectors of the product's register tile for a position of ``tiles``
-    tiles: one where that covers all of them (4x4 tiles at 14-16 px), else the default (None).
+def product_vectors(rows: int, cols: int) -> int | None:
+    """Output-channel vectors of the product's register tile for a position of ``rows`` x
+    ``cols`` tiles: one where a one-vector tile covers all of them (4x4 tiles at 14-16 px),
+    else the default (None).
 
     U, 4x the filters, comes from memory at every call (ResNet50's 14-px layers: 9.4 MB each),
     and the tile loads each weight vector once per pass: one vector over 16 tiles serves 16
     tiles per load where two vectors over 8 served 8 (figures: algorithms/README.md)."""
-    return 1 if MIN_ACCUMULATORS <= tiles <= max_accumulators() else None
+    tile_rows, tile_cols = pixel_tile(rows, cols, 1)
+    covers_all = tile_rows * tile_cols == rows * cols
+    return 1 if covers_all and rows * cols >= MIN_ACCUMULATORS else None
 
 
 def line_transform(read, coefficients: np.ndarray, i, dtype: str):
@@ -129,7 +132,7 @@ class Winograd(PackedAlgorithm):
             reduction=c,
             chunk=min(extent(sch, c), C_CHUNK),
             attach=False,
-            vectors=product_vectors(extent(sch, y) * extent(sch, x)),
+            vectors=product_vectors(extent(sch, y), extent(sch, x)),
         )
         (columns_in,) = sch.get_producers(transform_in)
         # V is stored by tile position (the product reads a position's tiles in a row); its

@@ -53,13 +53,18 @@ def test_lowering_schedules_for_the_target_it_is_given():
     assert tvm_ffi.structural_equal(wide, again)
 
 
+def _one_conv(case: Case) -> tvm.IRModule:
+    """The layer ``case`` alone, random weights, zero bias."""
+    w = random_weights(case, 0.0, np.random.default_rng(0))
+    return conv_module([case], [w], [np.zeros(case.oc, "float32")])
+
+
 def _parallel_loops(
     case: Case, algorithm: str, target: tvm.target.Target | None = None
 ) -> list[str]:
     """``name(extent)`` of each parallel loop of the layer's kernels (one thread without a
     ``target``)."""
-    w = random_weights(case, 0.0, np.random.default_rng(0))
-    mod = conv_module([case], [w], [np.zeros(case.oc, "float32")])
+    mod = _one_conv(case)
     lowered = lower(mod, algorithm, target or tvm.target.Target("llvm"))
     scripts = [f.script() for _, f in lowered.mod.functions_items()]
     loop = r"for (\w+) in T.parallel\((?:T.int64\()?(\d+)"
@@ -106,8 +111,7 @@ def test_a_depthwise_layer_splits_its_input_as_the_layer_before_split_it():
 
 def _loop_order(case: Case, algorithm: str) -> list[str]:
     """The loops around the conv's accumulation, outermost first (the init's excluded)."""
-    w = random_weights(case, 0.0, np.random.default_rng(0))
-    mod = conv_module([case], [w], [np.zeros(case.oc, "float32")])
+    mod = _one_conv(case)
     for _, func in lower(mod, algorithm, tvm.target.Target("llvm")).mod.functions_items():
         script = func.script()
         if "conv_update" in script:
@@ -130,8 +134,7 @@ def test_a_tile_whose_weights_fit_in_l1_reduces_all_its_channels_in_registers(al
 
 def _product_tile(case: Case) -> dict[str, int]:
     """{loop: extent} of the unrolled loops around Winograd's product (its register tile)."""
-    w = random_weights(case, 0.0, np.random.default_rng(0))
-    mod = conv_module([case], [w], [np.zeros(case.oc, "float32")])
+    mod = _one_conv(case)
     scripts = [
         f.script() for _, f in lower(mod, "winograd", _target("znver4")).mod.functions_items()
     ]
