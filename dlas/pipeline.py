@@ -36,12 +36,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Bump when lowering or building changes what a cached library contains.
-# 28: ...only where one tile covers them all; 27: a Winograd product over few tiles
-# takes them all with one channel vector;
-# 26: Winograd's pad and epilogue placed by the shared helpers; 25: Winograd's V by tile
-# position; 24: a blocked pool's pad per output row; 23: Winograd's column and row passes;
-# 13-22 (git log): means by the elements read, depthwise split as the layer before, L1 tiles
-BUILD_VERSION = 28
+# 29: blocked's Winograd F(2x2, 3x3) at 7-13 px; 27-28: a Winograd product over few tiles
+# with one vector; 23-26: Winograd's passes, V by position, pad and epilogue by the helpers;
+# 13-24 (git log): means by the elements read, depthwise split as the layer before, L1 tiles
+BUILD_VERSION = 29
 FALLBACKS_FILE = "schedule_fallbacks.json"
 
 

@@ -49,16 +49,15 @@ DENSE_CANDIDATES = ("direct", "gemm", "spatial_pack", "winograd")
 GRAPH_CANDIDATES = ("blocked",)
 SPARSE_CANDIDATES = ("sparse_direct", "sparse_gemm", "sparse_spatial_pack")
 # Bump when what a candidate's timing means changes (kernels, protocol).
-# 25: ...only where one tile covers them; 24: a Winograd product over few tiles with one
-# vector; 23: Winograd's pad and epilogue by
-# the shared helpers; 22: Winograd's V by tile position;
-# 21: a blocked pool's pad per output row; 20: Winograd's separable transforms, pad and
+# 26: blocked's winograd_2x2 kernel; 24-25: a Winograd product over few tiles with one
+# vector; 23: Winograd's pad and epilogue by the shared helpers; 22: Winograd's V by tile
+# position; 21: a blocked pool's pad per output row; 20: Winograd's separable transforms, pad and
 # epilogue per task; 19: means in parallel by the elements they read;
 # 18: blocked's depthwise tasks split as the layer before split their input;
 # 17: tiles whose weights fit in L1 reduce in registers; 16: the race times 5x the calls;
 # 15: blocked's kernels timed in its race; 14: candidates timed with cold caches;
 # 13: direct's pointwise tiles on odd-vector planes; 12: candidates timed round-robin
-CHOICES_VERSION = 25
+CHOICES_VERSION = 26
 # A layer's candidates are timed in this many rounds, each candidate's calls in turn: a drift
 # in the host's speed then reaches all of them. Four fresh choosings of ResNet18-32's 20 layers
 # disagreed on 16 of 120 layer pairs timed one after the other (one candidate's time 2x its

@@ -7,11 +7,11 @@ legalization, so a conv reads the previous conv's output as it was written: each
 channels in one cache line, which the 16-lane FMA tile (one broadcast input channel x 16
 output channels, spatial_pack's kernel and schedule) reads in order; 3x3 stride-1 convs
 with enough outputs run Winograd F(4x4, 3x3) (``winograd``'s transforms and product) from and
-to the same layout. This is the layout ONNX Runtime's NCHWc transformer keeps between its
-convs. The layer table's ``compute`` column says which compute each conv ran. A conv that
-cannot run blocked (int8 or bf16 data, grouped, weights that are not constants) runs
-``direct`` on NCHW, with a transform to and from the blocked layout fused into the kernels
-beside it.
+to the same layout, those of 7x7 to 13x13 outputs Winograd F(2x2, 3x3). This is the layout
+ONNX Runtime's NCHWc transformer keeps between its convs. The layer table's ``compute``
+column says which compute each conv ran. A conv that cannot run blocked (int8 or bf16 data,
+grouped, weights that are not constants) runs ``direct`` on NCHW, with a transform to and
+from the blocked layout fused into the kernels beside it.
 """
 
 from __future__ import annotations
@@ -51,6 +51,11 @@ MIN_TASKS = 8
 # stream from memory on every call: below 14x14 outputs (ResNet50's 7-px 512-channel layers)
 # that stream costs more than the multiplications save (figures: algorithms/README.md).
 WINOGRAD_MIN_PIXELS = 14 * 14
+# F(2x2, 3x3)'s are 16/9 of the filters for 2.25x fewer multiplications: a gain from 7x7
+# outputs up; at 4x4 (VGG-16-32, ResNet18-32) the stream costs more again.
+WINOGRAD_2X2_MIN_PIXELS = 7 * 7
+# blocked's Winograd computes, by the side of their output tiles.
+WINOGRAD_TILES = {"winograd": winograd.TILE, "winograd_2x2": winograd.SMALL_TILE}
 # Times (ms) of one conv computed with each of the given kernels, from blocked input to blocked
 # output (algorithm=auto's race times them on this machine: auto.time_blocked_convs).
 KernelTimer = Callable[[ConvSpec, np.ndarray, list[str]], dict[str, float]]
@@ -76,12 +81,14 @@ class Blocked(Algorithm):
         self,
         winograd_min_pixels: int | None = WINOGRAD_MIN_PIXELS,
         kernel_timer: KernelTimer | None = None,
+        winograd_2x2_min_pixels: int | None = WINOGRAD_2X2_MIN_PIXELS,
     ) -> None:
-        """``kernel_timer``: a conv that could run either Winograd or spatial_pack's kernel
-        runs whichever it times faster (the ``candidates`` column lists both times), whatever
-        its size; without one, ``winograd_min_pixels`` decides."""
+        """``kernel_timer``: a conv that could run Winograd or spatial_pack's kernel runs
+        whichever it times fastest (the ``candidates`` column lists their times), whatever
+        its size; without one, the output sizes decide (:func:`blocked_kernel`)."""
         super().__init__()
         self.winograd_min_pixels = winograd_min_pixels
+        self.winograd_2x2_min_pixels = winograd_2x2_min_pixels
         self.kernel_timer = kernel_timer
 
     def graph_passes(self) -> list[tvm.transform.Pass]:
@@ -115,7 +122,9 @@ class Blocked(Algorithm):
             row["candidates"] = describe_times(times)
             kernel = min(times, key=times.__getitem__)
         else:
-            kernel = blocked_kernel(spec, blocked_input, self.winograd_min_pixels)
+            kernel = blocked_kernel(
+                spec, blocked_input, self.winograd_min_pixels, self.winograd_2x2_min_pixels
+            )
         row["compute"] = kernel
         return emit_kernel(bb, data, weight, spec, kernel)
 
@@ -136,8 +145,8 @@ def emit_kernel(
     if kernel == "depthwise":
         packed = relax.const(SpatialPack.pack_depthwise(weight, spec))
         return call_te(bb, _depthwise, data, packed, spec=spec, name="conv2d")
-    if kernel == "winograd":
-        packed = relax.const(winograd.Winograd.pack_weight(weight, spec))
+    if kernel in WINOGRAD_TILES:
+        packed = relax.const(winograd.Winograd.pack_weight(weight, spec, WINOGRAD_TILES[kernel]))
         return call_te(bb, _winograd, data, packed, spec=spec, name="conv2d")
     packed = relax.const(SpatialPack.pack_weight(weight, spec))
     return call_te(bb, _conv, data, packed, spec=spec, name="conv2d")
@@ -145,21 +154,31 @@ def emit_kernel(
 
 def kernel_options(spec: ConvSpec, blocked_input: bool) -> list[str]:
     """The computes a blocked conv can run: ``depthwise``; ``spatial_pack``'s, and for a 3x3
-    stride-1 conv on blocked input also ``winograd``."""
+    stride-1 conv on blocked input also ``winograd`` and ``winograd_2x2``."""
     if spec.depthwise:
         return ["depthwise"]
     if blocked_input and winograd.Winograd().select(spec)[0].name == "winograd":
-        return ["spatial_pack", "winograd"]
+        return ["spatial_pack", *WINOGRAD_TILES]
     return ["spatial_pack"]
 
 
-def blocked_kernel(spec: ConvSpec, blocked_input: bool, winograd_min_pixels: int | None) -> str:
-    """The compute a blocked conv runs untimed: ``winograd`` where it can from
-    ``winograd_min_pixels`` outputs up (None: never), else the first of its options."""
+def blocked_kernel(
+    spec: ConvSpec,
+    blocked_input: bool,
+    winograd_min_pixels: int | None,
+    winograd_2x2_min_pixels: int | None = None,
+) -> str:
+    """The compute a blocked conv runs untimed, where it can: ``winograd`` from
+    ``winograd_min_pixels`` outputs up, below that ``winograd_2x2`` from
+    ``winograd_2x2_min_pixels`` up (None: never); else the first of its options."""
     options = kernel_options(spec, blocked_input)
     pixels = spec.out_h * spec.out_w
-    if "winograd" in options and winograd_min_pixels is not None and pixels >= winograd_min_pixels:
-        return "winograd"
+    for kernel, min_pixels in (
+        ("winograd", winograd_min_pixels),
+        ("winograd_2x2", winograd_2x2_min_pixels),
+    ):
+        if kernel in options and min_pixels is not None and pixels >= min_pixels:
+            return kernel
     return options[0]
 
 
@@ -256,12 +275,12 @@ def _conv(data: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:
 
 
 def _winograd(data: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:
-    """Winograd F(4x4, 3x3) from blocked input to blocked output (winograd's transforms and
-    product, without its pack and unpack)."""
-    th, tw = winograd.tiles(spec)
-    d, _ = _blocked_input(data, spec, th * winograd.TILE + 2, tw * winograd.TILE + 2)
+    """Winograd F(4x4, 3x3), or F(2x2, 3x3) as ``packed`` says, from blocked input to blocked
+    output (winograd's transforms and product, without its pack and unpack)."""
+    tile = winograd.packed_tile(packed)
+    th, tw = winograd.tiles(spec, tile)
+    d, _ = _blocked_input(data, spec, th * tile + 2, tw * tile + 2)
     out = winograd.output_tiles(d, packed, spec)
-    tile = winograd.TILE
     return te.compute(
         (spec.batch, spec.out_channels // BLOCK, spec.out_h, spec.out_w, BLOCK),
         lambda n, ob, h, w, oi: out[n, ob, h // tile, w // tile, h % tile, w % tile, oi],

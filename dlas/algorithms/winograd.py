@@ -10,6 +10,10 @@ one over its rows, with their positions unrolled, so that every position is a sh
 constant coefficients. A task of the input transform pads its own row of tiles' input, and
 the output transform runs the layer's epilogue on each tile it writes, while it is in L1.
 
+``blocked`` also runs F(2x2, 3x3) (``tile=SMALL_TILE``: 4x4 input tiles, 16 positions) on
+layers of 7x7 to 13x13 outputs, where 4x4 tiles waste too much padding and U, 4x the filters,
+too much memory traffic.
+
 Layers that are not 3x3, stride 1, undilated and ungrouped with at least 16 input channels
 run ``direct``; so do non-float32 ones (the transforms are not exact in integers, and float16
 loses too many digits in them).
@@ -18,6 +22,7 @@ loses too many digits in them).
 from __future__ import annotations
 
 import functools
+import math
 import operator
 
 import numpy as np
@@ -30,25 +35,31 @@ from .schedules import attach_epilogue, extent, schedule_channel_tile
 from .shapes import LANES, STAGE_ATTRS, ConvSpec, main_attrs, pixel_tile, round_up
 from .stages import compute_per_task
 
-TILE = 4  # output pixels per tile side
-ALPHA = TILE + 2  # input pixels per tile side (3x3 kernel)
+TILE = 4  # output pixels per tile side (input tiles: TILE + 2, for the 3x3 kernel)
+SMALL_TILE = 2  # F(2x2, 3x3): blocked's Winograd on layers too small for 4x4 tiles
 C_CHUNK = 64  # input channels reduced per pass over a row of tiles
 # Independent accumulators a product tile needs to keep the FMA units busy (latency 4 x 2 pipes).
 MIN_ACCUMULATORS = 8
 
 
 @functools.cache
-def matrices() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(A [6x4], B [6x6], G [6x3]) for F(4x4, 3x3), with TVM's interpolation points."""
+def matrices(tile: int = TILE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(A [6x4], B [6x6], G [6x3]) for F(4x4, 3x3) (for F(2x2, 3x3): [4x2], [4x4], [4x3]),
+    with TVM's interpolation points."""
     # TOPI's private helpers: the same points its own Winograd uses (0, ±1, ±1/2, ∞).
     from tvm.topi.nn.winograd_util import _cook_toom_convolution, _interpolation_points
 
-    a, b, g = _cook_toom_convolution(_interpolation_points(ALPHA), TILE, 3)
+    a, b, g = _cook_toom_convolution(_interpolation_points(tile + 2), tile, 3)
     return a.astype("float64"), b.astype("float64"), g.astype("float64")
 
 
-def tiles(spec: ConvSpec) -> tuple[int, int]:
-    return -(-spec.out_h // TILE), -(-spec.out_w // TILE)
+def tiles(spec: ConvSpec, tile: int = TILE) -> tuple[int, int]:
+    return -(-spec.out_h // tile), -(-spec.out_w // tile)
+
+
+def packed_tile(packed: te.Tensor) -> int:
+    """The output tile side of a U that :meth:`Winograd.pack_weight` packed."""
+    return math.isqrt(int(packed.shape[0])) - 2
 
 
 def product_vectors(rows: int, cols: int) -> int | None:
@@ -95,13 +106,15 @@ class Winograd(PackedAlgorithm):
         return self, ""
 
     @staticmethod
-    def pack_weight(weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
-        """OIHW -> U = G g G^T as [36, OC/16, IC, 16], zero channels past OC and IC."""
-        _, _, g = matrices()
+    def pack_weight(weight: np.ndarray, spec: ConvSpec, tile: int = TILE) -> np.ndarray:
+        """OIHW -> U = G g G^T as [36, OC/16, IC, 16] (F(2x2, 3x3): [16, ...]), zero channels
+        past OC and IC."""
+        _, _, g = matrices(tile)
         oc, ic = round_up(spec.out_channels, LANES), round_up(spec.in_channels, LANES)
         w = np.zeros((oc, ic, 3, 3))
         w[: spec.out_channels, : spec.in_channels] = weight
-        u = np.einsum("xr,kcrs,ys->xykc", g, w, g).reshape(ALPHA * ALPHA, oc // LANES, LANES, ic)
+        alpha = tile + 2
+        u = np.einsum("xr,kcrs,ys->xykc", g, w, g).reshape(alpha * alpha, oc // LANES, LANES, ic)
         return np.ascontiguousarray(u.transpose(0, 1, 3, 2)).astype(weight.dtype)
 
     def compute(self, data: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:
@@ -158,33 +171,36 @@ class Winograd(PackedAlgorithm):
 
 def output_tiles(d: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:
     """The output as [N, OC/16, tile rows, tile columns, 4, 4, 16] from ``d``, the input in
-    16-channel blocks with its zero padding, at least (tile rows x 4 + 2) x (columns x 4 + 2).
+    16-channel blocks with its zero padding, at least (tile rows x 4 + 2) x (columns x 4 + 2)
+    (tiles of 2 x 2 where ``packed`` is U of F(2x2, 3x3)).
 
     Both transforms run a column pass, then a row pass (B^T d, then (B^T d) B): 264 terms per
     6x6 input tile where the two-dimensional sums take 484, 180 per output tile for 324."""
-    a, b, _ = matrices()
-    th, tw = tiles(spec)
+    tile = packed_tile(packed)
+    alpha = tile + 2
+    a, b, _ = matrices(tile)
+    th, tw = tiles(spec, tile)
     dtype = spec.out_dtype
 
     def columns_in(n, cb, y, x, i, s, ci):  # (B^T d)[i, s]
-        read = lambda r: d[n, cb, y * TILE + r, x * TILE + s, ci].astype(dtype)  # noqa: E731
+        read = lambda r: d[n, cb, y * tile + r, x * tile + s, ci].astype(dtype)  # noqa: E731
         return line_transform(read, b, i, dtype)
 
-    shape = (spec.batch, d.shape[1], th, tw, ALPHA, ALPHA, LANES)
+    shape = (spec.batch, d.shape[1], th, tw, alpha, alpha, LANES)
     half_in = te.compute(shape, columns_in, name="winograd_input_columns", attrs=STAGE_ATTRS)
 
     def rows_in(n, i, j, cb, y, x, ci):  # V[i, j] = ((B^T d) B)[i, j]
         return line_transform(lambda s: half_in[n, cb, y, x, i, s, ci], b, j, dtype)
 
-    v_shape = (spec.batch, ALPHA, ALPHA, d.shape[1], th, tw, LANES)
+    v_shape = (spec.batch, alpha, alpha, d.shape[1], th, tw, LANES)
     v = te.compute(v_shape, rows_in, name="winograd_input", attrs=STAGE_ATTRS)
 
     c = te.reduce_axis((0, round_up(spec.in_channels, LANES)), "c")
-    m_shape = (spec.batch, ALPHA * ALPHA, packed.shape[1], th, tw, LANES)
+    m_shape = (spec.batch, alpha * alpha, packed.shape[1], th, tw, LANES)
     m = te.compute(
         m_shape,
         lambda n, e, ob, y, x, oi: te.sum(
-            v[n, e // ALPHA, e % ALPHA, c // LANES, y, x, c % LANES] * packed[e, ob, c, oi],
+            v[n, e // alpha, e % alpha, c // LANES, y, x, c % LANES] * packed[e, ob, c, oi],
             axis=c,
         ),
         name="conv",
@@ -192,9 +208,9 @@ def output_tiles(d: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:
     )
 
     def columns_out(n, ob, y, x, p, s, oi):  # (A^T M)[p, s]
-        return line_transform(lambda r: m[n, r * ALPHA + s, ob, y, x, oi], a, p, dtype)
+        return line_transform(lambda r: m[n, r * alpha + s, ob, y, x, oi], a, p, dtype)
 
-    half_shape = (spec.batch, packed.shape[1], th, tw, TILE, ALPHA, LANES)
+    half_shape = (spec.batch, packed.shape[1], th, tw, tile, alpha, LANES)
     half_out = te.compute(
         half_shape, columns_out, name="winograd_output_columns", attrs=STAGE_ATTRS
     )
@@ -202,7 +218,7 @@ def output_tiles(d: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:
     def rows_out(n, ob, y, x, p, q, oi):  # Y[p, q] = ((A^T M) A)[p, q]
         return line_transform(lambda s: half_out[n, ob, y, x, p, s, oi], a, q, dtype)
 
-    y_shape = (spec.batch, packed.shape[1], th, tw, TILE, TILE, LANES)
+    y_shape = (spec.batch, packed.shape[1], th, tw, tile, tile, LANES)
     return te.compute(y_shape, rows_out, name="winograd_output", attrs=STAGE_ATTRS)
 
 

@@ -185,7 +185,9 @@ def test_a_faster_whole_graph_layout_replaces_the_per_layer_choice(
 
     def scripted_kernel_times(spec, weight, kernels, target, repeat, rounds):
         kernels_timed.append(kernels)
-        return {kernel: 3.0 if kernel == "winograd" else 1.0 for kernel in kernels}
+        return {
+            kernel: {"winograd": 3.0, "winograd_2x2": 2.0}.get(kernel, 1.0) for kernel in kernels
+        }
 
     monkeypatch.setattr(auto_module, "time_models", scripted_times)
     monkeypatch.setattr(auto_module, "time_blocked_convs", scripted_kernel_times)
@@ -203,11 +205,12 @@ def test_a_faster_whole_graph_layout_replaces_the_per_layer_choice(
         if faster == "blocked":
             blocked = [row for row in convs if row["op"] == "conv2d"]
             assert [row["compute"] for row in blocked] == ["spatial_pack"] * 3
-            assert blocked[2]["candidates"] == "spatial_pack=1ms, winograd=3ms"
+            assert blocked[2]["candidates"] == "spatial_pack=1ms, winograd_2x2=2ms, winograd=3ms"
     # The race makes 5x the calls of a layer's candidates (20 in 5 rounds by default); the
     # second lowering read the cached decision.
     assert raced == [(["auto", "blocked"], 100, 25)]
-    assert kernels_timed == [["spatial_pack", "winograd"]]  # and the cached kernel times
+    # and the cached kernel times
+    assert kernels_timed == [["spatial_pack", "winograd", "winograd_2x2"]]
     vm = relax.VirtualMachine(build_library(lowered.mod, target), tvm.cpu())
     for x, ref in zip(inputs, refs, strict=True):
         out = vm["main"](tvm.runtime.tensor(x, tvm.cpu()))[0].numpy()
@@ -256,7 +259,7 @@ def test_blocked_kernels_are_timed_as_they_run_in_the_blocked_layout():
     ref = ref.numpy()
     assert np.std(ref) > 1e-3
     kernels = blocked.kernel_options(spec, blocked_input=True)
-    assert kernels == ["spatial_pack", "winograd"]
+    assert kernels == ["spatial_pack", "winograd", "winograd_2x2"]
     target = host_target()
     to_blocked = x.reshape(1, 2, 16, 12, 12).transpose(0, 1, 3, 4, 2)
     for kernel in kernels:

@@ -115,15 +115,26 @@ def test_clip_becomes_min_max_so_relu6_stays_blocked(bottlenecks):
     assert "relax.clip" not in ops and {"relax.maximum", "relax.minimum"} <= ops
 
 
-@pytest.mark.parametrize("min_pixels,winograd_layers", [(256, 1), (257, 0), (None, 0)])
-def test_winograd_runs_from_the_configured_output_size(bottlenecks, min_pixels, winograd_layers):
-    """The 3x3 conv writes 16x16 = 256 pixels: Winograd from 256 up, not from 257 or null."""
+@pytest.mark.parametrize(
+    "min_pixels,min_2x2,kernel",
+    [
+        (256, 49, "winograd"),
+        (257, 49, "winograd_2x2"),
+        (257, 256, "winograd_2x2"),
+        (257, 257, "spatial_pack"),
+        (None, None, "spatial_pack"),
+    ],
+)
+def test_winograd_runs_from_the_configured_output_size(bottlenecks, min_pixels, min_2x2, kernel):
+    """The 3x3 conv writes 16x16 = 256 pixels: F(4x4, 3x3) from 256 up, else F(2x2, 3x3)
+    from its own size up, else (or null) spatial_pack's kernel."""
     from dlas.algorithms.blocked import Blocked
 
     mod, *_ = bottlenecks
-    lowered = lower(mod, Blocked(winograd_min_pixels=min_pixels), host_target(), schedule=False)
-    kernels = [row.get("compute") for row in lowered.layers]
-    assert kernels.count("winograd") == winograd_layers
+    algorithm = Blocked(winograd_min_pixels=min_pixels, winograd_2x2_min_pixels=min_2x2)
+    lowered = lower(mod, algorithm, host_target(), schedule=False)
+    winograds = [row["compute"] for row in lowered.layers if "winograd" in row.get("compute", "")]
+    assert winograds == ([] if kernel == "spatial_pack" else [kernel])
 
 
 class ResidualPair(nn.Module):
@@ -143,9 +154,11 @@ class ResidualPair(nn.Module):
         return self.head(x.mean((2, 3)))
 
 
-def test_winograd_on_partial_tiles_with_a_residual_epilogue_matches_pytorch():
+@pytest.mark.parametrize("kernel", ["winograd", "winograd_2x2"])
+def test_winograd_on_partial_tiles_with_a_residual_epilogue_matches_pytorch(kernel):
     """Each task pads its own input rows and each output tile runs its epilogue where it is
-    computed; tiles that overhang the 13x13 map write only their pixels inside it."""
+    computed; tiles that overhang the 13x13 map write only their pixels inside it (4x4
+    tiles, or 2x2 for F(2x2, 3x3))."""
     from dlas.algorithms.blocked import Blocked
 
     torch.manual_seed(0)
@@ -154,8 +167,9 @@ def test_winograd_on_partial_tiles_with_a_residual_epilogue_matches_pytorch():
     calibrate_batchnorm(model, spec.shape)
     inputs, refs = varying_references(model, spec.shape)
     target = host_target()
-    lowered = lower(export(model, spec), Blocked(winograd_min_pixels=1), target)
-    assert [row.get("compute") for row in lowered.layers][:3] == ["spatial_pack", *["winograd"] * 2]
+    sizes = {"winograd_min_pixels": 1} if kernel == "winograd" else {"winograd_min_pixels": None}
+    lowered = lower(export(model, spec), Blocked(winograd_2x2_min_pixels=1, **sizes), target)
+    assert [row.get("compute") for row in lowered.layers][:3] == ["spatial_pack", *[kernel] * 2]
     assert_matches(lowered, target, inputs, refs)
 
 
@@ -163,10 +177,11 @@ def test_the_winograd_size_comes_from_the_config_and_is_checked(compose_cfg):
     from dlas.algorithms.lowering import resolve
     from dlas.config import ConfigError, validate
 
-    cfg = validate(compose_cfg("algorithm=blocked", "algorithm.winograd_min_pixels=100"))
-    assert resolve(cfg.algorithm).winograd_min_pixels == 100
-    with pytest.raises(ConfigError, match=r"algorithm\.winograd_min_pixels"):
-        validate(compose_cfg("algorithm=blocked", "algorithm.winograd_min_pixels=0"))
+    for key in ("winograd_min_pixels", "winograd_2x2_min_pixels"):
+        cfg = validate(compose_cfg("algorithm=blocked", f"algorithm.{key}=100"))
+        assert getattr(resolve(cfg.algorithm), key) == 100
+        with pytest.raises(ConfigError, match=rf"algorithm\.{key}"):
+            validate(compose_cfg("algorithm=blocked", f"algorithm.{key}=0"))
 
 
 def test_a_16_channel_input_goes_into_blocks_a_whole_pixel_at_a_time():
