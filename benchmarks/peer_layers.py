@@ -51,31 +51,34 @@ MAX_BLOCK = 16
 
 
 def dlas_keys(mod: tvm.IRModule) -> dict[str, Key]:
-    """Kernel name -> layer key, for kernels reading an NCHW input first and writing NCHW last."""
+    """Kernel name -> layer key, for kernels reading an activation first and writing one last,
+    NCHW or blocked (``N[C/16]HW[16]``: ``blocked``'s, whose channels count in whole blocks)."""
     keys = {}
     for gv, func in mod.functions_items():
         shapes = [tuple(int(d) for d in p.shape) for p in func.params if hasattr(p, "shape")]
-        if "conv" in gv.name_hint and len(shapes) >= 2 and len(shapes[0]) == len(shapes[-1]) == 4:
-            (_, ic, h, _), (_, oc, oh, _) = shapes[0], shapes[-1]
-            keys[gv.name_hint] = (ic, h, oc, oh)
+        activations = len(shapes) >= 2 and {len(shapes[0]), len(shapes[-1])} <= {4, 5}
+        if "conv" in gv.name_hint and activations:
+            x, out = shapes[0], shapes[-1]
+            keys[gv.name_hint] = (channels_of(x), x[2], channels_of(out), out[2])
     return keys
 
 
-def channels_of(shape: list[int]) -> int:
+def channels_of(shape: list[int] | tuple[int, ...]) -> int:
     return shape[1] * shape[4] if len(shape) == 5 else shape[1]
 
 
 def layer_of(x: list[int], out: list[int], known: set[Key]) -> Key:
     """The dlas layer an ORT conv node computes: the same sizes and channels; else the only
     one whose channels ORT padded to whole blocks (its profiler shows a blocked NCHWc tensor
-    as NCHW with the padded channels: 24 as 32); else ORT's own."""
+    as NCHW with the padded channels: 24 as 32, as blocked dlas kernels show it too); else
+    ORT's own."""
     ic, oc = channels_of(x), channels_of(out)
     sized = [k for k in known if (k[1], k[3]) == (x[2], out[2])]
     if (ic, x[2], oc, out[2]) in sized:
         return (ic, x[2], oc, out[2])
 
-    def padded(ort: int, real: int) -> bool:
-        return ort == real or (ort % 8 == 0 and 0 < ort - real < MAX_BLOCK)
+    def padded(ort: int, real: int) -> bool:  # either side may have padded (blocked's too)
+        return ort == real or (max(ort, real) % 8 == 0 and 0 < abs(ort - real) < MAX_BLOCK)
 
     found = [k for k in sized if padded(ic, k[0]) and padded(oc, k[2])]
     return found[0] if len(found) == 1 else (ic, x[2], oc, out[2])

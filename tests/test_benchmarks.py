@@ -59,7 +59,9 @@ SMOKE_ARGS: dict[str, list[str]] = {
         "--warmup", "0", "--test-limit", "4", "--cache-dir", "{tmp}/cache",
         "--work-dir", "{tmp}/work", "--override", "dataset.train.epochs=0",
     ],
-    "peer_layers.py": ["tiny_cnn@32", "--rounds", "1", "--calls", "1"],  # 10 s
+    "peer_layers.py": [  # 10 s
+        "tiny_cnn@32", "--algorithm", "blocked", "--rounds", "1", "--calls", "1",
+    ],
     "peers.py": [  # 17 s (torch.compile's first compile alone would add ~25 s)
         "--models", "tiny_cnn@32", "--algorithms", "direct,blocked", "--peers", "eager,ort",
         "--repeat", "1", "--calls", "1", "--cache-dir", "{tmp}/cache",
@@ -217,20 +219,40 @@ def test_benchmark_runs(script: str, tmp_path: Path) -> None:
     )
 
 
-def _libraries() -> ModuleType:
-    """The benchmarks' shared helper module (imported by name, as the scripts do)."""
+def _benchmark(name: str = "_libraries") -> ModuleType:
+    """A benchmark module (by default the shared helpers), imported by name as the scripts
+    import each other."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:
-        return importlib.import_module("_libraries")
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(REPO / "benchmarks"))
+
+
+def test_peer_layers_finds_every_conv_kernel_of_a_blocked_build() -> None:
+    """Blocked kernels read and write N[C/16]HW[16] activations: each still gets its layer key
+    (it used to match only NCHW kernels, and a blocked build's rows all read 0 ms)."""
+    import tvm
+
+    from dlas.algorithms import lower
+    from dlas.compiler.export import export
+    from dlas.devices.local_cpu import resolve_target_dict
+
+    peer_layers, peers = _benchmark("peer_layers"), _benchmark("peers")
+    model, spec, _ = peers.prepare("tiny_cnn", 32)
+    target = tvm.target.Target(resolve_target_dict({"kind": "llvm", "mcpu": "auto"}, 2))
+    mod = lower(export(model, spec), "blocked", target).mod
+    convs = [gv.name_hint for gv in mod.functions if "conv" in gv.name_hint]
+    keys = peer_layers.dlas_keys(mod)
+    assert convs and sorted(keys) == sorted(convs)
+    assert {key[0] for key in keys.values()} >= {3, 16}  # the stem's NCHW input, then blocks
 
 
 def test_round_robin_warms_each_system_up_on_its_own_calls_before_timing_it() -> None:
     # A pause instead let the previous system's spinning workers slow ONNX Runtime 2-4x.
     log: list[str] = []
     systems = {name: (lambda n=name: log.append(n)) for name in ("a", "b")}
-    times = _libraries().round_robin(systems, rounds=2, calls=3, warmup_s=0.02)
+    times = _benchmark().round_robin(systems, rounds=2, calls=3, warmup_s=0.02)
     assert {k: len(v) for k, v in times.items()} == {"a": 6, "b": 6}
     blocks = [log[0]]
     for name in log[1:]:
