@@ -166,7 +166,7 @@ def blocked_kernel(
     spec: ConvSpec,
     blocked_input: bool,
     winograd_min_pixels: int | None,
-    winograd_2x2_min_pixels: int | None = None,
+    winograd_2x2_min_pixels: int | None,
 ) -> str:
     """The compute a blocked conv runs untimed, where it can: ``winograd`` from
     ``winograd_min_pixels`` outputs up, below that ``winograd_2x2`` from

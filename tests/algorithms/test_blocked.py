@@ -167,8 +167,10 @@ def test_winograd_on_partial_tiles_with_a_residual_epilogue_matches_pytorch(kern
     calibrate_batchnorm(model, spec.shape)
     inputs, refs = varying_references(model, spec.shape)
     target = host_target()
-    sizes = {"winograd_min_pixels": 1} if kernel == "winograd" else {"winograd_min_pixels": None}
-    lowered = lower(export(model, spec), Blocked(winograd_2x2_min_pixels=1, **sizes), target)
+    algorithm = Blocked(
+        winograd_min_pixels=1 if kernel == "winograd" else None, winograd_2x2_min_pixels=1
+    )
+    lowered = lower(export(model, spec), algorithm, target)
     assert [row.get("compute") for row in lowered.layers][:3] == ["spatial_pack", *[kernel] * 2]
     assert_matches(lowered, target, inputs, refs)
 

@@ -12,6 +12,8 @@ import tvm_ffi
 from tvm import s_tir
 from tvm.s_tir import meta_schedule as ms
 
+from dlas.config.schema import DeviceConfig
+from dlas.devices.local_cpu import LocalCPU
 from dlas.tuning.records import RecordStore, best_seconds, target_key
 from dlas.tuning.seeding import default_schedule, seed_default_schedules, verify_against_defaults
 from dlas.tuning.workers import InProcessBuilder, InProcessRunner
@@ -31,11 +33,10 @@ def one_thread():
     With two threads on a machine whose other core is busy (the other test worker), each call
     of the default's parallel kernel waits out time slices at its barrier: measured here,
     33 us became 6.4 ms, while the one-threaded lucky loop nest went from 3.8 ms to 8.3 ms,
-    and one busier moment would flip the comparison the tests check."""
-    configure = tvm.get_global_func("runtime.config_threadpool")
-    configure(0, 1)  # mode 0: no affinity change
-    yield
-    configure(0, 0)  # 0: every worker of the pool
+    and one busier moment would flip the comparison the tests check. (The device's own
+    thread setting, as a run applies device.num_threads=1.)"""
+    with LocalCPU(DeviceConfig(name="local", num_threads=1)).threads():
+        yield
 
 
 def _lucky_store(path: Path, target, builder, runner):
