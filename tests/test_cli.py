@@ -88,3 +88,18 @@ def test_a_torchvision_name_as_model_option_gets_the_command_that_works(tmp_path
     out = dlas_run(tmp_path, "model=shufflenet_v2_x0_5")
     assert out.returncode == 2
     assert "model=torchvision model.name=shufflenet_v2_x0_5" in out.stderr
+
+
+def test_the_stack_is_imported_once_frozen_and_the_collector_left_on():
+    """dlas.run imports the layers with the collector paused (a rerun's startup): it must be
+    on again afterwards, or a long sweep in one process would never free a cycle."""
+    import gc
+
+    from dlas import run
+
+    run._import_stack.cache_clear()
+    frozen_before = gc.get_freeze_count()
+    run._import_stack()
+    assert gc.isenabled()
+    assert gc.get_freeze_count() > frozen_before
+    assert {"tvm", "torchvision", "mlflow.store.tracking.sqlalchemy_store"} <= set(sys.modules)
