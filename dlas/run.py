@@ -27,10 +27,10 @@ register_schemas()
 @functools.cache
 def _import_stack() -> None:
     """Import what every job needs (each layer's registered options: torch, torchvision, TVM;
-    MLflow's SQL store) with the garbage collector paused, then freeze what they made: their millions
-    of long-lived objects would cost about 1.5 s of collections while importing, every later
-    full collection would walk them again, and the interpreter's collections at exit about 2 s
-    more (a rerun of a finished configuration spends ~17 s in all)."""
+    MLflow's SQL store) with the garbage collector paused, then freeze what they made. Their
+    millions of long-lived objects cost about 1.5 s of collections while importing, every later
+    full collection walked them again, and the interpreter's collections at exit took about 2 s
+    more: a rerun of a finished configuration took 17 s, 12-15 s without them."""
     gc.disable()
     try:
         for entry in LAYERS:
