@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 # Bump when lowering or building changes what a cached library contains.
 # 29: blocked's Winograd F(2x2, 3x3) at 7-13 px; 27-28: a Winograd product over few tiles
 # with one vector; 23-26: Winograd's passes, V by position, pad and epilogue by the helpers;
-# 13-24 (git log): means by the elements read, depthwise split as the layer before, L1 tiles
+# 13-22 (git log): means by the elements read, depthwise split as the layer before, L1 tiles
 BUILD_VERSION = 29
 FALLBACKS_FILE = "schedule_fallbacks.json"
 
