@@ -51,11 +51,13 @@ SCHEDULE_FALLBACK_ATTR = "dlas.schedule_fallback"
 
 
 def schedule_module(mod: tvm.IRModule, lookup: Callable[[str], ScheduleFn]) -> tvm.IRModule:
-    """Schedule every unscheduled PrimFunc; ``lookup(name)`` gives an algorithm's schedule."""
-    for gv, func in list(mod.functions_items()):
+    """A copy of ``mod`` with every unscheduled PrimFunc scheduled; ``lookup(name)`` gives an
+    algorithm's schedule. ``mod`` stays as it was: the tuner builds it both tuned and not."""
+    scheduled = mod.clone()
+    for gv, func in mod.functions_items():
         if isinstance(func, tirx.PrimFunc) and not func.attrs.get(SCHEDULED_ATTR, False):
-            mod[gv] = schedule_func(func, lookup).with_attr(SCHEDULED_ATTR, True)
-    return mod
+            scheduled[gv] = schedule_func(func, lookup).with_attr(SCHEDULED_ATTR, True)
+    return scheduled
 
 
 def schedule_func(func: tirx.PrimFunc, lookup: Callable[[str], ScheduleFn]) -> tirx.PrimFunc:

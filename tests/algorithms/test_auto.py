@@ -217,6 +217,30 @@ def test_a_faster_whole_graph_layout_replaces_the_per_layer_choice(
         assert relative_error(out, ref) <= 1e-4
 
 
+def test_for_the_tuner_the_raced_choice_stays_unscheduled(small_cnn, tmp_path, monkeypatch):
+    """schedule=False (tuning=metaschedule): the race builds the per-layer choice with its
+    default schedules, and still hands over its functions unscheduled, for MetaSchedule to
+    tune (the race once scheduled them in place, leaving the tuner nothing to tune)."""
+    from tvm import tirx
+
+    from dlas.algorithms import lower
+
+    def scripted_times(libraries, target, repeat, rounds=auto_module.ROUNDS):
+        return {name: 1.0 if name == "auto" else 2.0 for name in libraries}
+
+    monkeypatch.setattr(auto_module, "time_models", scripted_times)
+    monkeypatch.setattr(
+        auto_module,
+        "time_blocked_convs",
+        lambda spec, weight, kernels, *a: dict.fromkeys(kernels, 1.0),
+    )
+    mod, *_ = small_cnn
+    lowered = lower(mod, Auto(["direct"], cache_dir=str(tmp_path)), host_target(), schedule=False)
+    assert lowered.layers[-1]["algorithm"] == "auto"
+    functions = [f for _, f in lowered.mod.functions_items() if isinstance(f, tirx.PrimFunc)]
+    assert functions and not [f for f in functions if f.attrs.get("tirx.is_scheduled")]
+
+
 def test_whole_models_are_timed_round_robin(small_cnn):
     """time_models builds and times real libraries: every one gets a positive median."""
     from dlas.algorithms import lower

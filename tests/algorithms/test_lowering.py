@@ -169,3 +169,15 @@ def test_unscheduled_module_keeps_the_algorithm_blocks(tiny_mod, target):
         text = lower(tiny_mod, algorithm, target, schedule=False).mod.script()
         assert f'"dlas.algorithm": "{algorithm}"' in text
         assert "T.parallel" not in text and "T.vectorized" not in text
+
+
+def test_default_schedules_leave_the_unscheduled_module_as_it_was(tiny_mod, target):
+    """The tuner schedules one lowered module twice (its records, then the defaults alone):
+    scheduling returns a new module."""
+    from dlas.algorithms import schedule_defaults
+
+    unscheduled = lower(tiny_mod, "direct", target, schedule=False).mod
+    before = unscheduled.script()
+    scheduled = schedule_defaults(unscheduled, target)
+    assert unscheduled.script() == before
+    assert "T.parallel" in scheduled.script()
