@@ -22,8 +22,9 @@ BOOTSTRAP_RESAMPLES = 2000
 # takes 5 (Zen 3, 2 cores, 4 of 4 processes). Warming the next system up on its own calls for
 # 0.05-0.1 s measured it at 4.7-6.0 ms every time, and left the others' figures unchanged.
 WARMUP_S = 0.1
-# Blocks a run's timed calls are split into when PyTorch eager is timed beside the program.
-EAGER_ROUNDS = 5
+# Blocks a run's timed calls are split into when two systems are timed side by side (PyTorch
+# eager beside the program; a tuned build beside the untuned one).
+SIDE_BY_SIDE_ROUNDS = 5
 K = TypeVar("K")
 
 
@@ -84,6 +85,17 @@ def first_input(data: DataBundle) -> np.ndarray:
 
 def measure_latency(runner: Runner, data: DataBundle, warmup: int, repeat: int) -> list[float]:
     return runner.time(first_input(data), warmup=warmup, repeat=repeat)
+
+
+def side_by_side(
+    runners: Mapping[K, Runner], x: np.ndarray | None, warmup: int, repeat: int
+) -> tuple[dict[K, list[float]], int]:
+    """:func:`round_robin` with the run's protocol: at least ``repeat`` timed calls of each
+    runner, in SIDE_BY_SIDE_ROUNDS rounds (fewer if fewer calls). Returns the times and the
+    calls per block (what :func:`speedup` resamples by)."""
+    rounds = min(SIDE_BY_SIDE_ROUNDS, repeat)
+    calls = -(-repeat // rounds)  # whole rounds
+    return round_robin(runners, x, rounds, calls, warmup=warmup), calls
 
 
 def round_robin(

@@ -334,24 +334,18 @@ def _time(
     eager: Program | None,
 ) -> tuple[list[float], list[float], dict[str, float]]:
     """The program's latency samples; with ``eager``, PyTorch eager's too, timed in blocks that
-    take turns with the program's (EAGER_ROUNDS rounds), so that a change in the machine's
+    take turns with the program's (measure.side_by_side), so that a change in the machine's
     speed reaches both and stays out of their ratio; and the metrics of that comparison."""
     import numpy as np
 
-    from dlas.measure import EAGER_ROUNDS, first_input, measure_latency, round_robin, speedup
+    from dlas.measure import first_input, measure_latency, side_by_side, speedup
 
     warmup, repeat = cfg.device.warmup_runs, cfg.device.timed_runs
     if eager is None:
         return measure_latency(runner, data, warmup, repeat), [], {}
-    rounds = min(EAGER_ROUNDS, repeat)
-    calls = -(-repeat // rounds)  # whole rounds: at least timed_runs samples each
     with device.load(eager) as eager_runner:
-        times = round_robin(
-            {"eager": eager_runner, "program": runner},
-            first_input(data),
-            rounds,
-            calls,
-            warmup=warmup,
+        times, calls = side_by_side(
+            {"eager": eager_runner, "program": runner}, first_input(data), warmup, repeat
         )
     ratio = speedup(times["program"], times["eager"], calls)
     metrics = {

@@ -116,6 +116,10 @@ class MetaScheduleTuningConfig(TuningConfig):
     # Also time dlas's default schedule of each tuned task and keep it as a record, so that
     # the build uses whichever is faster per task (never slower than untuned).
     include_defaults: bool = True
+    # Then time the whole tuned build side by side with the untuned one on the device (the
+    # run's protocol) and keep the faster: a schedule that won alone, hot, can lose inside the
+    # model (dlas.tuning.model_check). Not with tuning.records (they define the build).
+    check_whole_model: bool = True
     # Stopping before the trial budget runs out: a task whose best has not improved by
     # stop_min_improvement (a fraction) over stop_patience of its rounds is done (null: never
     # stops early); after max_seconds of tuning (null: no limit) every task is done.

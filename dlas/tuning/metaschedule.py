@@ -5,7 +5,9 @@ Flow: ``dlas.algorithms.lower(..., schedule=False)`` hands over fused, unschedul
 has not seen with this budget are tuned, their dlas default schedule measured and recorded
 first (seeding.py) → ``MetaScheduleApplyDatabase`` puts the best record of every task (a
 searched schedule or the default one, whichever measured faster) into the module → PrimFuncs
-without any record get dlas's default schedules → ``dlas.compiler.build.build``.
+without any record get dlas's default schedules → ``dlas.compiler.build.build`` → where that
+differs from the untuned build, both are timed whole on the device and the faster is kept
+(model_check.py).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dlas.cache import config_key
 from dlas.compiler.build import build
 from dlas.devices import Program
 from dlas.tuning.base import TuneContext, Tuner
+from dlas.tuning.model_check import keep_faster
 from dlas.tuning.progress import TrialProgress, TuningStop
 from dlas.tuning.records import TABLE_FILE, RecordStore, best_seconds, resolve_records
 from dlas.tuning.registry import TUNERS
@@ -165,14 +168,20 @@ class MetaSchedule(Tuner):
         with target, store.applied(), tvm.transform.PassContext(opt_level=3):
             mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(lowered.mod)
         mod = schedule_rest(mod, target)
-        executable = build(mod, target)
+        executable, untuned = build(mod, target), False
+        if cfg.check_whole_model and not cfg.records:
+            untuned_mod = schedule_rest(lowered.mod, target)
+            executable, untuned = keep_faster(mod, executable, untuned_mod, target, ctx)
 
         rows = store.task_rows(extracted, new_trials, bool(cfg.records))
-        self._report(rows, store, mods, tune_seconds, target, ctx)
+        # The records a run logs rebuild what it kept: none for the untuned build.
+        self._report(rows, store, mods, {} if untuned else mods, tune_seconds, target, ctx)
+        kept = ", the untuned build kept: faster in the whole model" if untuned else ""
         return Program(
             executable=executable,
             description=(
-                f"tvm-metaschedule ({sum(new_trials.values())} new trials, records {store.path})"
+                f"tvm-metaschedule ({sum(new_trials.values())} new trials, records {store.path}"
+                f"{kept})"
             ),
         )
 
@@ -349,6 +358,7 @@ class MetaSchedule(Tuner):
         rows: list[dict[str, Any]],
         store: RecordStore,
         mods: dict[str, tvm.IRModule],
+        applied: dict[str, tvm.IRModule],
         tune_seconds: float,
         target: Any,
         ctx: TuneContext,
@@ -359,7 +369,7 @@ class MetaSchedule(Tuner):
             / "tuning-artifacts"
             / config_key({"store": str(store.path), "workloads": keys, "target": str(target)})
         )
-        store.export(mods, folder)  # the record each task applied; the store keeps them all
+        store.export(applied, folder)  # the record each task applied; the store keeps them all
         (folder / TABLE_FILE).write_text(json.dumps(rows, indent=1))
         ctx.artifacts["tuning"] = folder
         tuned = [r for r in rows if r["best_us"] is not None]

@@ -95,6 +95,9 @@ def test_tuned_build_tunes_logs_and_matches_pytorch(tuned):
     # measured by the same runner.
     seeded = [r for r in rows if r["default_schedule_us"] is not None]
     assert seeded and all(r["best_us"] <= r["default_schedule_us"] for r in seeded)
+    # Where the records changed the build, it was timed whole against the untuned one.
+    if "tune/model_speedup" in metrics:
+        assert metrics["tune/kept_untuned"] == float(metrics["tune/model_speedup"] <= 1.0)
     # The shared database lives under the cache, per target.
     assert list((tmp / "cache" / "tuning").glob("*/database_tuning_record.json"))
 
@@ -129,7 +132,11 @@ def test_reapplying_logged_records_needs_no_trials(tuned):
     compose_cfg, tmp, first, run_id = tuned
     metrics, _ = run(compose_cfg, tmp, "tuning=metaschedule", f"tuning.records={run_id}")
     assert metrics["tune/new_trials"] == 0
-    assert metrics["tune/tasks_with_records"] == first["tune/tasks_with_records"]
+    # The logged records rebuild the build the run kept: none if the untuned one ran faster.
+    kept_untuned = first.get("tune/kept_untuned", 0.0) == 1.0
+    assert metrics["tune/tasks_with_records"] == (
+        0 if kept_untuned else first["tune/tasks_with_records"]
+    )
     cfg = compose_cfg(*tiny_overrides(tmp, *TUNE))
     applied = compose_cfg(*tiny_overrides(tmp, "tuning=metaschedule", f"tuning.records={run_id}"))
     x = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
