@@ -97,10 +97,10 @@ def keep_faster(
     found = check(tuned, untuned, sample_input(untuned_mod), ctx.device)
     ctx.metrics.update(found.metrics())
     log.info(
-        "Whole model: tuned %.3f ms, untuned %.3f ms (x%s): keeping the %s build",
+        "Whole model: tuned %.3f ms, untuned %.3f ms (%s): keeping the %s build",
         found.medians[TUNED],
         found.medians[UNTUNED],
-        str(found.speedup).lstrip("x"),
+        found.speedup,
         TUNED if found.keeps_tuned else UNTUNED,
     )
     return (tuned, False) if found.keeps_tuned else (untuned, True)
