@@ -92,6 +92,10 @@ class MetaScheduleTuningConfig(TuningConfig):
     strategy: str = "evolutionary"
     # 256, not MetaSchedule's 2,048: minutes of budget on a few cores (docs/tuning.md).
     strategy_options: dict[str, Any] = field(default_factory=lambda: {"population_size": 256})
+    # evolutionary: at most this many candidates evolved per trial a task gets (at least 32),
+    # below population_size: with 256 per task a 16-trial run on 18 tasks showed its first
+    # trial after 561 s, with 32 after 90 s (docs/tuning.md). null: population_size as given.
+    population_per_trial: int | None = 16
     # gradient (more trials where the latency is) | round-robin.
     task_scheduler: str = "gradient"
     # xgb | mlp | random, with that cost model's constructor arguments.
@@ -137,6 +141,12 @@ class MetaScheduleTuningConfig(TuningConfig):
             "tuning.trials_per_task",
             "must be null or >= 1",
             self.trials_per_task,
+        )
+        require(
+            self.population_per_trial is None or self.population_per_trial >= 1,
+            "tuning.population_per_trial",
+            "must be null or >= 1",
+            self.population_per_trial,
         )
         require(
             self.trials_per_iter >= 1,

@@ -235,6 +235,15 @@ class MetaSchedule(Tuner):
                 )
         return new_trials
 
+    def strategy_options(self, share: float) -> dict[str, Any]:
+        """The search strategy's arguments; an evolutionary population at most
+        ``population_per_trial`` x the per-task share (at least 32)."""
+        options, cap = dict(self.cfg.strategy_options), self.cfg.population_per_trial
+        if self.cfg.strategy == "evolutionary" and cap is not None:
+            wanted = max(32, cap * math.ceil(share))
+            options["population_size"] = min(options.get("population_size", 512), wanted)
+        return options
+
     def share(self, num_tasks: int) -> float:
         """Trials each task is entitled to: the global budget spread evenly, capped per task.
         A workload tuned before with at least this share is not tuned again."""
@@ -271,7 +280,7 @@ class MetaSchedule(Tuner):
             # where the time goes first (as measured so far), so a small budget lands there.
             known = {t.task_name: _best(store, t.dispatched[0]) for t in todo}
             todo = sorted(todo, key=lambda t: -(known[t.task_name] or math.inf) * t.weight)
-            strategy = ms.SearchStrategy.create(cfg.strategy, **dict(cfg.strategy_options))
+            strategy = ms.SearchStrategy.create(cfg.strategy, **self.strategy_options(share))
             contexts, weights = tune_contexts(todo, strategy, cfg.seed, stop)
             untuned = [store.default_us(t.dispatched[0]) for t in todo]
             progress = TrialProgress(

@@ -57,6 +57,7 @@ def test_metaschedule_options_reach_the_schema(compose_cfg):
         "tuning.trials=-1",
         "tuning.trials_per_iter=0",
         "tuning.trials_per_task=0",
+        "tuning.population_per_trial=0",
         "tuning.strategy=annealing",
         "tuning.cost_model=gbdt",
         "tuning.task_scheduler=fifo",

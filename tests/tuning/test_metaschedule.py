@@ -35,6 +35,20 @@ def test_share_spreads_the_budget_and_respects_the_cap(tmp_path):
     assert tuner.share(4) == 10
 
 
+def test_small_budgets_evolve_small_populations(tmp_path):
+    """16 candidates per trial a task gets, at least 32, at most the configured population."""
+    tuner, _ = make(tmp_path)
+    assert [tuner.strategy_options(s)["population_size"] for s in (16 / 18, 4, 100)] == [
+        32,
+        64,
+        256,
+    ]
+    tuner, _ = make(tmp_path, population_per_trial=None)
+    assert tuner.strategy_options(1)["population_size"] == 256
+    tuner, _ = make(tmp_path, strategy="replay-trace", strategy_options={})
+    assert tuner.strategy_options(1) == {}
+
+
 def test_tasks_tuned_with_enough_budget_are_skipped(tmp_path, monkeypatch):
     """Only tasks whose workloads lack records for this budget reach the search."""
     calls = []
