@@ -5,9 +5,8 @@ Flow: ``dlas.algorithms.lower(..., schedule=False)`` hands over fused, unschedul
 has not seen with this budget are tuned, their dlas default schedule measured and recorded
 first (seeding.py) → ``MetaScheduleApplyDatabase`` puts the best record of every task (a
 searched schedule or the default one, whichever measured faster) into the module → PrimFuncs
-without any record get dlas's default schedules → ``dlas.compiler.build.build`` → where that
-differs from the untuned build, both are timed whole on the device and the faster is kept
-(model_check.py).
+without any record get dlas's default schedules → ``dlas.compiler.build.build`` → the faster
+in the whole model of that build and the untuned one, timed on the device (model_check.py).
 """
 
 from __future__ import annotations
@@ -176,12 +175,10 @@ class MetaSchedule(Tuner):
         rows = store.task_rows(extracted, new_trials, bool(cfg.records))
         # The records a run logs rebuild what it kept: none for the untuned build.
         self._report(rows, store, mods, {} if untuned else mods, tune_seconds, target, ctx)
-        kept = ", the untuned build kept: faster in the whole model" if untuned else ""
         return Program(
             executable=executable,
             description=(
-                f"tvm-metaschedule ({sum(new_trials.values())} new trials, records {store.path}"
-                f"{kept})"
+                f"tvm-metaschedule ({sum(new_trials.values())} new trials, records {store.path})"
             ),
         )
 
@@ -236,8 +233,7 @@ class MetaSchedule(Tuner):
         return new_trials
 
     def strategy_options(self, share: float) -> dict[str, Any]:
-        """The search strategy's arguments; an evolutionary population at most
-        ``population_per_trial`` x the per-task share (at least 32)."""
+        """The search strategy's arguments, its population capped per trial (docs/tuning.md)."""
         options, cap = dict(self.cfg.strategy_options), self.cfg.population_per_trial
         if self.cfg.strategy == "evolutionary" and cap is not None:
             wanted = max(32, cap * math.ceil(share))
