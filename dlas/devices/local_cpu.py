@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 
@@ -20,18 +22,81 @@ from dlas.devices.registry import DEVICES
 os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
 
 
+# The CPU features dlas's kernels key on, by the name the kernel's /proc/cpuinfo gives each
+# and the name LLVM gives it. LLVM names the host CPU from its model number, and a hypervisor
+# can report a model whose LLVM CPU lacks features the host has (a KVM Sapphire Rapids read as
+# model 167, "rocketlake": no AMX, no avx512bf16), or has features the host masks.
+HOST_FEATURES = {
+    "avx2": "avx2",
+    "avx512f": "avx512f",
+    "avx512bw": "avx512bw",
+    "avx512_vnni": "avx512vnni",
+    "avx_vnni": "avxvnni",
+    "avx512_bf16": "avx512bf16",
+    "avx512_fp16": "avx512fp16",
+    "amx_tile": "amx-tile",
+    "amx_int8": "amx-int8",
+    "amx_bf16": "amx-bf16",
+    "asimddp": "dotprod",  # aarch64
+}
+
+
 def host_cpu_name() -> str:
     from tvm.target import codegen
 
     return codegen.llvm_get_system_cpu()
 
 
+def cpuinfo_flags(cpuinfo: str) -> set[str] | None:
+    """The first processor's feature flags in /proc/cpuinfo text (``flags`` on x86,
+    ``Features`` on Arm); None when the text has neither."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return None
+
+
+def feature_corrections(mcpu: str, flags: set[str]) -> list[str]:
+    """``mattr`` entries that make LLVM's ``mcpu`` agree with the host's ``flags`` on every
+    feature of HOST_FEATURES: +f where the host has what the CPU model lacks, -f the reverse."""
+    import tvm
+    from tvm.target import codegen
+
+    modelled = tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
+    corrections = []
+    for flag, feature in HOST_FEATURES.items():
+        try:
+            has = bool(codegen.target_has_features(feature, modelled))
+        except Exception:  # noqa: BLE001 - a feature of another architecture
+            continue
+        if has != (flag in flags):
+            corrections.append(("+" if flag in flags else "-") + feature)
+    return corrections
+
+
+@functools.cache
+def host_feature_corrections() -> tuple[str, ...]:
+    """feature_corrections for this host (none where /proc/cpuinfo cannot be read)."""
+    try:
+        flags = cpuinfo_flags(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        return ()
+    return tuple(feature_corrections(host_cpu_name(), flags)) if flags is not None else ()
+
+
 def resolve_target_dict(target: dict, num_threads: int | None) -> dict:
     """Fill ``mcpu: auto`` and the core count from the host; an empty target is this host's
-    CPU."""
+    CPU. With ``mcpu: auto``, ``mattr`` also gets the host's features that LLVM's name for its
+    CPU disagrees on (host_feature_corrections); a feature the config names itself stays."""
     resolved = dict(target) or {"kind": "llvm", "mcpu": "auto"}
     if resolved.get("mcpu") == "auto":
         resolved["mcpu"] = host_cpu_name()
+        given = list(resolved.get("mattr") or [])
+        named = {m.lstrip("+-") for m in given}
+        extra = [c for c in host_feature_corrections() if c[1:] not in named]
+        if extra:
+            resolved["mattr"] = [*given, *extra]
     if resolved.get("kind") == "llvm":
         resolved.setdefault("num-cores", num_threads or os.cpu_count() or 1)
     return resolved
@@ -107,6 +172,7 @@ class LocalCPU(Device):
     def describe(self) -> dict[str, str]:
         return {
             "host.cpu": host_cpu_name(),
+            "host.cpu_feature_corrections": ",".join(host_feature_corrections()) or "none",
             "host.machine": platform.machine(),
             "host.cores": str(os.cpu_count()),
         }
