@@ -52,6 +52,10 @@ class Runner(abc.ABC):
 
 
 class Device(abc.ABC):
+    # Whether loading a second program ends the first one's session (an RPC server serves one
+    # session at a time), so two programs cannot be timed side by side.
+    one_program_at_a_time = False
+
     def __init__(self, cfg: DeviceConfig) -> None:
         self.cfg = cfg
 

@@ -55,6 +55,8 @@ def read_facts(session: Any, device_kind: str) -> dict[str, Any]:
 
 @DEVICES.register("rpc")
 class RPCDevice(Device):
+    one_program_at_a_time = True
+
     def __init__(self, cfg: DeviceConfig) -> None:
         super().__init__(cfg)
         self.endpoint = Endpoint.from_config(cfg)

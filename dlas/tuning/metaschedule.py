@@ -100,10 +100,9 @@ def tune_contexts(
     seed: int | None,
     stop: TuningStop | None = None,
 ) -> tuple[list[ms.TuneContext], list[float]]:
-    """relax_integration.extracted_tasks_to_tune_contexts without its per-task file loggers.
-    Those come from a logging.config.dictConfig call per tuning run, which reconfigures the
-    whole process's logging, and it raised (AttributeError: 'NoneType' has no 'format', in
-    _parameterize_config) on a later tuning run in the same process under pytest."""
+    """relax_integration.extracted_tasks_to_tune_contexts without its per-task file loggers,
+    which come from a dictConfig call per tuning run that reconfigures the process's logging
+    and raised (AttributeError: 'NoneType' has no 'format') on a later run under pytest."""
     contexts, weights = [], []
     seeds = ms.utils.fork_seed(seed, n=len(tasks))
     for task_id, (task, rand_state) in enumerate(zip(tasks, seeds, strict=True)):
@@ -169,8 +168,8 @@ class MetaSchedule(Tuner):
         mod = schedule_rest(mod, target)
         executable, untuned = build(mod, target), False
         if cfg.check_whole_model and not cfg.records:
-            untuned_mod = schedule_rest(lowered.mod, target)
-            executable, untuned = keep_faster(mod, executable, untuned_mod, target, ctx)
+            untuned_module = lambda: schedule_rest(lowered.mod, target)  # noqa: E731
+            executable, untuned = keep_faster(mod, executable, untuned_module, target, ctx)
 
         rows = store.task_rows(extracted, new_trials, bool(cfg.records))
         # The records a run logs rebuild what it kept: none for the untuned build.
@@ -233,7 +232,8 @@ class MetaSchedule(Tuner):
         return new_trials
 
     def strategy_options(self, share: float) -> dict[str, Any]:
-        """The search strategy's arguments, its population capped per trial (docs/tuning.md)."""
+        """The search strategy's arguments, its population capped per trial (docs/tuning.md;
+        512 is EvolutionarySearch's own default population_size)."""
         options, cap = dict(self.cfg.strategy_options), self.cfg.population_per_trial
         if self.cfg.strategy == "evolutionary" and cap is not None:
             wanted = max(32, cap * math.ceil(share))

@@ -12,6 +12,7 @@ it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -55,9 +56,8 @@ def why_unchecked(device: Device | None) -> str:
     """Why the check cannot run on ``device`` ('' when it can)."""
     if device is None:
         return "no device to time on"
-    if getattr(device, "metaschedule_runner", lambda: None)() is not None:
-        # An RPC server serves one session at a time; both builds must be loaded together.
-        return f"device={device.cfg.name} times on a remote board, one program at a time"
+    if device.one_program_at_a_time:
+        return f"device={device.cfg.name} loads one program at a time"
     return ""
 
 
@@ -83,15 +83,21 @@ def check(tuned: Any, untuned: Any, x: np.ndarray, device: Device) -> ModelCheck
 
 
 def keep_faster(
-    tuned_mod: tvm.IRModule, tuned: Any, untuned_mod: tvm.IRModule, target: Any, ctx: TuneContext
+    tuned_mod: tvm.IRModule,
+    tuned: Any,
+    untuned_module: Callable[[], tvm.IRModule],
+    target: Any,
+    ctx: TuneContext,
 ) -> tuple[Any, bool]:
     """``(executable, whether it is the untuned build)``: the untuned build of the model if it
     ran faster than the ``tuned`` executable (built from ``tuned_mod``), else ``tuned``. The
-    figures go to ``ctx.metrics``. Nothing is timed where the two modules are the same."""
-    if tvm_ffi.structural_equal(tuned_mod, untuned_mod):
-        return tuned, False
+    figures go to ``ctx.metrics``. ``untuned_module`` makes the untuned module only where the
+    device can time both; nothing is timed where the two modules are the same."""
     if reason := why_unchecked(ctx.device):
         log.info("Tuned build not checked against the untuned one: %s", reason)
+        return tuned, False
+    untuned_mod = untuned_module()
+    if tvm_ffi.structural_equal(tuned_mod, untuned_mod):
         return tuned, False
     untuned = build(untuned_mod, target)
     found = check(tuned, untuned, sample_input(untuned_mod), ctx.device)

@@ -13,6 +13,7 @@ from tvm.s_tir import meta_schedule as ms
 from dlas.cache import Cache
 from dlas.config.schema import DeviceConfig, MetaScheduleTuningConfig
 from dlas.devices.local_cpu import LocalCPU
+from dlas.devices.rpc import RPCDevice
 from dlas.tuning import TuneContext, create_tuner, model_check
 from dlas.tuning.model_check import TUNED, UNTUNED, check, why_unchecked
 from tests.tuning.helpers import host_target, lowered, mlp_module, run_module
@@ -28,6 +29,8 @@ class FakeRunner:
 
 class FakeDevice:
     """Runs each program in a fixed time, by the name it was loaded under."""
+
+    one_program_at_a_time = False
 
     def __init__(self, **ms_per_call: float) -> None:
         self.cfg = DeviceConfig(name="fake", warmup_runs=1, timed_runs=10)
@@ -48,7 +51,8 @@ def test_the_faster_build_is_kept(tuned_ms, untuned_ms):
 
 def test_a_remote_board_or_no_device_is_not_checked():
     assert "no device" in why_unchecked(None)
-    board = SimpleNamespace(cfg=DeviceConfig(name="pi"), metaschedule_runner=lambda: object())
+    assert RPCDevice.one_program_at_a_time and not LocalCPU.one_program_at_a_time
+    board = SimpleNamespace(cfg=DeviceConfig(name="pi"), one_program_at_a_time=True)
     assert "device=pi" in why_unchecked(board)
     assert why_unchecked(LocalCPU(DeviceConfig(name="local"))) == ""
 
