@@ -61,18 +61,15 @@ def feature_corrections(mcpu: str, flags: set[str]) -> list[str]:
     """``mattr`` entries that make LLVM's ``mcpu`` agree with the host's ``flags`` on every
     feature of HOST_FEATURES: +f where the host has what the CPU model lacks, -f the reverse."""
     import tvm
-    from tvm.target import codegen
+
+    from dlas.algorithms.shapes import has_feature
 
     modelled = tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
-    corrections = []
-    for flag, feature in HOST_FEATURES.items():
-        try:
-            has = bool(codegen.target_has_features(feature, modelled))
-        except Exception:  # noqa: BLE001 - a feature of another architecture
-            continue
-        if has != (flag in flags):
-            corrections.append(("+" if flag in flags else "-") + feature)
-    return corrections
+    return [
+        ("+" if flag in flags else "-") + feature
+        for flag, feature in HOST_FEATURES.items()
+        if has_feature(feature, modelled) != (flag in flags)
+    ]
 
 
 @functools.cache

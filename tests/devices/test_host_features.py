@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from dlas.algorithms.shapes import has_feature
 from dlas.devices import local_cpu
 from dlas.devices.local_cpu import (
     HOST_FEATURES,
@@ -29,9 +30,8 @@ ARM_CPUINFO = "processor\t: 0\nFeatures\t: fp asimd asimddp\nCPU part\t: 0xd09\n
 
 def _has(target_dict: dict, feature: str) -> bool:
     import tvm
-    from tvm.target import codegen
 
-    return bool(codegen.target_has_features(feature, tvm.target.Target(target_dict)))
+    return has_feature(feature, tvm.target.Target(target_dict))
 
 
 def test_cpuinfo_flags_reads_the_first_processor_on_x86_and_arm():
