@@ -7,6 +7,7 @@ import pytest
 import tvm
 
 from dlas.algorithms import auto as auto_module
+from dlas.algorithms import timing
 from dlas.algorithms.auto import Auto
 from tests.algorithms.util import (
     Case,
@@ -86,12 +87,12 @@ def test_int8_candidates_are_timed_with_their_requantizing_epilogue():
         return ConvSpec(1, 8, 8, 8, 16, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1, dtype, out_dtype)
 
     weight = np.ones((16, 8, 1, 1), "int8")
-    int8 = auto_module.conv_module(spec("uint8", "int32"), weight)["main"]
+    int8 = timing.conv_module(spec("uint8", "int32"), weight)["main"]
     assert str(int8.ret_ty.dtype) == "uint8"
     assert int8.script().count("R.clip(") == 1
-    fp32 = auto_module.conv_module(spec("float32", "float32"), weight.astype("float32"))["main"]
+    fp32 = timing.conv_module(spec("float32", "float32"), weight.astype("float32"))["main"]
     assert str(fp32.ret_ty.dtype) == "float32" and "R.clip(" not in fp32.script()
-    times = auto_module.time_convs(spec("uint8", "int32"), weight, ["direct"], host_target(), 3)
+    times = timing.time_convs(spec("uint8", "int32"), weight, ["direct"], host_target(), 3)
     assert times["direct"] > 0
 
 
@@ -102,7 +103,7 @@ def test_candidates_are_timed_round_robin_with_cold_caches(monkeypatch):
     from dlas.algorithms.shapes import ConvSpec
 
     calls, flushed = [], []
-    original = auto_module.cold_timer
+    original = timing.cold_timer
 
     def recording(vm, dev, count):
         timer = original(vm, dev, count)
@@ -120,17 +121,17 @@ def test_candidates_are_timed_round_robin_with_cold_caches(monkeypatch):
 
     module_evaluator = tvm.runtime.Module.time_evaluator
     monkeypatch.setattr(tvm.runtime.Module, "time_evaluator", evaluator)
-    monkeypatch.setattr(auto_module, "cold_timer", recording)
+    monkeypatch.setattr(timing, "cold_timer", recording)
     spec = ConvSpec(1, 8, 8, 8, 8, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, "float32", "float32")
     weight = np.random.default_rng(0).standard_normal((8, 8, 3, 3)).astype("float32")
-    times = auto_module.time_convs(spec, weight, ["direct", "winograd"], host_target(), 7)
+    times = timing.time_convs(spec, weight, ["direct", "winograd"], host_target(), 7)
     assert sorted(times) == ["direct", "winograd"] and min(times.values()) > 0
     first, second = calls[0], next(c for c in calls if c != calls[0])
     assert calls.count(first) == calls.count(second) == 7
     rounds = [c for i, c in enumerate(calls) if i == 0 or c != calls[i - 1]]
-    assert auto_module.ROUNDS > 1 and rounds == [first, second] * auto_module.ROUNDS
-    assert len(flushed) == 2 * auto_module.ROUNDS
-    assert min(flushed) >= auto_module.flush_bytes() >= 16 << 20
+    assert timing.ROUNDS > 1 and rounds == [first, second] * timing.ROUNDS
+    assert len(flushed) == 2 * timing.ROUNDS
+    assert min(flushed) >= timing.flush_bytes() >= 16 << 20
 
 
 @pytest.fixture(scope="module")
@@ -163,14 +164,15 @@ def small_cnn():
     return export(model, spec), *varying_references(model, spec.shape)
 
 
-@pytest.mark.parametrize("faster", ["blocked", "auto"])
+@pytest.mark.parametrize("faster", ["blocked", "blocked_timed", "auto"])
 def test_a_faster_whole_graph_layout_replaces_the_per_layer_choice(
     small_cnn, tmp_path, monkeypatch, faster
 ):
-    """The per-layer choice is raced against blocked as whole models: the faster lowering is
-    the one built, the table's last row says which and both times, and the decision is cached
-    (a second lowering times nothing). In blocked's lowering the 3x3 conv runs whichever of
-    its kernels times faster, not the one its size would give (Winograd from 14x14 up)."""
+    """The per-layer choice is raced against blocked as whole models, blocked twice: with the
+    kernels its layer sizes give (Winograd on the 16x16 3x3 conv) and with each conv's kernel
+    timed in its layout (spatial_pack's here). The fastest lowering is the one built, the
+    table's last row says which and every time, and the decision is cached (a second
+    lowering times nothing)."""
     from tvm import relax
 
     from dlas.algorithms import lower
@@ -178,10 +180,13 @@ def test_a_faster_whole_graph_layout_replaces_the_per_layer_choice(
 
     mod, inputs, refs = small_cnn
     raced, kernels_timed = [], []
+    scripted = {faster: 1.0}
+    for name in ("auto", "blocked", "blocked_timed"):
+        scripted.setdefault(name, 1.0 + len(scripted))
 
     def scripted_times(libraries, target, repeat, rounds=auto_module.ROUNDS):
         raced.append((sorted(libraries), repeat, rounds))
-        return {name: 1.0 if name == faster else 2.0 for name in libraries}
+        return {name: scripted[name] for name in libraries}
 
     def scripted_kernel_times(spec, weight, kernels, target, repeat, rounds):
         kernels_timed.append(kernels)
@@ -196,25 +201,47 @@ def test_a_faster_whole_graph_layout_replaces_the_per_layer_choice(
         lowered = lower(mod, Auto(["direct"], cache_dir=str(tmp_path)), target)
         *convs, graph = lowered.layers
         assert graph["op"] == "graph" and graph["algorithm"] == faster
-        assert (
-            graph["candidates"]
-            == f"{faster}=1ms, " + ("auto" if faster == "blocked" else "blocked") + "=2ms"
+        assert graph["candidates"] == ", ".join(f"{k}={v:.4g}ms" for k, v in scripted.items())
+        conv_rows = [row for row in convs if row["op"] == "conv2d"]
+        assert {row["algorithm"] for row in conv_rows} == (
+            {"direct"} if faster == "auto" else {"blocked"}
         )
-        ran = {row["algorithm"] for row in convs if row["op"] == "conv2d"}
-        assert ran == ({"blocked"} if faster == "blocked" else {"direct"})
-        if faster == "blocked":
-            blocked = [row for row in convs if row["op"] == "conv2d"]
-            assert [row["compute"] for row in blocked] == ["spatial_pack"] * 3
-            assert blocked[2]["candidates"] == "spatial_pack=1ms, winograd_2x2=2ms, winograd=3ms"
+        computes = [row.get("compute") for row in conv_rows]
+        if faster == "blocked_timed":
+            assert computes == ["spatial_pack"] * 3
+            assert conv_rows[2]["candidates"] == "spatial_pack=1ms, winograd_2x2=2ms, winograd=3ms"
+        elif faster == "blocked":
+            assert computes == ["spatial_pack", "spatial_pack", "winograd"]
     # The race makes 5x the calls of a layer's candidates (20 in 5 rounds by default); the
     # second lowering read the cached decision.
-    assert raced == [(["auto", "blocked"], 100, 25)]
+    assert raced == [(["auto", "blocked", "blocked_timed"], 100, 25)]
     # and the cached kernel times
     assert kernels_timed == [["spatial_pack", "winograd", "winograd_2x2"]]
     vm = relax.VirtualMachine(build_library(lowered.mod, target), tvm.cpu())
     for x, ref in zip(inputs, refs, strict=True):
         out = vm["main"](tvm.runtime.tensor(x, tvm.cpu()))[0].numpy()
         assert relative_error(out, ref) <= 1e-4
+
+
+def test_blocked_whose_timed_kernels_are_its_own_is_raced_once(small_cnn, tmp_path, monkeypatch):
+    """Where every timed kernel is the one blocked's sizes give, the two blocked lowerings
+    are the same program: it is timed once."""
+    from dlas.algorithms import lower
+
+    raced = []
+
+    def scripted_times(libraries, target, repeat, rounds=auto_module.ROUNDS):
+        raced.append(sorted(libraries))
+        return dict.fromkeys(libraries, 1.0)
+
+    def its_own_kernel_fastest(spec, weight, kernels, target, repeat, rounds):
+        return {kernel: 1.0 if kernel == "winograd" else 2.0 for kernel in kernels}
+
+    monkeypatch.setattr(auto_module, "time_models", scripted_times)
+    monkeypatch.setattr(auto_module, "time_blocked_convs", its_own_kernel_fastest)
+    mod, *_ = small_cnn
+    lower(mod, Auto(["direct"], cache_dir=str(tmp_path)), host_target())
+    assert raced == [["auto", "blocked"]]
 
 
 def test_for_the_tuner_the_raced_choice_stays_unscheduled(small_cnn, tmp_path, monkeypatch):
@@ -241,15 +268,29 @@ def test_for_the_tuner_the_raced_choice_stays_unscheduled(small_cnn, tmp_path, m
     assert functions and not [f for f in functions if f.attrs.get("tirx.is_scheduled")]
 
 
-def test_whole_models_are_timed_round_robin(small_cnn):
-    """time_models builds and times real libraries: every one gets a positive median."""
+def test_whole_models_are_timed_warmed_up_as_the_run_times_its_latency(small_cnn, monkeypatch):
+    """time_models builds real libraries and times them with the run's protocol
+    (measure.round_robin: each block after its own untimed calls): every one gets a positive
+    median. Raced with one untimed call per block, lowerings ran 25-35% slower than in the run,
+    and in another order."""
+    from dlas import measure
     from dlas.algorithms import lower
 
+    blocks = []
+    original = measure.round_robin
+
+    def recording(runners, x, rounds, calls, **kwargs):
+        blocks.append((sorted(runners), x.shape, rounds, calls, kwargs))
+        return original(runners, x, rounds, calls, **kwargs)
+
+    monkeypatch.setattr(measure, "round_robin", recording)
     mod, *_ = small_cnn
     target = host_target()
     libraries = {name: lower(mod, name, target).mod for name in ("direct", "blocked")}
-    times = auto_module.time_models(libraries, target, repeat=4, rounds=2)
+    times = auto_module.time_models(libraries, target, repeat=5, rounds=2)
     assert sorted(times) == ["blocked", "direct"] and min(times.values()) > 0
+    assert blocks == [(["blocked", "direct"], (1, 3, 16, 16), 2, 3, {})]
+    assert measure.WARMUP_S > 0  # round_robin's default warm-up, as the run's latency
 
 
 def test_no_graph_candidates_leaves_the_per_layer_choice(small_cnn, monkeypatch):
