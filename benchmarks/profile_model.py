@@ -64,10 +64,15 @@ def main() -> None:
     for i in range(min(args.top, len(table["kernel"]))):
         cells = [table[c][i] for c in cols]
         print(f"{table['kernel'][i][:60]:60s} " + " ".join(f"{str(c):>8s}" for c in cells))
-    by_bound: dict[str, float] = {}
-    for bound, ms in zip(table["bound"], table["ms"], strict=True):
-        by_bound[str(bound)] = by_bound.get(str(bound), 0.0) + ms
-    print("time by bound:", {k: round(v, 2) for k, v in by_bound.items()})
+    # Per bound: its time, and its kernels' fraction of their roofline weighted by their time
+    # (for the compute-bound ones: their GFLOP/s together over the peak).
+    by_bound: dict[str, list[float]] = {}
+    for bound, ms, fraction in zip(table["bound"], table["ms"], table["of_roofline"], strict=True):
+        spent = by_bound.setdefault(str(bound), [0.0, 0.0])
+        spent[0] += ms
+        spent[1] += ms * float(fraction)
+    for bound, (ms, weighted) in by_bound.items():
+        print(f"{bound}-bound kernels: {ms:.2f} ms, {weighted / ms:.1%} of their roofline")
 
 
 if __name__ == "__main__":
