@@ -25,8 +25,8 @@ import tvm  # noqa: E402
 from tvm import relax  # noqa: E402
 
 from dlas.algorithms import amx_direct, lower  # noqa: E402
-from dlas.algorithms.timing import conv_module  # noqa: E402
 from dlas.algorithms.shapes import ConvSpec  # noqa: E402
+from dlas.algorithms.timing import conv_module  # noqa: E402
 from dlas.compiler.build import build  # noqa: E402
 from dlas.devices.local_cpu import resolve_target_dict  # noqa: E402
 
