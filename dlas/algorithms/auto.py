@@ -57,8 +57,8 @@ SPARSE_CANDIDATES = ("sparse_direct", "sparse_gemm", "sparse_spatial_pack")
 # 13: direct's pointwise tiles on odd-vector planes; 12: candidates timed round-robin
 CHOICES_VERSION = 26
 # Bump when what the whole-model race means changes. 2: warmed up as the run's latency,
-# blocked with its own kernels too.
-RACE_VERSION = 2
+# blocked with its own kernels too; 3: blocked puts input gates in 1x1 convs' weights.
+RACE_VERSION = 3
 # The whole-model race makes this many times a layer's calls, in as many times its rounds: the
 # two lowerings often run within 5% of each other. Re-raced 24 times each way, VGG-16-32's
 # per-layer over blocked ranged 0.946-1.072 with 20 calls in 5 rounds, 0.968-1.028 with 100

@@ -90,9 +90,11 @@ class Blocked(Algorithm):
         self.winograd_min_pixels = winograd_min_pixels
         self.winograd_2x2_min_pixels = winograd_2x2_min_pixels
         self.kernel_timer = kernel_timer
+        # (data, weights, gate) of the 1x1 convs whose input gate goes into their weights.
+        self.input_gates: list[tuple[relax.Expr, ...]] = []
 
     def graph_passes(self) -> list[tvm.transform.Pass]:
-        return blocked_layout.graph_passes()
+        return [*blocked_layout.graph_passes(), blocked_layout.gate_into_weights(self.input_gates)]
 
     def fusion_passes(self) -> list[tvm.transform.Pass]:
         return [blocked_layout.FuseLayoutTransforms()]
@@ -102,7 +104,13 @@ class Blocked(Algorithm):
         if spec is None:
             return super().conv2d(bb, call)  # an NCHW conv: select() gives direct
         row = {**spec.row(), "algorithm": self.name, "fallback": ""}
-        out = self.emit_conv2d(bb, call.args[0], value_of(call.args[1]), spec, row)
+        (data, weight), gates = call.args, self.input_gates
+        gate = next((g for x, w, g in gates if x.same_as(data) and w.same_as(weight)), None)
+        if gate is None:
+            out = self.emit_conv2d(bb, data, value_of(weight), spec, row)
+        else:
+            row.update(compute="spatial_pack", input_gate="in the weights")
+            out = emit_gated(bb, data, value_of(weight), gate, spec)
         self.record(row)
         return out
 
@@ -150,6 +158,15 @@ def emit_kernel(
         return call_te(bb, _winograd, data, packed, spec=spec, name="conv2d")
     packed = relax.const(SpatialPack.pack_weight(weight, spec))
     return call_te(bb, _conv, data, packed, spec=spec, name="conv2d")
+
+
+def emit_gated(
+    bb: relax.BlockBuilder, data: relax.Expr, weight: np.ndarray, gate: relax.Expr, spec: ConvSpec
+) -> relax.Expr:
+    """A 1x1 conv of ``data`` whose input channels ``gate`` scales, by scaling its weights."""
+    packed = relax.const(SpatialPack.pack_weight(weight, spec))
+    scaled = bb.emit(call_te(bb, _gated_weights, packed, gate, spec=spec, name="gated_weights"))
+    return call_te(bb, _conv, data, scaled, spec=spec, name="conv2d")
 
 
 def kernel_options(spec: ConvSpec, blocked_input: bool) -> list[str]:
@@ -272,6 +289,17 @@ def _conv(data: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:
     shape = (spec.batch, spec.out_channels // BLOCK, spec.out_h, spec.out_w, BLOCK)
     attrs = main_attrs(Blocked.name, "conv2d", spec.macs, rows_first=spec.split_by_rows)
     return te.compute(shape, value, name="conv", attrs=attrs)
+
+
+def _gated_weights(packed: te.Tensor, gate: te.Tensor, spec: ConvSpec) -> te.Tensor:
+    """Packed 1x1 weights times the gate of their input channel (blocked, [1, C/16, 1, 1, 16])."""
+    cbi = int(packed.shape[4])
+
+    def value(ob, ib, kh, kw, ii, oi):
+        channel = ib * cbi + ii
+        return packed[ob, ib, kh, kw, ii, oi] * gate[0, channel // BLOCK, 0, 0, channel % BLOCK]
+
+    return te.compute(packed.shape, value, name="gated_weights")
 
 
 def _winograd(data: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:

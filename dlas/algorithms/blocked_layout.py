@@ -16,6 +16,11 @@ Before legalization (:func:`graph_passes`):
    a blocked tensor meets an NCHW one. A conv that reads NCHW (the RGB stem) still writes its
    output blocked.
 
+4. :func:`gate_into_weights`: a 1x1 conv reading a map multiplied by a per-channel gate
+   (EfficientNet's squeeze-excitation) reads the map itself, its weights scaled by the gate
+   instead (``Blocked`` emits that conv), where the map has more pixels than the conv has
+   outputs: the product was a pass of its own over the map, written and read again.
+
 After ``AnnotateTIROpPattern`` (:class:`FuseLayoutTransforms`): the transforms left are marked
 elementwise, so FuseOps fuses each into the kernel that produces its input, instead of
 running it as a pass of its own over the activations.
@@ -55,6 +60,17 @@ def graph_passes() -> list[tvm.transform.Pass]:
         # too, but it offers every blocked conv2d to TOPI, which logs a refusal for each.)
         FoldConstants(),
     ]
+
+
+def gate_into_weights(gates: list[tuple[relax.Expr, ...]]) -> tvm.transform.Pass:
+    """The pass that rewrites ``conv2d(x * gate, W)`` to ``conv2d(x, W)`` and notes (x, W,
+    gate) in ``gates`` (emptied first), for the conv's legalization to scale W by the gate."""
+
+    def make(mod: tvm.IRModule) -> PyExprMutator:
+        gates.clear()
+        return _GateIntoWeights(mod, gates)
+
+    return function_pass("DlasGateIntoWeights", make)()
 
 
 def _channels(expr: relax.Expr) -> int | None:
@@ -214,6 +230,49 @@ def _conv_like(call: relax.Call, data: relax.Expr, weight: np.ndarray, groups: i
         out_layout=a.out_layout,
         out_dtype=a.out_dtype,
     )
+
+
+@mutator
+class _GateIntoWeights(PyExprMutator):
+    def __init__(self, mod: tvm.IRModule, gates: list) -> None:
+        super().__init__(mod)
+        self.gates = gates
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.conv2d"):
+            return call
+        (data, weight), a, w = call.args, call.attrs, value_of(call.args[1])
+        if not (
+            isinstance(data, relax.Var)
+            and w is not None
+            and w.shape[2:] == (1, 1)
+            and a.data_layout == a.out_layout == BLOCKED
+            and int(a.groups) == 1
+            and all(int(v) == 1 for v in (*a.strides, *a.dilation))
+            and not any(int(v) for v in a.padding)
+        ):
+            return call
+        product = self.lookup_binding(data)
+        if not (isinstance(product, relax.Call) and product.op == tvm.ir.Op.get("relax.multiply")):
+            return call
+        shape = [int(d) for d in data.ty.shape]
+        # Scaling the weights multiplies outputs x channels numbers, the product pixels x
+        # channels.
+        if shape[2] * shape[3] < w.shape[0]:
+            return call
+        for x, gate in (product.args, reversed(product.args)):
+            per_channel = gate.ty.ndim == 5 and [int(d) for d in gate.ty.shape] == [
+                *shape[:2],
+                1,
+                1,
+                BLOCK,
+            ]
+            same_map = x.ty.ndim == 5 and [int(d) for d in x.ty.shape] == shape
+            if per_channel and same_map and value_of(gate) is None:
+                self.gates.append((x, weight, gate))
+                return relax.Call(call.op, [x, weight], call.attrs, call.ty_args)
+        return call
 
 
 @tvm.transform.module_pass(opt_level=0, name="DlasFuseLayoutTransforms")

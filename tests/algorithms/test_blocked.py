@@ -213,3 +213,49 @@ def test_a_16_channel_input_goes_into_blocks_a_whole_pixel_at_a_time():
         (kinds.VECTORIZED, 16),
     ]
     assert_matches(lowered, target, inputs, refs)
+
+
+class Excitation(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.gate = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, 8, 1), nn.SiLU(), nn.Conv2d(8, channels, 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.gate(x)) * x  # gate first, as torchvision writes it
+
+
+class GatedProjections(nn.Module):
+    """Squeeze-excitation gates before two 1x1 convs: 16 outputs on 16x16 pixels, and 32
+    outputs on 4x4 pixels (more weights than pixels)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(conv_bn(3, 32, 3), nn.SiLU())
+        self.wide = nn.Sequential(Excitation(32), conv_bn(32, 16))
+        self.down = nn.Sequential(conv_bn(16, 32, 3, 4), nn.SiLU())
+        self.narrow = nn.Sequential(Excitation(32), conv_bn(32, 32))
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.narrow(self.down(self.wide(self.stem(x))))
+        return self.head(x.mean((2, 3)))
+
+
+def test_a_gate_before_a_1x1_conv_scales_its_weights_where_the_map_is_larger():
+    """The gated 16x16 map is not multiplied out: its conv reads the map and weights scaled by
+    the gate. At 4x4 with 32 outputs the product stays. Both match PyTorch."""
+    torch.manual_seed(0)
+    spec = InputSpec(3, 16, 10)
+    model = GatedProjections()
+    calibrate_batchnorm(model, spec.shape)
+    inputs, refs = varying_references(model, spec.shape)
+    target = host_target()
+    lowered = lower(export(model, spec), "blocked", target)
+    assert_matches(lowered, target, inputs, refs)
+    pointwise = [r for r in lowered.layers if r["weight_shape"][2:] == [1, 1]]
+    gated = {tuple(r["weight_shape"][:2]): r.get("input_gate") for r in pointwise}
+    assert gated[(16, 32)] and not gated[(32, 32)]
+    names = [gv.name_hint for gv in lowered.mod.functions]
+    assert sum("gated_weights" in n for n in names) == 1
