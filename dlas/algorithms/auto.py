@@ -62,7 +62,9 @@ RACE_VERSION = 3
 # The whole-model race makes this many times a layer's calls, in as many times its rounds: the
 # two lowerings often run within 5% of each other. Re-raced 24 times each way, VGG-16-32's
 # per-layer over blocked ranged 0.946-1.072 with 20 calls in 5 rounds, 0.968-1.028 with 100
-# in 25 (benchmarks/auto_race.py, Zen 4, 2 cores).
+# in 25 (benchmarks/auto_race.py, Zen 4, 2 cores, one untimed call per block). Warmed up as
+# now, 6 races each of ResNet18-32 and VGG-16-32 picked blocked every time at both sizes
+# (per-layer 1.07-1.13x and blocked_timed 1.01-1.05x its time; Sapphire Rapids, 2 cores).
 RACE_SCALE = 5
 
 

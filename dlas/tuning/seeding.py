@@ -118,27 +118,40 @@ def verify_against_defaults(
         records[0].trace.apply_to_schedule(searched, remove_postproc=False)
         if tvm_ffi.structural_equal(searched.mod, default.mod):
             continue  # the default is the best record
-        args_info = ms.arg_info.ArgInfo.from_prim_func(mod["main"])
         pair = [default, searched]
+        # Per schedule: a searched one may rewrite a weight's layout (RewriteLayout), and then
+        # takes that argument in the rewritten shape.
+        args_info = [
+            ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True) for sch in pair
+        ]
         times: list[list[float]] = [[], []]
+        errors: list[str] = []
         for order in ((0, 1), (1, 0)):
             built = builder.build([ms.builder.BuilderInput(pair[i].mod, target) for i in order])
-            inputs = [ms.runner.RunnerInput(b.artifact_path, device_type, args_info) for b in built]
+            inputs = [
+                ms.runner.RunnerInput(b.artifact_path, device_type, args_info[i])
+                for i, b in zip(order, built, strict=True)
+            ]
             for i, b, result in zip(order, built, runner.run(inputs), strict=True):
                 result = result.result()
                 remove_build_dir(b.artifact_path)
                 secs = [float(s) for s in (result.run_secs or [])]
                 if b.error_msg or result.error_msg or not secs:
+                    errors.append(str(b.error_msg or result.error_msg or "no times"))
                     break
                 times[i].append(sorted(secs)[len(secs) // 2])
         if not (times[0] and times[1]):
-            log.warning("could not time %s's default against its best record", task.task_name)
+            log.warning(
+                "could not time %s's default against its best record: %s",
+                task.task_name,
+                "; ".join(errors) or "no times",
+            )
             continue
         medians = (min(times[0]), min(times[1]))
         workload = store.verified.commit_workload(mod)
-        for sch, secs in zip(pair, medians, strict=True):
+        for sch, secs, info in zip(pair, medians, args_info, strict=True):
             store.verified.commit_tuning_record(
-                ms.database.TuningRecord(sch.trace, workload, [secs], target, args_info)
+                ms.database.TuningRecord(sch.trace, workload, [secs], target, info)
             )
         found[task.task_name] = medians
     # The table a run logs compares the applied record with this figure: from the same pass.

@@ -105,3 +105,38 @@ def test_a_store_tuned_before_verification_is_checked_on_its_next_use(tmp_path, 
     tuner, ctx = make(tmp_path, trials=8)
     tuner.compile(lowered(mlp_module(sizes=(1024, 1024))), target, ctx)
     assert "tune/tasks_default_kept" not in ctx.metrics  # checked already
+
+
+def test_a_record_taking_a_weight_in_its_own_layout_is_timed_with_its_arguments(
+    tmp_path, one_thread
+):
+    """A searched schedule may take a weight in another layout (MetaSchedule's RewriteLayout):
+    it is timed against the default with arguments in its own shapes, not the task's."""
+    target = host_target()
+    builder = InProcessBuilder(1, export=False)
+    runner = InProcessRunner(ms.runner.EvaluatorConfig(number=5, repeat=3))
+    task, *_ = ms.relax_integration.extract_tasks(mlp_module(sizes=(256, 64)), target)
+    mod = task.dispatched[0]
+    store = RecordStore(tmp_path)
+    seeded = seed_default_schedules([task], store, builder, runner, target)
+    store.mark_seeded({task.task_name: mod}, seeded)
+    packed = s_tir.Schedule(mod)
+    (block,) = packed.get_child_blocks(packed.get_sblock("root"))
+    packed.transform_layout(block, ("read", 1), lambda n, k: (n // 16, k, n % 16))
+    store.database.commit_tuning_record(
+        ms.database.TuningRecord(
+            packed.trace,
+            store.database.commit_workload(mod),
+            [seeded[task.task_name] / 100],
+            target,
+            ms.arg_info.ArgInfo.from_entry_func(packed.mod),
+        )
+    )
+    shapes = [
+        [list(info.shape) for info in ms.arg_info.ArgInfo.from_entry_func(m)]
+        for m in (mod, packed.mod)
+    ]
+    assert shapes[0] != shapes[1]  # the record takes an argument in a shape of its own
+    verified = verify_against_defaults([task], store, builder, runner, target)
+    assert task.task_name in verified  # both schedules ran
+    assert all(secs > 0 for secs in verified[task.task_name])
