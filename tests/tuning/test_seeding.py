@@ -39,29 +39,41 @@ def one_thread():
         yield
 
 
-def _lucky_store(path: Path, target, builder, runner):
-    """A store whose best record of a (1 x 1024) . (1024 x 1024) task is a plain loop nest
-    (one thread, no vectorization, strided), recorded as if timed 100x faster than the default
-    schedule beside it: what a busy moment during the default's timing can look like."""
-    (task,) = ms.relax_integration.extract_tasks(mlp_module(sizes=(1024, 1024)), target)
+def _store_with_record(path: Path, target, builder, runner, sizes, edit):
+    """A store with the default schedule of an MLP's first task, timed, and a record of the
+    task scheduled by ``edit(sch, block)`` as if timed 100x faster than the default."""
+    task, *_ = ms.relax_integration.extract_tasks(mlp_module(sizes=sizes), target)
     mod = task.dispatched[0]
     store = RecordStore(path)
     seeded = seed_default_schedules([task], store, builder, runner, target)
     store.mark_seeded({task.task_name: mod}, seeded)
-    naive = s_tir.Schedule(mod)
-    (block,) = naive.get_child_blocks(naive.get_sblock("root"))
-    i, j, k = naive.get_loops(block)
-    naive.reorder(k, i, j)  # rows of the weight 4 KiB apart in the inner loop: no reuse
+    sch = s_tir.Schedule(mod)
+    (block,) = sch.get_child_blocks(sch.get_sblock("root"))
+    edit(sch, block)
     store.database.commit_tuning_record(
         ms.database.TuningRecord(
-            naive.trace,
+            sch.trace,
             store.database.commit_workload(mod),
             [seeded[task.task_name] / 100],
             target,
-            ms.arg_info.ArgInfo.from_prim_func(mod["main"]),
+            ms.arg_info.ArgInfo.from_entry_func(sch.mod),
         )
     )
-    assert tvm_ffi.structural_equal(_applied(store.records(mod, 1)[0], mod), naive.mod)
+    return store, task, sch
+
+
+def _lucky_store(path: Path, target, builder, runner):
+    """A store whose best record of a (1 x 1024) . (1024 x 1024) task is a plain loop nest
+    (one thread, no vectorization, strided), recorded as if timed 100x faster than the default
+    schedule beside it: what a busy moment during the default's timing can look like."""
+
+    def naive(sch, block):
+        i, j, k = sch.get_loops(block)
+        sch.reorder(k, i, j)  # rows of the weight 4 KiB apart in the inner loop: no reuse
+
+    store, task, sch = _store_with_record(path, target, builder, runner, (1024, 1024), naive)
+    mod = task.dispatched[0]
+    assert tvm_ffi.structural_equal(_applied(store.records(mod, 1)[0], mod), sch.mod)
     return store, task
 
 
@@ -115,26 +127,14 @@ def test_a_record_taking_a_weight_in_its_own_layout_is_timed_with_its_arguments(
     target = host_target()
     builder = InProcessBuilder(1, export=False)
     runner = InProcessRunner(ms.runner.EvaluatorConfig(number=5, repeat=3))
-    task, *_ = ms.relax_integration.extract_tasks(mlp_module(sizes=(256, 64)), target)
-    mod = task.dispatched[0]
-    store = RecordStore(tmp_path)
-    seeded = seed_default_schedules([task], store, builder, runner, target)
-    store.mark_seeded({task.task_name: mod}, seeded)
-    packed = s_tir.Schedule(mod)
-    (block,) = packed.get_child_blocks(packed.get_sblock("root"))
-    packed.transform_layout(block, ("read", 1), lambda n, k: (n // 16, k, n % 16))
-    store.database.commit_tuning_record(
-        ms.database.TuningRecord(
-            packed.trace,
-            store.database.commit_workload(mod),
-            [seeded[task.task_name] / 100],
-            target,
-            ms.arg_info.ArgInfo.from_entry_func(packed.mod),
-        )
-    )
+
+    def packed(sch, block):
+        sch.transform_layout(block, ("read", 1), lambda n, k: (n // 16, k, n % 16))
+
+    store, task, sch = _store_with_record(tmp_path, target, builder, runner, (256, 64), packed)
     shapes = [
         [list(info.shape) for info in ms.arg_info.ArgInfo.from_entry_func(m)]
-        for m in (mod, packed.mod)
+        for m in (task.dispatched[0], sch.mod)
     ]
     assert shapes[0] != shapes[1]  # the record takes an argument in a shape of its own
     verified = verify_against_defaults([task], store, builder, runner, target)
