@@ -18,8 +18,8 @@ Before legalization (:func:`graph_passes`):
 
 4. :func:`gate_into_weights`: a 1x1 conv reading a map multiplied by a per-channel gate
    (EfficientNet's squeeze-excitation) reads the map itself, its weights scaled by the gate
-   instead (``Blocked`` emits that conv), where the map has more pixels than the conv has
-   outputs: the product was a pass of its own over the map, written and read again.
+   instead (``Blocked`` emits that conv), where the map has at least as many pixels as the
+   conv has outputs: the product was a pass of its own over the map, written and read again.
 
 After ``AnnotateTIROpPattern`` (:class:`FuseLayoutTransforms`): the transforms left are marked
 elementwise, so FuseOps fuses each into the kernel that produces its input, instead of
@@ -71,6 +71,17 @@ def gate_into_weights(gates: list[tuple[relax.Expr, ...]]) -> tvm.transform.Pass
         return _GateIntoWeights(mod, gates)
 
     return function_pass("DlasGateIntoWeights", make)()
+
+
+def _static_shape(expr: relax.Expr) -> list[int] | None:
+    """The shape of a tensor of static shape, else None."""
+    ty = expr.ty
+    if not isinstance(ty, relax.TensorType) or ty.shape is None:
+        return None
+    try:
+        return [int(d) for d in ty.shape]
+    except (TypeError, ValueError):
+        return None
 
 
 def _channels(expr: relax.Expr) -> int | None:
@@ -256,20 +267,14 @@ class _GateIntoWeights(PyExprMutator):
         product = self.lookup_binding(data)
         if not (isinstance(product, relax.Call) and product.op == tvm.ir.Op.get("relax.multiply")):
             return call
-        shape = [int(d) for d in data.ty.shape]
+        shape = _static_shape(data)
         # Scaling the weights multiplies outputs x channels numbers, the product pixels x
         # channels.
-        if shape[2] * shape[3] < w.shape[0]:
+        if shape is None or shape[2] * shape[3] < w.shape[0]:
             return call
         for x, gate in (product.args, reversed(product.args)):
-            per_channel = gate.ty.ndim == 5 and [int(d) for d in gate.ty.shape] == [
-                *shape[:2],
-                1,
-                1,
-                BLOCK,
-            ]
-            same_map = x.ty.ndim == 5 and [int(d) for d in x.ty.shape] == shape
-            if per_channel and same_map and value_of(gate) is None:
+            per_channel = _static_shape(gate) == [*shape[:2], 1, 1, BLOCK]
+            if per_channel and _static_shape(x) == shape and bound_value(self, gate) is None:
                 self.gates.append((x, weight, gate))
                 return relax.Call(call.op, [x, weight], call.attrs, call.ty_args)
         return call
