@@ -145,6 +145,7 @@ class SpatialPack(PackedAlgorithm):
             reduction=ib,
             chunk=chunk,
             inner=[kh, kw, ii],
+            rows_in_chunk=extent(sch, kh) * extent(sch, kw) > 1,
         )
 
     @staticmethod

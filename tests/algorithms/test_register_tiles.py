@@ -132,6 +132,18 @@ def test_a_tile_whose_weights_fit_in_l1_reduces_all_its_channels_in_registers(al
     assert large.index(first) < large.index("x_0"), large
 
 
+def test_a_3x3_layer_on_a_small_map_takes_its_rows_inside_each_chunk():
+    # 256 -> 128 at 4 px: a chunk's weights serve every row of tiles while in L1, and the
+    # threads split the 4 channel tiles only. At 16 px the plane's sums (32 KiB) exceed
+    # CHUNK_PLANE_BYTES: a task per channel tile and row, each reading the chunk again.
+    small, large = Case(1, 256, 4, 4, 128, 3, pad=1), Case(1, 256, 16, 16, 128, 3, pad=1)
+    assert _parallel_loops(small, "spatial_pack", _target("znver4"))[-1] == "n_ob_0_fused(4)"
+    assert _parallel_loops(large, "spatial_pack", _target("znver4"))[-1] == "n_ob_0_y_0_fused(64)"
+    rows_inside = _loop_order(small, "spatial_pack")
+    assert rows_inside.index("ib_0") < rows_inside.index("y_0") < rows_inside.index("ib_1")
+    assert "y_0" not in _loop_order(large, "spatial_pack")  # fused into the parallel loop
+
+
 def _product_tile(case: Case) -> dict[str, int]:
     """{loop: extent} of the unrolled loops around Winograd's product (its register tile)."""
     mod = _one_conv(case)
