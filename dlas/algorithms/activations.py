@@ -12,6 +12,7 @@ SiLU, in the epilogue of every EfficientNet conv, use a cheaper exp of their own
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 
 from tvm import relax, te, tirx, topi
@@ -42,7 +43,7 @@ _EXP_NEG_POLYNOMIAL = (
 # low mantissa bits, so a shift makes 2^n's bits, and n is those bits less the sum's own (the
 # float subtraction of the bias would be simplified away with the rounding).
 _EXPONENT_BIAS = 12582912.0 + 127.0
-_EXPONENT_BIAS_BITS = 0x4B40007F
+_EXPONENT_BIAS_BITS = struct.unpack("<i", struct.pack("<f", _EXPONENT_BIAS))[0]  # 0x4B40007F
 _LOG2E = 1.4426950408889634
 _LN2 = 0.6931471805599453
 
