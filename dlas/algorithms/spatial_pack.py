@@ -20,7 +20,13 @@ from .base import Algorithm, PackedAlgorithm
 from .legalize import call_te
 from .packing import channel_blocks, pack_data, unpack
 from .registry import ALGORITHMS
-from .schedules import extent, finish_reduction, schedule_channel_tile, tile
+from .schedules import (
+    extent,
+    finish_reduction,
+    schedule_channel_tile,
+    schedule_pointwise_panel,
+    tile,
+)
 from .shapes import (
     CHANNEL_CHUNK,
     LANES,
@@ -132,20 +138,16 @@ class SpatialPack(PackedAlgorithm):
             self._schedule_depthwise(sch, block)
             return
         n, ob, y, x, oi, ib, kh, kw, ii = sch.get_loops(block)
+        taps = extent(sch, kh) * extent(sch, kw)
+        loops = {"channels": ob, "y": y, "x": x, "lanes": oi, "reduction": ib}
+        if taps == 1 and schedule_pointwise_panel(
+            sch, block, outer=[n], inner=[kh, kw, ii], **loops
+        ):
+            return
         # Input-channel blocks are reduced CHANNEL_CHUNK channels at a time (see base).
         chunk = largest_divisor(extent(sch, ib), max(1, CHANNEL_CHUNK // extent(sch, ii)))
         schedule_channel_tile(
-            sch,
-            block,
-            outer=[n],
-            channels=ob,
-            y=y,
-            x=x,
-            lanes=oi,
-            reduction=ib,
-            chunk=chunk,
-            inner=[kh, kw, ii],
-            rows_in_chunk=extent(sch, kh) * extent(sch, kw) > 1,
+            sch, block, outer=[n], inner=[kh, kw, ii], chunk=chunk, rows_in_chunk=taps > 1, **loops
         )
 
     @staticmethod

@@ -13,7 +13,7 @@ import tvm
 import tvm_ffi
 
 from dlas.algorithms import lower, shapes
-from tests.algorithms.util import Case, conv_module, random_weights
+from tests.algorithms.util import Case, check_cases, conv_module, host_target, random_weights
 
 
 def _target(mcpu: str, triple: str = "x86_64-linux-gnu") -> tvm.target.Target:
@@ -109,10 +109,11 @@ def test_a_depthwise_layer_splits_its_input_as_the_layer_before_split_it():
     assert _parallel_loops(by_channels, "blocked", _target("znver4")) == ["n_cb_y_0_0_fused(12)"]
 
 
-def _loop_order(case: Case, algorithm: str) -> list[str]:
+def _loop_order(case: Case, algorithm: str, target: tvm.target.Target | None = None) -> list[str]:
     """The loops around the conv's accumulation, outermost first (the init's excluded)."""
     mod = _one_conv(case)
-    for _, func in lower(mod, algorithm, tvm.target.Target("llvm")).mod.functions_items():
+    lowered = lower(mod, algorithm, target or tvm.target.Target("llvm"))
+    for _, func in lowered.mod.functions_items():
         script = func.script()
         if "conv_update" in script:
             head = script[: script.index('T.sblock("conv_update")')]
@@ -162,3 +163,47 @@ def test_winograd_products_over_few_tiles_take_them_all_with_one_channel_vector(
     # two vectors over 2x4 tiles loaded it for 8. At 28 px, 49 tiles do not fit: two vectors.
     assert _product_tile(Case(1, 64, 14, 14, 64, 3, pad=1)) == {"y_1": 4, "x_1": 4}
     assert _product_tile(Case(1, 64, 28, 28, 64, 3, pad=1)) == {"x_1": 7, "ob_1": 2}
+
+
+@pytest.mark.parametrize("algorithm", ["spatial_pack", "blocked"])
+def test_a_1x1_layer_of_many_channels_reduces_a_panel_of_them_over_a_band_of_rows(algorithm):
+    # ResNet50's 1024 -> 256 at 14 px on AVX-512: tasks of 4 channel vectors x 2 rows (28, for
+    # 2 threads), each reducing 128 input channels (8 blocks) per pass over its band, in
+    # tiles of 4 vectors x 7 px. 256 input channels keep the 2-vector tiles of other layers,
+    # as does the same layer on AVX2 (16 registers).
+    wide = _target("sapphirerapids")
+    panel = Case(1, 1024, 14, 14, 256, 1)
+    assert _parallel_loops(panel, algorithm, wide)[-1] == "n_ob_0_y_0_0_fused(28)"
+    order = _loop_order(panel, algorithm, wide)
+    assert order.index("ib_0") < order.index("y_0_1") < order.index("x_0") < order.index("ib_1")
+    assert _tile_extents(panel, algorithm, wide) == {"ob_1": 4, "x_1": 7}
+    for other, target in ((Case(1, 256, 14, 14, 256, 1), wide), (panel, _target("znver3"))):
+        assert "y_0_0" not in " ".join(_parallel_loops(other, algorithm, target))
+
+
+def _tile_extents(case: Case, algorithm: str, target: tvm.target.Target) -> dict[str, int]:
+    """{loop: extent} of the unrolled loops around the conv's accumulation."""
+    for _, func in lower(_one_conv(case), algorithm, target).mod.functions_items():
+        script = func.script()
+        if "conv_update" in script:
+            head = script[: script.index('T.sblock("conv_update")')]
+            pattern = r"for (\w+) in T.unroll\((?:T.int64\()?(\d+)"
+            return {n: int(e) for n, e in re.findall(pattern, head) if "init" not in n}
+    raise AssertionError("no conv_update block")
+
+
+@pytest.mark.parametrize("algorithm", ["spatial_pack", "blocked"])
+def test_pointwise_panels_match_pytorch(algorithm):
+    # On this host's registers: panels where it has AVX-512 (bands of rows, by channels or,
+    # where the input is larger than the weights, by rows first; stride 2), else the tiles
+    # of other layers.
+    cases = [
+        Case(1, 512, 14, 14, 128, 1),
+        Case(1, 512, 28, 28, 64, 1),
+        Case(1, 1024, 14, 14, 512, 1, stride=2),
+        Case(1, 2048, 7, 7, 512, 1),
+    ]
+    assert shapes.ConvSpec(
+        1, 512, 28, 28, 64, 1, 1, (1, 1), (0,) * 4, (1, 1), 1, "float32", "float32"
+    ).split_by_rows
+    check_cases(algorithm, cases, host_target())

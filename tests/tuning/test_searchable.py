@@ -18,11 +18,17 @@ from tests.algorithms.util import Case, conv_module, host_target, random_weights
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def conv_task():
-    case = Case(1, 32, 16, 16, 64, 3, pad=1)
+# A 3x3 layer's channel tiles; a 1x1 layer of 1024 channels, a pointwise panel on AVX-512.
+@pytest.fixture(
+    scope="module",
+    params=[Case(1, 32, 16, 16, 64, 3, pad=1), Case(1, 1024, 14, 14, 256, 1)],
+    ids=["3x3", "1x1-1024"],
+)
+def conv_task(request):
+    case = request.param
     rng = np.random.default_rng(0)
-    mod = conv_module([case], [random_weights(case, 0.0, rng)], [np.zeros(64, "float32")])
+    zeros = np.zeros(case.oc, "float32")
+    mod = conv_module([case], [random_weights(case, 0.0, rng)], [zeros])
     target = host_target()
     lowered = lower(mod, "spatial_pack", target, schedule=False)
     (task,) = [
