@@ -145,24 +145,26 @@ def test_a_3x3_layer_on_a_small_map_takes_its_rows_inside_each_chunk():
     assert "y_0" not in _loop_order(large, "spatial_pack")  # fused into the parallel loop
 
 
-def _product_tile(case: Case) -> dict[str, int]:
-    """{loop: extent} of the unrolled loops around Winograd's product (its register tile)."""
-    mod = _one_conv(case)
-    scripts = [
-        f.script() for _, f in lower(mod, "winograd", _target("znver4")).mod.functions_items()
-    ]
-    (script,) = (s for s in scripts if "conv_update" in s)
-    head = script[: script.index('T.sblock("conv_update")')]
-    head = head[head.rindex("T.grid") :]  # the reduction loops, then the tile's
-    return {n: int(e) for n, e in re.findall(r"for (\w+) in T.unroll\((?:T.int64\()?(\d+)", head)}
+def _tile_extents(case: Case, algorithm: str, target: tvm.target.Target) -> dict[str, int]:
+    """{loop: extent} of the unrolled loops around the conv's accumulation (its register
+    tile)."""
+    for _, func in lower(_one_conv(case), algorithm, target).mod.functions_items():
+        script = func.script()
+        if "conv_update" in script:
+            head = script[: script.index('T.sblock("conv_update")')]
+            head = head[head.rindex("T.grid") :]  # the reduction loops, then the tile's
+            pattern = r"for (\w+) in T.unroll\((?:T.int64\()?(\d+)"
+            return {n: int(e) for n, e in re.findall(pattern, head)}
+    raise AssertionError("no conv_update block")
 
 
 def test_winograd_products_over_few_tiles_take_them_all_with_one_channel_vector():
     # At 14 px a position has 4x4 tiles: one output-channel vector over all 16 loads each
     # weight vector of U (9.4 MB at 256 channels, from memory every call) for 16 tiles, where
     # two vectors over 2x4 tiles loaded it for 8. At 28 px, 49 tiles do not fit: two vectors.
-    assert _product_tile(Case(1, 64, 14, 14, 64, 3, pad=1)) == {"y_1": 4, "x_1": 4}
-    assert _product_tile(Case(1, 64, 28, 28, 64, 3, pad=1)) == {"x_1": 7, "ob_1": 2}
+    small, large = Case(1, 64, 14, 14, 64, 3, pad=1), Case(1, 64, 28, 28, 64, 3, pad=1)
+    assert _tile_extents(small, "winograd", _target("znver4")) == {"y_1": 4, "x_1": 4}
+    assert _tile_extents(large, "winograd", _target("znver4")) == {"x_1": 7, "ob_1": 2}
 
 
 @pytest.mark.parametrize("algorithm", ["spatial_pack", "blocked"])
@@ -179,17 +181,6 @@ def test_a_1x1_layer_of_many_channels_reduces_a_panel_of_them_over_a_band_of_row
     assert _tile_extents(panel, algorithm, wide) == {"ob_1": 4, "x_1": 7}
     for other, target in ((Case(1, 256, 14, 14, 256, 1), wide), (panel, _target("znver3"))):
         assert "y_0_0" not in " ".join(_parallel_loops(other, algorithm, target))
-
-
-def _tile_extents(case: Case, algorithm: str, target: tvm.target.Target) -> dict[str, int]:
-    """{loop: extent} of the unrolled loops around the conv's accumulation."""
-    for _, func in lower(_one_conv(case), algorithm, target).mod.functions_items():
-        script = func.script()
-        if "conv_update" in script:
-            head = script[: script.index('T.sblock("conv_update")')]
-            pattern = r"for (\w+) in T.unroll\((?:T.int64\()?(\d+)"
-            return {n: int(e) for n, e in re.findall(pattern, head) if "init" not in n}
-    raise AssertionError("no conv_update block")
 
 
 @pytest.mark.parametrize("algorithm", ["spatial_pack", "blocked"])

@@ -14,9 +14,6 @@ from dlas.tuning.seeding import default_schedule
 from dlas.tuning.workers import import_tensor_intrinsics
 from tests.algorithms.util import Case, conv_module, host_target, random_weights
 
-# Task extraction and the mutator's set-up take minutes on 2 loaded cores.
-pytestmark = pytest.mark.slow
-
 
 # A 3x3 layer's channel tiles; a 1x1 layer of 1024 channels, a pointwise panel on AVX-512.
 @pytest.fixture(
