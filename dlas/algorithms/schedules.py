@@ -13,12 +13,10 @@ from tvm.s_tir.schedule import LoopRV, SBlockRV, ScheduleError
 
 from .shapes import (
     LANES,
-    MAX_ACCUMULATORS,
     ROWS_FIRST_KEY,
     STAGE_KEY,
     TILE_WEIGHTS_IN_L1,
     largest_divisor,
-    max_accumulators,
     odd_vectors,
     pixel_tile,
     register_tile_sizes,
@@ -37,14 +35,6 @@ ScheduleFn = Callable[[s_tir.Schedule, SBlockRV], None]
 CHUNK_PLANE_BYTES = 16 * 1024
 # The largest inner factor MetaSchedule's mutator may move a register-tile split to.
 MAX_TUNED_INNER = 64
-# A pointwise panel (schedule_pointwise_panel): a 1x1 layer of at least PANEL_MIN_CHANNELS
-# inputs into a multiple of PANEL_VECTORS 16-channel vectors, reduced PANEL_CHUNK input
-# channels per pass (their weights, 128 x 64 x 4 bytes, fill 32 KiB of L1) with PANEL_VECTORS
-# x 7 pixels of accumulators: with the 4 weight vectors, AVX-512's 32 registers.
-PANEL_MIN_CHANNELS = 512
-PANEL_VECTORS = 4
-PANEL_CHUNK = 128
-PANEL_ACCUMULATORS = 28
 
 
 def tile(sch: s_tir.Schedule, loop: LoopRV, inner: int) -> list[LoopRV]:
@@ -308,83 +298,3 @@ def schedule_channel_tile(
         unroll=[y_i, x_i, ob_i],
         attach=attach,
     )
-
-
-def schedule_pointwise_panel(
-    sch: s_tir.Schedule,
-    block: SBlockRV,
-    *,
-    outer: Sequence[LoopRV],
-    channels: LoopRV,
-    y: LoopRV,
-    x: LoopRV,
-    lanes: LoopRV,
-    reduction: LoopRV,
-    inner: Sequence[LoopRV],
-) -> bool:
-    """A 1x1 conv of many input channels as ONNX Runtime's NCHWc pointwise kernel runs it: a
-    task is a band of rows of PANEL_VECTORS output vectors, whose partial sums (at most
-    CHUNK_PLANE_BYTES) wait in L1 while it reduces PANEL_CHUNK input channels at a time over
-    the whole band, the chunk's weights (the panel) read from L1 by every tile of it. Tiles
-    of PANEL_VECTORS x 7 pixels (PANEL_ACCUMULATORS). :func:`schedule_channel_tile`'s chunked
-    tiles reduce 16 channels per pass over one row, their sums loaded and stored per pass:
-    ResNet50-224's 1x1 layers at 28, 14 and 7 px ran 1.09-1.26x faster alone, 1.09-1.22x in
-    the model (blocked, Sapphire Rapids).
-
-    False, the schedule untouched, where the layer does not fit: not float32, fewer input
-    channels, channels not in whole groups of vectors, a target whose accumulator is not one
-    of 32 registers (AVX-512's; the panel was measured there only), a tile of fewer pixels
-    (MobileNetV2-32's 960->320 at 4 px: 0.99x, 95% 0.97-1.01), or a band of one tile (its
-    panel serves no other tile: EfficientNet-B0-224, whose 192 channels at 7 px took them,
-    ran 0.98x)."""
-    stmt = sch.get(block)
-    h, w, blocks = extent(sch, y), extent(sch, x), extent(sch, channels)
-    per_step = math.prod(extent(sch, lp) for lp in inner)  # input channels a step reduces
-    if (
-        str(stmt.writes[0].source.dtype) != "float32"
-        or extent(sch, reduction) * per_step < PANEL_MIN_CHANNELS
-        or blocks % PANEL_VECTORS
-        or max_accumulators() != MAX_ACCUMULATORS
-    ):
-        return False
-    budget = PANEL_ACCUMULATORS // PANEL_VECTORS
-    cols = largest_divisor(w, budget)
-    rows = largest_divisor(h, max(1, budget // cols))
-    band_rows = _band_rows(h // rows, blocks // PANEL_VECTORS, rows * w)
-    if rows * cols < budget or band_rows * w <= cols:
-        return False
-    ob_o, ob_i = tile(sch, channels, PANEL_VECTORS)
-    y_o, y_i = tile(sch, y, rows)
-    x_o, x_i = tile(sch, x, cols)
-    chunk = largest_divisor(extent(sch, reduction), max(1, PANEL_CHUNK // per_step))
-    r_o, r_i = tile(sch, reduction, chunk)
-    band, y_o = tile(sch, y_o, band_rows)
-    rows_first = ROWS_FIRST_KEY in stmt.annotations
-    first, second = (band, ob_o) if rows_first else (ob_o, band)
-    sch.reorder(*outer, first, second, r_o, y_o, x_o, r_i, *inner, y_i, x_i, ob_i, lanes)
-    finish_reduction(
-        sch,
-        block,
-        parallel=[*outer, first, second],
-        tile_loop=second,
-        first_reduction=r_o,
-        vector=lanes,
-        unroll=[y_i, x_i, ob_i],
-    )
-    return True
-
-
-def _band_rows(tile_rows: int, channel_tiles: int, tile_row_pixels: int) -> int:
-    """Rows of tiles per task: of the divisors of the rows whose partial sums fit
-    CHUNK_PLANE_BYTES and leave every thread two tasks, the one that shares the tasks out
-    most evenly (7 tasks on 2 threads leave one idle an eighth of the time), then the
-    largest."""
-    threads = target_threads()
-    limit = max(1, CHUNK_PLANE_BYTES // (tile_row_pixels * PANEL_VECTORS * LANES * 4))
-
-    def tasks(d: int) -> int:
-        return channel_tiles * tile_rows // d
-
-    options = [d for d in range(1, min(limit, tile_rows) + 1) if tile_rows % d == 0]
-    options = [d for d in options if tasks(d) >= 2 * threads] or [1]
-    return min(options, key=lambda d: (-(-tasks(d) // threads) * threads / tasks(d), -d))

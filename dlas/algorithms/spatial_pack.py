@@ -19,14 +19,9 @@ from . import dot_product
 from .base import Algorithm, PackedAlgorithm
 from .legalize import call_te
 from .packing import channel_blocks, pack_data, unpack
+from .panels import schedule_pointwise_panel
 from .registry import ALGORITHMS
-from .schedules import (
-    extent,
-    finish_reduction,
-    schedule_channel_tile,
-    schedule_pointwise_panel,
-    tile,
-)
+from .schedules import extent, finish_reduction, schedule_channel_tile, tile
 from .shapes import (
     CHANNEL_CHUNK,
     LANES,

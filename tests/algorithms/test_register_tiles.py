@@ -171,14 +171,17 @@ def test_winograd_products_over_few_tiles_take_them_all_with_one_channel_vector(
 def test_a_1x1_layer_of_many_channels_reduces_a_panel_of_them_over_a_band_of_rows(algorithm):
     # ResNet50's 1024 -> 256 at 14 px on AVX-512: tasks of 4 channel vectors x 2 rows (28, for
     # 2 threads), each reducing 128 input channels (8 blocks) per pass over its band, in
-    # tiles of 4 vectors x 7 px. 256 input channels keep the 2-vector tiles of other layers,
-    # as does the same layer on AVX2 (16 registers).
+    # tiles of 4 vectors x 7 px. EfficientNet-B0's 1152 -> 192 at 7 px: 4 vectors would
+    # leave a band of one tile (or 3 tasks), so 2 vectors, a whole plane per task. 256 input
+    # channels keep the tiles of other layers, as does the first layer on AVX2 (16 registers).
     wide = _target("sapphirerapids")
-    panel = Case(1, 1024, 14, 14, 256, 1)
+    panel, narrow = Case(1, 1024, 14, 14, 256, 1), Case(1, 1152, 7, 7, 192, 1)
     assert _parallel_loops(panel, algorithm, wide)[-1] == "n_ob_0_y_0_0_fused(28)"
     order = _loop_order(panel, algorithm, wide)
     assert order.index("ib_0") < order.index("y_0_1") < order.index("x_0") < order.index("ib_1")
     assert _tile_extents(panel, algorithm, wide) == {"ob_1": 4, "x_1": 7}
+    assert _parallel_loops(narrow, algorithm, wide)[-1] == "n_ob_0_y_0_0_fused(6)"
+    assert _tile_extents(narrow, algorithm, wide) == {"ob_1": 2, "x_1": 7}
     for other, target in ((Case(1, 256, 14, 14, 256, 1), wide), (panel, _target("znver3"))):
         assert "y_0_0" not in " ".join(_parallel_loops(other, algorithm, target))
 
@@ -186,13 +189,14 @@ def test_a_1x1_layer_of_many_channels_reduces_a_panel_of_them_over_a_band_of_row
 @pytest.mark.parametrize("algorithm", ["spatial_pack", "blocked"])
 def test_pointwise_panels_match_pytorch(algorithm):
     # On this host's registers: panels where it has AVX-512 (bands of rows, by channels or,
-    # where the input is larger than the weights, by rows first; stride 2), else the tiles
-    # of other layers.
+    # where the input is larger than the weights, by rows first; stride 2; 4 or 2 vectors),
+    # else the tiles of other layers.
     cases = [
         Case(1, 512, 14, 14, 128, 1),
         Case(1, 512, 28, 28, 64, 1),
         Case(1, 1024, 14, 14, 512, 1, stride=2),
         Case(1, 2048, 7, 7, 512, 1),
+        Case(1, 576, 7, 7, 128, 1),  # 2 vectors
     ]
     assert shapes.ConvSpec(
         1, 512, 28, 28, 64, 1, 1, (1, 1), (0,) * 4, (1, 1), 1, "float32", "float32"
