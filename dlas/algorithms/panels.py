@@ -46,7 +46,7 @@ def schedule_pointwise_panel(
     task is a band of rows of 4 output vectors, whose partial sums (at most CHUNK_PLANE_BYTES)
     wait in L1 while it reduces PANEL_CHUNK input channels at a time over the whole band, the
     chunk's weights (the panel) read from L1 by every tile of it. Tiles of 4 vectors x 7
-    pixels (PANEL_ACCUMULATORS). :func:`schedule_channel_tile`'s chunked tiles reduce 16
+    pixels (PANEL_ACCUMULATORS). :func:`.schedules.schedule_channel_tile`'s chunked tiles reduce 16
     channels per pass over one row, their sums loaded and stored per pass: ResNet50-224's
     1x1 layers at 28, 14 and 7 px ran 1.09-1.26x faster alone, 1.09-1.22x in the model
     (blocked, Sapphire Rapids). Where 4 vectors leave a band of one tile (its panel would
