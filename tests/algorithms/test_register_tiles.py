@@ -109,17 +109,20 @@ def test_a_depthwise_layer_splits_its_input_as_the_layer_before_split_it():
     assert _parallel_loops(by_channels, "blocked", _target("znver4")) == ["n_cb_y_0_0_fused(12)"]
 
 
-def _loop_order(case: Case, algorithm: str, target: tvm.target.Target | None = None) -> list[str]:
-    """The loops around the conv's accumulation, outermost first (the init's excluded)."""
-    mod = _one_conv(case)
-    lowered = lower(mod, algorithm, target or tvm.target.Target("llvm"))
+def _accumulation_head(case: Case, algorithm: str, target: tvm.target.Target | None = None) -> str:
+    """The script of the layer's kernel up to its accumulation block (the loops around it)."""
+    lowered = lower(_one_conv(case), algorithm, target or tvm.target.Target("llvm"))
     for _, func in lowered.mod.functions_items():
         script = func.script()
         if "conv_update" in script:
-            head = script[: script.index('T.sblock("conv_update")')]
-            loops = re.findall(r"for ([\w, ]+) in", head)
-            return [n for names in loops for n in names.split(", ") if "init" not in n]
+            return script[: script.index('T.sblock("conv_update")')]
     raise AssertionError("no conv_update block")
+
+
+def _loop_order(case: Case, algorithm: str, target: tvm.target.Target | None = None) -> list[str]:
+    """The loops around the conv's accumulation, outermost first (the init's excluded)."""
+    loops = re.findall(r"for ([\w, ]+) in", _accumulation_head(case, algorithm, target))
+    return [n for names in loops for n in names.split(", ") if "init" not in n]
 
 
 @pytest.mark.parametrize(("algorithm", "reduction"), [("spatial_pack", "ib"), ("gemm", "k")])
@@ -148,14 +151,10 @@ def test_a_3x3_layer_on_a_small_map_takes_its_rows_inside_each_chunk():
 def _tile_extents(case: Case, algorithm: str, target: tvm.target.Target) -> dict[str, int]:
     """{loop: extent} of the unrolled loops around the conv's accumulation (its register
     tile)."""
-    for _, func in lower(_one_conv(case), algorithm, target).mod.functions_items():
-        script = func.script()
-        if "conv_update" in script:
-            head = script[: script.index('T.sblock("conv_update")')]
-            head = head[head.rindex("T.grid") :]  # the reduction loops, then the tile's
-            pattern = r"for (\w+) in T.unroll\((?:T.int64\()?(\d+)"
-            return {n: int(e) for n, e in re.findall(pattern, head)}
-    raise AssertionError("no conv_update block")
+    head = _accumulation_head(case, algorithm, target)
+    head = head[head.rindex("T.grid") :]  # the reduction loops, then the tile's
+    pattern = r"for (\w+) in T.unroll\((?:T.int64\()?(\d+)"
+    return {n: int(e) for n, e in re.findall(pattern, head)}
 
 
 def test_winograd_products_over_few_tiles_take_them_all_with_one_channel_vector():
