@@ -36,13 +36,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Bump when lowering or building changes what a cached library contains.
-# 33: pointwise panels of 2 vectors; 32: 1x1 layers of 512+ input channels in pointwise
-# panels (AVX-512); 31: 3x3 layers on small maps take their rows inside each channel chunk;
+# 34: more 2-vector panels (bands of few tiles, wide rows); 33: pointwise panels of 2 vectors;
+# 32: 1x1 layers of 512+ input channels in pointwise panels (AVX-512); 31: 3x3 layers on
+# small maps take their rows inside each channel chunk;
 # 30: sigmoid and SiLU in fewer vector ops, blocked's input gates in 1x1 convs' weights;
 # 29: blocked's Winograd F(2x2, 3x3) at 7-13 px; 27-28: a Winograd product over few tiles
 # with one vector; 23-26: Winograd's passes, V by position, pad and epilogue by the helpers;
 # 13-22 (git log): means by the elements read, depthwise split as the layer before, L1 tiles
-BUILD_VERSION = 33
+BUILD_VERSION = 34
 FALLBACKS_FILE = "schedule_fallbacks.json"
 
 

@@ -14,6 +14,7 @@ from .shapes import (
     LANES,
     MAX_ACCUMULATORS,
     ROWS_FIRST_KEY,
+    TILE_WEIGHTS_IN_L1,
     largest_divisor,
     max_accumulators,
     target_threads,
@@ -21,13 +22,20 @@ from .shapes import (
 
 # A pointwise panel (schedule_pointwise_panel): a 1x1 layer of at least PANEL_MIN_CHANNELS
 # inputs, reduced PANEL_CHUNK input channels per pass (their weights for 4 output vectors,
-# 128 x 64 x 4 bytes, fill 32 KiB of L1), in tiles of 4 (else 2) 16-channel vectors x at least
+# 128 x 64 x 4 bytes, fill 32 KiB of L1), in tiles of 4 or 2 16-channel vectors x at least
 # PANEL_MIN_TILE_PIXELS: with its weight vectors, 28 accumulators fill AVX-512's 32 registers.
 PANEL_MIN_CHANNELS = 512
 PANEL_VECTORS = (4, 2)
 PANEL_CHUNK = 128
 PANEL_ACCUMULATORS = 28
 PANEL_MIN_TILE_PIXELS = 7
+# The fewest tiles a band of a panel of 4 (2) vectors holds: the tiles that read its weights
+# from L1 once one of them brought them there.
+PANEL_BAND_TILES = {4: 4, 2: 2}
+# On rows of at least this many pixels, 2-vector panels also take the layers of fewer input
+# channels whose 2-vector tiles schedule_channel_tile chunks (their weights over every input
+# channel exceed TILE_WEIGHTS_IN_L1: 257 channels and up).
+PANEL_WIDE_ROW = 28
 
 
 def schedule_pointwise_panel(
@@ -49,26 +57,30 @@ def schedule_pointwise_panel(
     pixels (PANEL_ACCUMULATORS). :func:`.schedules.schedule_channel_tile`'s chunked tiles reduce 16
     channels per pass over one row, their sums loaded and stored per pass: ResNet50-224's
     1x1 layers at 28, 14 and 7 px ran 1.09-1.26x faster alone, 1.09-1.22x in the model
-    (blocked, Sapphire Rapids). Where 4 vectors leave a band of one tile (its panel would
-    serve no other tile: EfficientNet-B0's 192 channels at 7 px, three tasks of a whole plane
-    or a task per row; the model ran 0.98x with them) or do not group the channel blocks
-    (DenseNet161's 1056), tiles of 2 vectors: DenseNet161-224 1.03x (95%: 1.02-1.05),
-    EfficientNet-B0-224 1.01x (1.00-1.02) over 4 vectors alone.
+    (blocked, Sapphire Rapids). Where 4 vectors leave a band of fewer than 4 tiles
+    (PANEL_BAND_TILES: their panel serves too few tiles) or do not group the channel blocks
+    (DenseNet161's 1056), tiles of 2 vectors: DenseNet161's 528-2064 -> 192 at 14 px, whose
+    4-vector bands held 2 tiles, ran 1.04-1.21x faster in the model as 14-px tiles of 2
+    vectors over bands of 7 rows; EfficientNet-B0's 1152 -> 192 at 7 px, a band of one tile
+    with 4 vectors, 1.01x. On rows of PANEL_WIDE_ROW pixels or more, 2-vector panels also
+    take the layers of 257-511 input channels, whose 2-vector tiles schedule_channel_tile
+    chunks: DenseNet161's 288-480 -> 192 at 28 px 1.08-1.15x, 288-384 -> 192 at 56 px
+    1.14-1.26x faster in the model. On narrower rows they were not faster: MobileNetV2-224's
+    384 -> 64 at 14 px 0.95x, 320 -> 1280 at 7 px 0.98x in the model. DenseNet161-224 as a
+    whole ran 1.06x (95%: 1.05-1.07) with these two rules; the other study models' kernels
+    are unchanged.
 
     False, the schedule untouched, where the layer does not fit: not float32, fewer input
     channels, a target whose accumulator is not one of 32 registers (AVX-512's; the panel
-    was measured there only), or no tile of PANEL_MIN_TILE_PIXELS with a band of more than
-    one (MobileNetV2-32's 960->320 at 4 px in 4-pixel tiles: 0.99x, 95% 0.97-1.01)."""
+    was measured there only), or no tile of PANEL_MIN_TILE_PIXELS with a band of
+    PANEL_BAND_TILES (MobileNetV2-32's 960->320 at 4 px in 4-pixel tiles: 0.99x, 95%
+    0.97-1.01)."""
     stmt = sch.get(block)
     h, w, blocks = extent(sch, y), extent(sch, x), extent(sch, channels)
     per_step = math.prod(extent(sch, lp) for lp in inner)  # input channels a step reduces
-    if (
-        str(stmt.writes[0].source.dtype) != "float32"
-        or extent(sch, reduction) * per_step < PANEL_MIN_CHANNELS
-        or max_accumulators() != MAX_ACCUMULATORS
-    ):
+    if str(stmt.writes[0].source.dtype) != "float32" or max_accumulators() != MAX_ACCUMULATORS:
         return False
-    plan = _panel_tile(h, w, blocks)
+    plan = _panel_tile(h, w, blocks, extent(sch, reduction) * per_step)
     if plan is None:
         return False
     vectors, rows, cols, band_rows = plan
@@ -93,12 +105,13 @@ def schedule_pointwise_panel(
     return True
 
 
-def _panel_tile(h: int, w: int, blocks: int) -> tuple[int, int, int, int] | None:
+def _panel_tile(h: int, w: int, blocks: int, channels: int) -> tuple[int, int, int, int] | None:
     """(vectors, rows, cols, band rows) of a panel over ``blocks`` channel blocks of an h x w
-    map: the first of PANEL_VECTORS that groups the blocks into a tile of at least
-    PANEL_MIN_TILE_PIXELS and a band of more than one tile; None where none does."""
+    map reducing ``channels``: the first of PANEL_VECTORS that groups the blocks into a tile
+    of at least PANEL_MIN_TILE_PIXELS and a band of PANEL_BAND_TILES[vectors] tiles or more;
+    None where none does."""
     for vectors in PANEL_VECTORS:
-        if blocks % vectors:
+        if blocks % vectors or channels < _min_channels(vectors, w):
             continue
         budget = PANEL_ACCUMULATORS // vectors
         cols = largest_divisor(w, budget)
@@ -106,9 +119,16 @@ def _panel_tile(h: int, w: int, blocks: int) -> tuple[int, int, int, int] | None
         if rows * cols < PANEL_MIN_TILE_PIXELS:
             continue
         band_rows = _band_rows(h // rows, blocks // vectors, rows * w, vectors)
-        if band_rows * w > cols:
+        if band_rows * (w // cols) >= PANEL_BAND_TILES[vectors]:
             return vectors, rows, cols, band_rows
     return None
+
+
+def _min_channels(vectors: int, width: int) -> int:
+    """The fewest input channels a panel of ``vectors`` takes on rows of ``width`` pixels."""
+    if vectors == 2 and width >= PANEL_WIDE_ROW:
+        return TILE_WEIGHTS_IN_L1 // (vectors * LANES * 4) + 1
+    return PANEL_MIN_CHANNELS
 
 
 def _band_rows(tile_rows: int, channel_tiles: int, tile_row_pixels: int, vectors: int) -> int:

@@ -170,19 +170,35 @@ def test_winograd_products_over_few_tiles_take_them_all_with_one_channel_vector(
 def test_a_1x1_layer_of_many_channels_reduces_a_panel_of_them_over_a_band_of_rows(algorithm):
     # ResNet50's 1024 -> 256 at 14 px on AVX-512: tasks of 4 channel vectors x 2 rows (28, for
     # 2 threads), each reducing 128 input channels (8 blocks) per pass over its band, in
-    # tiles of 4 vectors x 7 px. EfficientNet-B0's 1152 -> 192 at 7 px: 4 vectors would
-    # leave a band of one tile (or 3 tasks), so 2 vectors, a whole plane per task. 256 input
-    # channels keep the tiles of other layers, as does the first layer on AVX2 (16 registers).
+    # tiles of 4 vectors x 7 px. 256 input channels keep the tiles of other layers, as does
+    # the first layer on AVX2 (16 registers).
     wide = _target("sapphirerapids")
-    panel, narrow = Case(1, 1024, 14, 14, 256, 1), Case(1, 1152, 7, 7, 192, 1)
+    panel = Case(1, 1024, 14, 14, 256, 1)
     assert _parallel_loops(panel, algorithm, wide)[-1] == "n_ob_0_y_0_0_fused(28)"
     order = _loop_order(panel, algorithm, wide)
     assert order.index("ib_0") < order.index("y_0_1") < order.index("x_0") < order.index("ib_1")
     assert _tile_extents(panel, algorithm, wide) == {"ob_1": 4, "x_1": 7}
-    assert _parallel_loops(narrow, algorithm, wide)[-1] == "n_ob_0_y_0_0_fused(6)"
-    assert _tile_extents(narrow, algorithm, wide) == {"ob_1": 2, "x_1": 7}
     for other, target in ((Case(1, 256, 14, 14, 256, 1), wide), (panel, _target("znver3"))):
         assert "y_0_0" not in " ".join(_parallel_loops(other, algorithm, target))
+
+
+@pytest.mark.parametrize("algorithm", ["spatial_pack", "blocked"])
+def test_panels_take_2_vectors_where_4_would_leave_a_band_of_few_tiles_or_on_wide_rows(algorithm):
+    # 4 vectors would leave EfficientNet-B0's 1152 -> 192 at 7 px a band of one tile, and
+    # DenseNet161's 1872 -> 192 at 14 px bands of 2 (42 tasks; 21 would split unevenly): 2
+    # vectors, a whole plane (6 tasks) and bands of 7 rows of 14-px tiles (12 tasks, rows
+    # first: the input outweighs the weights). 336 input channels take a 2-vector panel on
+    # DenseNet's 56-px rows, not on 14-px ones.
+    wide = _target("sapphirerapids")
+    cases = {
+        Case(1, 1152, 7, 7, 192, 1): ("n_ob_0_y_0_0_fused(6)", 7),
+        Case(1, 1872, 14, 14, 192, 1): ("n_y_0_0_ob_0_fused(12)", 14),
+        Case(1, 336, 56, 56, 192, 1): ("n_y_0_0_ob_0_fused(168)", 14),
+    }
+    for case, (parallel, pixels) in cases.items():
+        assert _parallel_loops(case, algorithm, wide)[-1] == parallel
+        assert _tile_extents(case, algorithm, wide) == {"ob_1": 2, "x_1": pixels}
+    assert "y_0_0" not in " ".join(_parallel_loops(Case(1, 336, 14, 14, 192, 1), algorithm, wide))
 
 
 @pytest.mark.parametrize("algorithm", ["spatial_pack", "blocked"])
@@ -196,6 +212,7 @@ def test_pointwise_panels_match_pytorch(algorithm):
         Case(1, 1024, 14, 14, 512, 1, stride=2),
         Case(1, 2048, 7, 7, 512, 1),
         Case(1, 576, 7, 7, 128, 1),  # 2 vectors
+        Case(1, 288, 28, 28, 64, 1),  # 2 vectors, fewer channels on a wide row
     ]
     assert shapes.ConvSpec(
         1, 512, 28, 28, 64, 1, 1, (1, 1), (0,) * 4, (1, 1), 1, "float32", "float32"
