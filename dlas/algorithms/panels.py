@@ -25,12 +25,12 @@ from .shapes import (
 # 128 x 64 x 4 bytes, fill 32 KiB of L1), in tiles of 4 or 2 16-channel vectors x at least
 # PANEL_MIN_TILE_PIXELS: with its weight vectors, 28 accumulators fill AVX-512's 32 registers.
 PANEL_MIN_CHANNELS = 512
-PANEL_VECTORS = (4, 2)
 PANEL_CHUNK = 128
 PANEL_ACCUMULATORS = 28
 PANEL_MIN_TILE_PIXELS = 7
-# The fewest tiles a band of a panel of 4 (2) vectors holds: the tiles that read its weights
-# from L1 once one of them brought them there.
+# The channel vectors of a panel's tiles, in the order they are tried, each with the fewest
+# tiles a band of it holds: the tiles that read its weights from L1 once one of them brought
+# them there.
 PANEL_BAND_TILES = {4: 4, 2: 2}
 # On rows of at least this many pixels, 2-vector panels also take the layers of fewer input
 # channels whose 2-vector tiles schedule_channel_tile chunks (their weights over every input
@@ -107,10 +107,10 @@ def schedule_pointwise_panel(
 
 def _panel_tile(h: int, w: int, blocks: int, channels: int) -> tuple[int, int, int, int] | None:
     """(vectors, rows, cols, band rows) of a panel over ``blocks`` channel blocks of an h x w
-    map reducing ``channels``: the first of PANEL_VECTORS that groups the blocks into a tile
-    of at least PANEL_MIN_TILE_PIXELS and a band of PANEL_BAND_TILES[vectors] tiles or more;
-    None where none does."""
-    for vectors in PANEL_VECTORS:
+    map reducing ``channels``: the first vectors of PANEL_BAND_TILES that group the blocks into
+    a tile of at least PANEL_MIN_TILE_PIXELS and a band of at least their tiles; None where
+    none do."""
+    for vectors, band_tiles in PANEL_BAND_TILES.items():
         if blocks % vectors or channels < _min_channels(vectors, w):
             continue
         budget = PANEL_ACCUMULATORS // vectors
@@ -119,7 +119,7 @@ def _panel_tile(h: int, w: int, blocks: int, channels: int) -> tuple[int, int, i
         if rows * cols < PANEL_MIN_TILE_PIXELS:
             continue
         band_rows = _band_rows(h // rows, blocks // vectors, rows * w, vectors)
-        if band_rows * (w // cols) >= PANEL_BAND_TILES[vectors]:
+        if band_rows * (w // cols) >= band_tiles:
             return vectors, rows, cols, band_rows
     return None
 
