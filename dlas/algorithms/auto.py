@@ -47,23 +47,24 @@ DENSE_CANDIDATES = ("direct", "gemm", "spatial_pack", "winograd")
 GRAPH_CANDIDATES = ("blocked",)
 SPARSE_CANDIDATES = ("sparse_direct", "sparse_gemm", "sparse_spatial_pack")
 # Bump when what a candidate's timing means changes (kernels, protocol).
-# 30: 2-vector panels where 4 vectors leave bands of few tiles, and on wide rows from 257
-# input channels; 29: pointwise panels of 2 vectors; 28: 1x1 layers of 512+ input channels in
-# pointwise panels (AVX-512); 27: 3x3 layers on small maps take their rows inside each channel
-# chunk; 26: blocked's winograd_2x2 kernel; 24-25: a Winograd product over few tiles with one
-# vector; 23: Winograd's pad and epilogue by the shared helpers; 22: Winograd's V by tile
-# position; 21: a blocked pool's pad per output row; 20: Winograd's separable transforms, pad
-# and epilogue per task; 19: means in parallel by the elements they read; 18: blocked's
-# depthwise tasks split as the layer before split their input; 17: tiles whose weights fit in
-# L1 reduce in registers; 16: the race times 5x the calls; 15: blocked's kernels timed in its
-# race; 14: candidates timed with cold caches; 13: direct's pointwise tiles on odd-vector
-# planes; 12: candidates timed round-robin
-CHOICES_VERSION = 30
+# 31: packs of few channel planes with the channel loop unrolled (the stem's); 30: 2-vector panels
+# where 4 vectors leave bands of few tiles, and on wide rows from 257 input channels; 29: pointwise
+# panels of 2 vectors; 28: 1x1 layers of 512+ input channels in pointwise panels (AVX-512); 27: 3x3
+# layers on small maps take their rows inside each channel chunk; 26: blocked's winograd_2x2 kernel;
+# 24-25: a Winograd product over few tiles with one vector; 23: Winograd's pad and epilogue by the
+# shared helpers; 22: Winograd's V by tile position; 21: a blocked pool's pad per output row; 20:
+# Winograd's separable transforms, pad and epilogue per task; 19: means in parallel by the elements
+# they read; 18: blocked's depthwise tasks split as the layer before split their input; 17: tiles
+# whose weights fit in L1 reduce in registers; 16: the race times 5x the calls; 15: blocked's
+# kernels timed in its race; 14: candidates timed with cold caches; 13: direct's pointwise tiles on
+# odd-vector planes; 12: candidates timed round-robin
+CHOICES_VERSION = 31
 # Bump when what the whole-model race means changes. 2: warmed up as the run's latency,
 # blocked with its own kernels too; 3: blocked puts input gates in 1x1 convs' weights; 4: 3x3
 # layers on small maps take their rows inside each channel chunk; 5: pointwise panels;
-# 6: panels of 2 vectors; 7: more 2-vector panels (bands of few tiles, wide rows).
-RACE_VERSION = 7
+# 6: panels of 2 vectors; 7: more 2-vector panels (bands of few tiles, wide rows); 8: the
+# stem's pack with its channel loop unrolled.
+RACE_VERSION = 8
 # The whole-model race makes this many times a layer's calls, in as many times its rounds: the
 # two lowerings often run within 5% of each other. Re-raced 24 times each way, VGG-16-32's
 # per-layer over blocked ranged 0.946-1.072 with 20 calls in 5 rounds, 0.968-1.028 with 100

@@ -12,8 +12,9 @@ from tvm import s_tir, te, tirx
 from .schedules import extent
 from .shapes import LANES, STAGE_ATTRS, ConvSpec, largest_divisor, round_up
 
-# A pack that interleaves a few channel planes into one row of pixel groups (NCHW[4]c): its
-# pixel loop is left to LLVM's vectorizer (schedule_interleave, called by dot_rows.schedule).
+# A pack that interleaves a few channel planes into one row of pixel groups (NCHW[4]c, the
+# stem's NCHW[3]c): its pixel loop is left to LLVM's vectorizer (schedule_interleave, called
+# by dot_rows.schedule; schedule_interleaving_packs, by spatial_pack's).
 INTERLEAVE_KEY = "dlas.interleave"
 INTERLEAVE_ATTRS = {**STAGE_ATTRS, INTERLEAVE_KEY: 1}
 
@@ -51,7 +52,11 @@ def pack_data(
         return tirx.if_then_else(inside, element(pixel) if element else pixel, pad)
 
     shape = (spec.batch, -(-spec.in_channels // block), h + top + bottom, w + left + right, block)
-    return te.compute(shape, value, name="data_pack", attrs=attrs or STAGE_ATTRS)
+    if attrs is None:
+        # Vectorized over its few channels, each group of a row was a gather.
+        interleaves = block < LANES and shape[3] >= LANES
+        attrs = INTERLEAVE_ATTRS if interleaves else STAGE_ATTRS
+    return te.compute(shape, value, name="data_pack", attrs=attrs)
 
 
 def schedule_interleave(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
@@ -63,6 +68,27 @@ def schedule_interleave(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> 
     fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
     if extent(sch, fused) > 1:
         sch.parallel(fused)
+
+
+def schedule_interleaving_packs(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
+    """The interleaving packs a scheduled conv ``block`` reads (its parallel tasks its first
+    loop). Where the tasks split rows only, each task packs the rows it reads, in cache: the
+    stem of MobileNetV2-224 ran 1.52x and EfficientNet-B0's 1.36x faster in the model (a
+    pass of their own, 1.25x). Where they split output channels too, a task's rows would be
+    packed once per channel tile (ResNet18-224 0.97x): a pass of their own, 1.02x."""
+    loops = sch.get_loops(block)
+    tasks = sch.get(loops[0]).loop_var
+    # The block's bindings (n, output channel block, y, x, ...) under its innermost loop.
+    channel_block = sch.get(loops[-1]).body.iter_values[1]
+    rows_only = not any(v.same_as(tasks) for v in tirx.analysis.undefined_vars(channel_block, []))
+    for pack in sch.get_producers(block):
+        if INTERLEAVE_KEY not in sch.get(pack).annotations:
+            continue
+        if rows_only:
+            sch.compute_at(pack, loops[0], preserve_unit_loops=True)
+            sch.unroll(sch.get_loops(pack)[-1])
+        else:
+            schedule_interleave(sch, pack)
 
 
 def unpack(packed: te.Tensor, spec: ConvSpec, block: int) -> te.Tensor:

@@ -18,7 +18,7 @@ from tvm import relax, s_tir, te
 from . import dot_product
 from .base import Algorithm, PackedAlgorithm
 from .legalize import call_te
-from .packing import channel_blocks, pack_data, unpack
+from .packing import channel_blocks, pack_data, schedule_interleaving_packs, unpack
 from .panels import schedule_pointwise_panel
 from .registry import ALGORITHMS
 from .schedules import extent, finish_reduction, schedule_channel_tile, tile
@@ -135,15 +135,22 @@ class SpatialPack(PackedAlgorithm):
         n, ob, y, x, oi, ib, kh, kw, ii = sch.get_loops(block)
         taps = extent(sch, kh) * extent(sch, kw)
         loops = {"channels": ob, "y": y, "x": x, "lanes": oi, "reduction": ib}
-        if taps == 1 and schedule_pointwise_panel(
-            sch, block, outer=[n], inner=[kh, kw, ii], **loops
+        if not (
+            taps == 1
+            and schedule_pointwise_panel(sch, block, outer=[n], inner=[kh, kw, ii], **loops)
         ):
-            return
-        # Input-channel blocks are reduced CHANNEL_CHUNK channels at a time (see base).
-        chunk = largest_divisor(extent(sch, ib), max(1, CHANNEL_CHUNK // extent(sch, ii)))
-        schedule_channel_tile(
-            sch, block, outer=[n], inner=[kh, kw, ii], chunk=chunk, rows_in_chunk=taps > 1, **loops
-        )
+            # Input-channel blocks are reduced CHANNEL_CHUNK channels at a time (see base).
+            chunk = largest_divisor(extent(sch, ib), max(1, CHANNEL_CHUNK // extent(sch, ii)))
+            schedule_channel_tile(
+                sch,
+                block,
+                outer=[n],
+                inner=[kh, kw, ii],
+                chunk=chunk,
+                rows_in_chunk=taps > 1,
+                **loops,
+            )
+        schedule_interleaving_packs(sch, block)
 
     @staticmethod
     def _schedule_depthwise(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:

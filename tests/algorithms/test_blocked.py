@@ -259,3 +259,40 @@ def test_a_gate_before_a_1x1_conv_scales_its_weights_where_the_map_is_larger():
     assert gated[(16, 32)] and not gated[(32, 32)]
     names = [gv.name_hint for gv in lowered.mod.functions]
     assert sum("gated_weights" in n for n in names) == 1
+
+
+@pytest.mark.parametrize(("channels", "per_task"), [(32, True), (64, False)])
+def test_the_stem_packs_its_3_input_planes_with_the_channel_loop_unrolled(channels, per_task):
+    """The stem reads NCHW and packs its 3 planes into rows of 3-channel pixels. Vectorized
+    over the 3 channels, that pass made a gather of every pixel; with the channel loop
+    unrolled and the row left to LLVM, it is a pass of its own where the stem's tasks split
+    channel tiles too (64 outputs), else (32 outputs, one tile) each task packs the rows it
+    reads. Both match PyTorch."""
+    torch.manual_seed(0)
+    spec = InputSpec(3, 32, 10)
+    model = nn.Sequential(conv_bn(3, channels, 3, 2), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+    model.append(nn.Flatten())
+    model.append(nn.Linear(channels, 10))
+    calibrate_batchnorm(model, spec.shape)
+    inputs, refs = varying_references(model, spec.shape)
+    target = host_target()
+    lowered = lower(export(model, spec), "blocked", target)
+    (stem,) = [
+        func
+        for gv, func in lowered.mod.functions_items()
+        if gv.name_hint.startswith("fused_conv2d") and len(func.params[0].shape) == 4
+    ]
+    sch = tvm.s_tir.Schedule(stem)
+    pack = sch.get_sblock("data_pack")
+    conv = sch.get_sblock("conv_update")
+    loops = [sch.get(loop) for loop in sch.get_loops(pack)]
+    kinds = tvm.tirx.ForKind
+    assert loops[0].kind == kinds.PARALLEL
+    assert (loops[-2].kind, loops[-1].kind, int(loops[-1].extent)) == (
+        kinds.SERIAL,
+        kinds.UNROLLED,
+        3,
+    )
+    in_the_stem_task = loops[0].same_as(sch.get(sch.get_loops(conv)[0]))
+    assert in_the_stem_task == per_task
+    assert_matches(lowered, target, inputs, refs)
