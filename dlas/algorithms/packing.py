@@ -71,11 +71,11 @@ def schedule_interleave(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> 
 
 
 def schedule_interleaving_packs(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
-    """The interleaving packs a scheduled conv ``block`` reads (its parallel tasks its first
-    loop). Where the tasks split rows only, each task packs the rows it reads, in cache: the
-    stem of MobileNetV2-224 ran 1.52x and EfficientNet-B0's 1.36x faster in the model (a
-    pass of their own, 1.25x). Where they split output channels too, a task's rows would be
-    packed once per channel tile (ResNet18-224 0.97x): a pass of their own, 1.02x."""
+    """Schedules the interleaving packs that ``block``, a conv already scheduled with its parallel
+    tasks as its first loop, reads. Where the tasks split rows only, each task packs the rows it
+    reads, in cache: the stem of MobileNetV2-224 ran 1.52x and EfficientNet-B0's 1.36x faster in
+    the model (a pass of their own, 1.25x). Where they split output channels too, a task's rows
+    would be packed once per channel tile (ResNet18-224 0.97x): a pass of their own, 1.02x."""
     loops = sch.get_loops(block)
     tasks = sch.get(loops[0]).loop_var
     # The block's bindings (n, output channel block, y, x, ...) under its innermost loop.
