@@ -186,19 +186,25 @@ def test_the_winograd_size_comes_from_the_config_and_is_checked(compose_cfg):
             validate(compose_cfg("algorithm=blocked", f"algorithm.{key}=0"))
 
 
+def lowered_conv_head(cin: int, cout: int, size: int, k: int = 1, stride: int = 1):
+    """One conv (batch norm, ReLU), a global mean and a linear layer on ``size`` x ``size``
+    inputs, lowered blocked for this host: (lowered, target, inputs, PyTorch's logits)."""
+    torch.manual_seed(0)
+    spec = InputSpec(cin, size, 10)
+    model = nn.Sequential(conv_bn(cin, cout, k, stride), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+    model.extend([nn.Flatten(), nn.Linear(cout, 10)])
+    calibrate_batchnorm(model, spec.shape)
+    inputs, refs = varying_references(model, spec.shape)
+    target = host_target()
+    return lower(export(model, spec), "blocked", target), target, inputs, refs
+
+
 def test_a_16_channel_input_goes_into_blocks_a_whole_pixel_at_a_time():
     """With 16 input channels the stem reads blocked input, so the model's input is put in
     channel blocks by a kernel of its own: it runs over the pixels, in parallel, and writes
     each pixel's 16 channels as one vector (it used to vectorize along a row and store one
     channel in each of 16 cache lines). The model still matches PyTorch."""
-    torch.manual_seed(0)
-    spec = InputSpec(16, 20, 10)
-    model = nn.Sequential(conv_bn(16, 32), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    model.append(nn.Linear(32, 10))
-    calibrate_batchnorm(model, spec.shape)
-    inputs, refs = varying_references(model, spec.shape)
-    target = host_target()
-    lowered = lower(export(model, spec), "blocked", target)
+    lowered, target, inputs, refs = lowered_conv_head(16, 32, size=20)
     (transform,) = [
         func
         for gv, func in lowered.mod.functions_items()
@@ -268,15 +274,7 @@ def test_the_stem_packs_its_3_input_planes_with_the_channel_loop_unrolled(channe
     unrolled and the row left to LLVM, it is a pass of its own where the stem's tasks split
     channel tiles too (64 outputs), else (32 outputs, one tile) each task packs the rows it
     reads. Both match PyTorch."""
-    torch.manual_seed(0)
-    spec = InputSpec(3, 32, 10)
-    model = nn.Sequential(conv_bn(3, channels, 3, 2), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
-    model.append(nn.Flatten())
-    model.append(nn.Linear(channels, 10))
-    calibrate_batchnorm(model, spec.shape)
-    inputs, refs = varying_references(model, spec.shape)
-    target = host_target()
-    lowered = lower(export(model, spec), "blocked", target)
+    lowered, target, inputs, refs = lowered_conv_head(3, channels, size=32, k=3, stride=2)
     (stem,) = [
         func
         for gv, func in lowered.mod.functions_items()
