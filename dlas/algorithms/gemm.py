@@ -22,8 +22,9 @@ from .registry import ALGORITHMS
 from .schedules import extent, schedule_channel_tile
 from .shapes import LANES, ROW_KEY, STAGE_ATTRS, ConvSpec, largest_divisor, main_attrs, round_up
 
+# On an im2col that is a plain view of the input (1x1, stride 1, unpadded): inline it.
 VIEW_KEY = "dlas.view"
-K_CHUNK = 144  # 16 input channels of a 3x3 kernel  # an im2col that is a plain view of the input: inline it
+K_CHUNK = 144  # 16 input channels of a 3x3 kernel
 
 
 def output_blocks(spec: ConvSpec) -> tuple[int, int]:

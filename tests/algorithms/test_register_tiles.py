@@ -218,3 +218,26 @@ def test_pointwise_panels_match_pytorch(algorithm):
         1, 512, 28, 28, 64, 1, 1, (1, 1), (0,) * 4, (1, 1), 1, "float32", "float32"
     ).split_by_rows
     check_cases(algorithm, cases, host_target())
+
+
+@pytest.mark.parametrize("algorithm", ["spatial_pack", "blocked", "gemm"])
+def test_a_7px_layer_on_avx2_takes_the_channel_vectors_its_registers_hold(algorithm):
+    # No divisor of 7 fits AVX2's 6 accumulators beside 2 channel vectors: a tile of one pixel,
+    # whose 2 vectors are 4 ymm chains of multiply-adds. It takes 6 vectors (12 blocks), 5
+    # (10 blocks), a 3x3 layer too (stride 2: blocked's stride-1 ones run Winograd); 14 px
+    # keeps 2 vectors x 2 px, AVX-512 2 vectors x 7 px.
+    avx2, wide = _target("znver1"), _target("sapphirerapids")
+    cases = {Case(1, 1152, 7, 7, 192, 1): 6, Case(1, 960, 7, 7, 160, 1): 5}
+    cases[Case(1, 96, 14, 14, 192, 3, stride=2, pad=1)] = 6
+    for case, vectors in cases.items():
+        assert _tile_extents(case, algorithm, avx2) == {"ob_1": vectors}, case.id
+    assert _tile_extents(Case(1, 192, 14, 14, 192, 1), algorithm, avx2) == {"ob_1": 2, "x_1": 2}
+    assert _tile_extents(Case(1, 192, 7, 7, 1152, 1), algorithm, wide) == {"ob_1": 2, "x_1": 7}
+    if algorithm == "gemm":  # 960 inputs in chunks of 120: 45 KiB of weights at 6 vectors
+        head = _accumulation_head(Case(1, 960, 7, 7, 192, 1), algorithm, avx2)
+        grid = re.search(r"for k_0, x_0, k_1\b.*T\.grid\((.*)\)", head)[1]
+        k_1 = [int(e) for e in re.findall(r"\d+", grid.replace("int64", ""))][2]
+        assert k_1 * 6 * shapes.LANES * 4 <= shapes.TILE_WEIGHTS_IN_L1, grid
+    if not shapes.has_feature("avx2", host_target()):
+        pytest.skip("this CPU cannot run AVX2 code: numerics not checked")
+    check_cases(algorithm, list(cases), avx2)
