@@ -52,6 +52,7 @@ from dlas.devices.local_cpu import resolve_target_dict  # noqa: E402
 from dlas.devices.roofline import load_or_measure  # noqa: E402
 from dlas.models import create_model  # noqa: E402
 from dlas.models.stats import count_macs  # noqa: E402
+from dlas.models.train import recalibrate_batchnorm  # noqa: E402
 from dlas.perf import model_gflops  # noqa: E402
 from dlas.tuning import TuneContext, create_tuner  # noqa: E402
 
@@ -79,17 +80,30 @@ PEERS = {
 PEER_NAMES = {"pytorch": "eager", "torch_compile": "compile", "onnxruntime": "ort"}
 
 
+# The least relative change of the reference logits between two random inputs: below it a
+# broken kernel could pass the relative-error check (see prepare).
+MIN_REFERENCE_CHANGE = 1e-2
+
+
 def prepare(name: str, size: int) -> tuple[torch.nn.Module, InputSpec, np.ndarray]:
+    """Random weights and the exact batch-norm statistics of a few random batches, so that the
+    logits depend on the input. With running averages of two batches, MobileNetV2's and
+    EfficientNet-B0's logits moved by 1e-7 of their size between two inputs, and a build
+    whose 24-channel convs read the wrong channels matched PyTorch to 2e-7."""
     torch.manual_seed(0)
     spec = InputSpec(3, size, 10)
     model = create_model(name, 10, image_size=size)
     gen = torch.Generator().manual_seed(0)
-    model.train()
-    with torch.no_grad():
-        for _ in range(2):
-            model(torch.randn((4, *spec.shape[1:]), generator=gen))
+    batches = [(torch.randn((4, *spec.shape[1:]), generator=gen), None) for _ in range(3)]
+    recalibrate_batchnorm(model, batches)
     model.eval()
-    return model, spec, torch.randn(spec.shape, generator=gen).numpy()
+    x, other = (torch.randn(spec.shape, generator=gen) for _ in range(2))
+    with torch.no_grad():
+        ref, moved = model(x).numpy(), model(other).numpy()
+    change = float(np.abs(moved - ref).max() / np.abs(ref).max())
+    if change < MIN_REFERENCE_CHANGE:
+        raise RuntimeError(f"{name}@{size}: logits barely depend on the input ({change:.1e})")
+    return model, spec, x.numpy()
 
 
 def algorithm_for(name: str, cache_dir: str) -> str | Auto:

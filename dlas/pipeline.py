@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 # Bump when lowering or building changes what a cached library contains.
 # 36: more channel vectors in 1-pixel tiles (7-px maps on AVX2);
+# 37: blocked convs reduce only over the input channels their weights weigh (not the padding);
+# 36: more channel vectors in 1-pixel tiles (7-px maps on AVX2);
 # 35: the stem's 3-plane pack with its channel loop unrolled, per task where tasks split rows;
 # 34: more 2-vector panels (bands of few tiles, wide rows); 33: pointwise panels of 2 vectors;
 # 32: 1x1 layers of 512+ input channels in pointwise panels (AVX-512); 31: 3x3 layers on
@@ -45,7 +47,7 @@ log = logging.getLogger(__name__)
 # 29: blocked's Winograd F(2x2, 3x3) at 7-13 px; 27-28: a Winograd product over few tiles
 # with one vector; 23-26: Winograd's passes, V by position, pad and epilogue by the helpers;
 # 13-22 (git log): means by the elements read, depthwise split as the layer before, L1 tiles
-BUILD_VERSION = 36
+BUILD_VERSION = 37
 FALLBACKS_FILE = "schedule_fallbacks.json"
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+from collections import Counter
+
+import numpy as np
 import pytest
 import torch
 import tvm
@@ -9,6 +13,8 @@ from torch import nn
 from tvm import relax
 
 from dlas.algorithms import blocked_layout, lower
+from dlas.algorithms.blocked import read_channels
+from dlas.algorithms.shapes import ALGORITHM_KEY
 from dlas.compiler.build import build
 from dlas.compiler.export import export
 from dlas.data import InputSpec
@@ -86,6 +92,37 @@ def test_every_eligible_conv_runs_blocked_and_matches_pytorch(bottlenecks):
     names = [gv.name_hint for gv in lowered.mod.functions]
     transforms = [n for n in names if blocked_layout.TRANSFORM_PREFIX in n]
     assert transforms and all(n.startswith("fused_") for n in transforms)
+
+
+def blocked_conv_reductions(lowered) -> Counter:
+    """How many of the blocked convs' reductions run over each length (channels x taps)."""
+    from dlas.algorithms.schedules import annotated_blocks, is_reduction
+
+    lengths = Counter()
+    for _, func in lowered.mod.functions_items():
+        if not isinstance(func, tvm.tirx.PrimFunc):
+            continue
+        sch = tvm.s_tir.Schedule(func)
+        for block in annotated_blocks(sch, ALGORITHM_KEY):
+            stmt = sch.get(block)
+            if str(stmt.annotations[ALGORITHM_KEY]) == "blocked" and is_reduction(sch, block):
+                reduce = tvm.tirx.IterVar.CommReduce
+                axes = [iv for iv in stmt.iter_vars if iv.iter_type == reduce]
+                lengths[math.prod(int(iv.dom.extent) for iv in axes)] += 1
+    return lengths
+
+
+def test_a_conv_does_not_reduce_over_the_zero_channels_its_input_was_padded_with(bottlenecks):
+    """The two 1x1 convs of 24 input channels (32 in blocks, 8 of them padding) reduce over
+    the 24 their weights weigh, in half blocks of 8; the matching is the test above."""
+    mod, *_ = bottlenecks
+    lowered = lower(mod, "blocked", host_target())
+    lengths = blocked_conv_reductions(lowered)
+    assert lengths[24] == 2, lengths
+    assert lengths[32] == 1  # the projection of the stem's 32 channels reads them all
+    weight = np.zeros((16, 48, 3, 3), "float32")
+    weight[3, 36, 2, 0] = 1.0
+    assert read_channels(weight) == 40  # up to the last weighed channel, in half blocks
 
 
 def test_pad_channels_alone_keeps_the_models_function(bottlenecks):

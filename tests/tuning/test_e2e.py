@@ -159,16 +159,16 @@ def test_tuning_stops_when_tasks_stop_improving(tuned):
     # After the reuse tests: its trials add records to the shared database.
     compose_cfg, tmp, _, _ = tuned
     overrides = [o for o in TUNE if not o.startswith(("tuning.trials=", "tuning.trials_per_iter"))]
-    # Rounds of 2 trials: a task that has not improved by 90% in its second round is done.
+    # Rounds of 1 trial: a task that has not improved by 90% in its second round is done.
     stopping = (
         "tuning.stop_patience=1",
         "tuning.stop_min_improvement=0.9",
-        "tuning.trials=64",
-        "tuning.trials_per_iter=2",
+        "tuning.trials=32",
+        "tuning.trials_per_iter=1",
     )
     metrics, _ = run(compose_cfg, tmp, *overrides, *stopping, "tuning.seed=3")
     assert metrics["tune/tasks_stopped_early"] >= 1
-    assert 0 < metrics["tune/new_trials"] < 64
+    assert 0 < metrics["tune/new_trials"] < 32
     assert metrics["compare/max_abs_logit_diff"] < 1e-3
 
 
