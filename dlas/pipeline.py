@@ -36,8 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Bump when lowering or building changes what a cached library contains.
-# 36: more channel vectors in 1-pixel tiles (7-px maps on AVX2);
-# 37: blocked convs reduce only over the input channels their weights weigh (not the padding);
+# 37: blocked convs reduce only over the input channels with nonzero weights (not the padding);
 # 36: more channel vectors in 1-pixel tiles (7-px maps on AVX2);
 # 35: the stem's 3-plane pack with its channel loop unrolled, per task where tasks split rows;
 # 34: more 2-vector panels (bands of few tiles, wide rows); 33: pointwise panels of 2 vectors;

@@ -171,14 +171,14 @@ def emit_kernel(
 
 
 def read_channels(weight: np.ndarray) -> int:
-    """The input channels a conv reads: up to the last one some filter weighs, in half blocks.
-    blocked_layout pads MobileNetV2's and EfficientNet-B0's 24 and 40 channels to 32 and 48,
-    and the next conv weighs the padding by zeros: a reduction over them spent a quarter of a
-    24 -> 144 layer's multiply-adds on nothing. Whole models, round-robin on a 2-core AVX2
-    EPYC, outputs bitwise equal: MobileNetV2-32 and -224 1.02x faster (95%: 1.02-1.03),
-    EfficientNet-B0 1.01x (1.00-1.03)."""
-    weighed = np.flatnonzero(np.any(weight != 0, axis=(0, 2, 3)))
-    read = round_up(int(weighed[-1]) + 1 if weighed.size else 1, HALF_BLOCK)
+    """The input channels a conv reads: up to the last one with a nonzero weight, in half
+    blocks. blocked_layout pads MobileNetV2's and EfficientNet-B0's 24 and 40 channels to 32
+    and 48, and gives the next conv zero weights for the padding: a reduction over them spent
+    a quarter of a 24 -> 144 layer's multiply-adds on nothing. Whole models, round-robin on a
+    2-core AVX2 EPYC, outputs bitwise equal: MobileNetV2-32 and -224 1.02x faster (95%:
+    1.02-1.03), EfficientNet-B0 1.01x (1.00-1.03)."""
+    nonzero = np.flatnonzero(np.any(weight != 0, axis=(0, 2, 3)))
+    read = round_up(int(nonzero[-1]) + 1 if nonzero.size else 1, HALF_BLOCK)
     return min(read, int(weight.shape[1]))
 
 
@@ -297,8 +297,8 @@ def _blocked_input(
 
 
 def _conv(data: te.Tensor, packed: te.Tensor, spec: ConvSpec) -> te.Tensor:
-    """The conv of ``packed`` weights ([OC/16, IC/b, KH, KW, b, 16]): over the input channels
-    they hold (read_channels), in blocks of b, which may be half the data's blocks."""
+    """The conv of ``packed`` weights ([OC/16, IC/b, KH, KW, b, 16]) over the input channels
+    they hold (read_channels), in blocks of b: the data's 16, or half of them."""
     d, cbi = _blocked_input(data, spec)
     (sh, sw), (dh, dw) = spec.strides, spec.dilation
     step = int(packed.shape[4])  # input channels a weight block holds: cbi, or half of it

@@ -64,8 +64,8 @@ class SpatialPack(PackedAlgorithm):
     # --- computes ----------------------------------------------------------------------
     @staticmethod
     def pack_weight(weight: np.ndarray, spec: ConvSpec, cbi: int | None = None) -> np.ndarray:
-        """OIHW -> [OC/cbo, IC/cbi, KH, KW, cbi, cbo], zero channels past OC; ``cbi`` by
-        default :func:`.packing.channel_blocks`'."""
+        """OIHW -> [OC/cbo, IC/cbi, KH, KW, cbi, cbo], zero channels past OC; the input block
+        ``cbi`` is :func:`.packing.channel_blocks`' unless given."""
         default_cbi, cbo, oc_pad = channel_blocks(spec)
         cbi = cbi or default_cbi
         w = np.pad(weight, [(0, oc_pad - spec.out_channels), (0, 0), (0, 0), (0, 0)])

@@ -114,7 +114,7 @@ def blocked_conv_reductions(lowered) -> Counter:
 
 def test_a_conv_does_not_reduce_over_the_zero_channels_its_input_was_padded_with(bottlenecks):
     """The two 1x1 convs of 24 input channels (32 in blocks, 8 of them padding) reduce over
-    the 24 their weights weigh, in half blocks of 8; the matching is the test above."""
+    the 24 with nonzero weights, in half blocks of 8; the test above checks their numbers."""
     mod, *_ = bottlenecks
     lowered = lower(mod, "blocked", host_target())
     lengths = blocked_conv_reductions(lowered)
@@ -122,7 +122,7 @@ def test_a_conv_does_not_reduce_over_the_zero_channels_its_input_was_padded_with
     assert lengths[32] == 1  # the projection of the stem's 32 channels reads them all
     weight = np.zeros((16, 48, 3, 3), "float32")
     weight[3, 36, 2, 0] = 1.0
-    assert read_channels(weight) == 40  # up to the last weighed channel, in half blocks
+    assert read_channels(weight) == 40  # to the last channel with a nonzero weight, in halves
 
 
 def test_pad_channels_alone_keeps_the_models_function(bottlenecks):
