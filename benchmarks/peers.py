@@ -4,8 +4,8 @@
     python benchmarks/peers.py --models mobilenet_v2@224,efficientnet_b0@224 --repeat 20
     python benchmarks/peers.py --algorithms direct,winograd --peers onnxruntime
 
-Batch 1, random weights (batch-norm statistics from a few random batches, so every layer does
-real work), every system on the same ``--threads`` in this one process. The systems are timed
+Batch 1, random weights (batch-norm statistics exact over a few random batches, so that the
+logits depend on the input and the check against PyTorch can fail), every system on the same ``--threads`` in this one process. The systems are timed
 round-robin: each round gives every system 0.1 s of untimed calls (the previous system's idle
 workers spin for a while, and would otherwise slow it) and then ``--calls`` timed ones;
 the figure is the median over all rounds, and a row's notes give dlas/ort, and the fastest
