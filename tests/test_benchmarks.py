@@ -248,6 +248,29 @@ def test_peer_layers_finds_every_conv_kernel_of_a_blocked_build() -> None:
     assert {key[0] for key in keys.values()} >= {3, 16}  # the stem's NCHW input, then blocks
 
 
+def test_benchmark_models_are_refused_where_the_logits_do_not_depend_on_the_input(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """peers.prepare's models are what every benchmark checks its builds against: a model whose
+    logits barely move with the input (MobileNetV2's did, 1e-7) would pass a broken build."""
+    import torch
+
+    peers = _benchmark("peers")
+    model, spec, x = peers.prepare("tiny_cnn", 32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x))
+        moved = model(torch.randn_like(torch.from_numpy(x)))
+    assert (moved - ref).abs().max() > peers.MIN_REFERENCE_CHANGE * ref.abs().max()
+
+    class Constant(torch.nn.Module):
+        def forward(self, batch: torch.Tensor) -> torch.Tensor:
+            return torch.ones(batch.shape[0], 10) + 0 * batch.mean()
+
+    monkeypatch.setattr(peers, "create_model", lambda *args, **kwargs: Constant())
+    with pytest.raises(RuntimeError, match="barely depend on the input"):
+        peers.prepare("tiny_cnn", 32)
+
+
 def test_round_robin_warms_each_system_up_on_its_own_calls_before_timing_it() -> None:
     # A pause instead let the previous system's spinning workers slow ONNX Runtime 2-4x.
     log: list[str] = []
