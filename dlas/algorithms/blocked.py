@@ -16,7 +16,6 @@ from the blocked layout fused into the kernels beside it.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -160,13 +159,11 @@ def emit_kernel(
     if kernel in WINOGRAD_TILES:
         packed = relax.const(winograd.Winograd.pack_weight(weight, spec, WINOGRAD_TILES[kernel]))
         return call_te(bb, _winograd, data, packed, spec=spec, name="conv2d")
+    step = None
     if len(data.ty.shape) == 5:  # blocked input: its padding channels need not be read
         read = read_channels(weight)
-        step = BLOCK if read % BLOCK == 0 else HALF_BLOCK
-        read_spec = dataclasses.replace(spec, in_channels=read)
-        packed = relax.const(SpatialPack.pack_weight(weight[:, :read], read_spec, step))
-    else:
-        packed = relax.const(SpatialPack.pack_weight(weight, spec))
+        weight, step = weight[:, :read], BLOCK if read % BLOCK == 0 else HALF_BLOCK
+    packed = relax.const(SpatialPack.pack_weight(weight, spec, step))
     return call_te(bb, _conv, data, packed, spec=spec, name="conv2d")
 
 
