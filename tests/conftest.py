@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
 from dlas.config import register_schemas
+from dlas.models.train import recalibrate_batchnorm
 
 register_schemas()
 torch.set_num_threads(2)
@@ -66,12 +67,6 @@ def calibrate_batchnorm(model: torch.nn.Module, shape: tuple[int, ...], steps: i
     """Give a fresh network realistic BN statistics so its outputs depend on the input
     (untrained nets can be degenerate: logits equal to the bias make any comparison pass)."""
     gen = torch.Generator().manual_seed(0)
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average: exact statistics after a few batches
-    model.train()
-    with torch.no_grad():
-        for _ in range(steps):
-            model(torch.randn((8, *shape[1:]), generator=gen))
+    batches = [(torch.randn((8, *shape[1:]), generator=gen), None) for _ in range(steps)]
+    recalibrate_batchnorm(model, batches)
     model.eval()

@@ -58,15 +58,17 @@ SPARSE_CANDIDATES = ("sparse_direct", "sparse_gemm", "sparse_spatial_pack")
 # whose weights fit in L1 reduce in registers; 16: the race times 5x the calls; 15: blocked's
 # kernels timed in its race; 14: candidates timed with cold caches; 13: direct's pointwise tiles on
 # odd-vector planes; 12: candidates timed round-robin; 32: more channel vectors in 1-pixel
-# tiles (7-px maps on AVX2); 33: blocked convs skip the padding channels of their input
-CHOICES_VERSION = 33
+# tiles (7-px maps on AVX2); 33: blocked convs skip the padding channels of their input; 34:
+# chunked tiles reduce 16 KiB of weights a pass on AVX2
+CHOICES_VERSION = 34
 # Bump when what the whole-model race means changes. 2: warmed up as the run's latency,
 # blocked with its own kernels too; 3: blocked puts input gates in 1x1 convs' weights; 4: 3x3
 # layers on small maps take their rows inside each channel chunk; 5: pointwise panels;
 # 6: panels of 2 vectors; 7: more 2-vector panels (bands of few tiles, wide rows); 8: the
 # stem's pack with its channel loop unrolled; 9: more channel vectors in 1-pixel tiles;
-# 10: blocked convs skip the padding channels of their input.
-RACE_VERSION = 10
+# 10: blocked convs skip the padding channels of their input; 11: chunked tiles reduce 16 KiB
+# of weights a pass on AVX2.
+RACE_VERSION = 11
 # The whole-model race makes this many times a layer's calls, in as many times its rounds: the
 # two lowerings often run within 5% of each other. Re-raced 24 times each way, VGG-16-32's
 # per-layer over blocked ranged 0.946-1.072 with 20 calls in 5 rounds, 0.968-1.028 with 100

@@ -241,3 +241,28 @@ def test_a_7px_layer_on_avx2_takes_the_channel_vectors_its_registers_hold(algori
     if not shapes.has_feature("avx2", host_target()):
         pytest.skip("this CPU cannot run AVX2 code: numerics not checked")
     check_cases(algorithm, list(cases), avx2)
+
+
+def _reduction_chunk(case: Case, algorithm: str, target: tvm.target.Target) -> int:
+    """Input-channel blocks the conv's tile reduces per pass (the extent of ``ib_1``)."""
+    head = _accumulation_head(case, algorithm, target)
+    names, grid = re.search(r"for ([\w, ]*\bib_1\b[\w, ]*) in T\.grid\((.*)\)", head).groups()
+    extents = [int(e) for e in re.findall(r"\d+", grid.replace("int64", ""))]
+    return dict(zip(names.split(", "), extents, strict=True))["ib_1"]
+
+
+@pytest.mark.parametrize("algorithm", ["spatial_pack", "blocked"])
+def test_a_1x1_layer_of_many_channels_on_avx2_reduces_16_kib_of_weights_a_pass(algorithm):
+    # ResNet50's 1024 -> 256 at 14 px on AVX2: tiles of 2 vectors reduce 128 input channels
+    # (8 blocks, 16 KiB of weights) per pass over their row, 6 vectors at 7 px 32 (2 blocks).
+    # A 3x3 layer's block of weights (18 KiB) keeps passes of one block (stride 2: blocked's
+    # stride-1 ones run Winograd), as does AVX-512 where no panel takes the layer.
+    avx2, wide = _target("znver1"), _target("sapphirerapids")
+    cases = {Case(1, 1024, 14, 14, 256, 1): 8, Case(1, 1152, 7, 7, 192, 1): 2}
+    cases[Case(1, 256, 16, 16, 64, 3, stride=2, pad=1)] = 1
+    for case, blocks in cases.items():
+        assert _reduction_chunk(case, algorithm, avx2) == blocks, case.id
+    assert _reduction_chunk(Case(1, 384, 14, 14, 64, 1), algorithm, wide) == 1
+    if not shapes.has_feature("avx2", host_target()):
+        pytest.skip("this CPU cannot run AVX2 code: numerics not checked")
+    check_cases(algorithm, [Case(1, 512, 14, 14, 128, 1), Case(1, 1152, 7, 7, 96, 1)], avx2)
