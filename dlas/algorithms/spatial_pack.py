@@ -10,6 +10,7 @@ structure of TOPI's x86 conv2d_NCHWc schedule.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -186,7 +187,10 @@ class SpatialPack(PackedAlgorithm):
 
 
 def chunk_blocks(
-    sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, loops: dict, inner: list
+    sch: s_tir.Schedule,
+    block: s_tir.schedule.SBlockRV,
+    loops: dict[str, s_tir.schedule.LoopRV],
+    inner: Sequence[s_tir.schedule.LoopRV],
 ) -> int:
     """Input-channel blocks a chunked tile reduces per pass over its row of tiles: CHANNEL_CHUNK
     channels; on targets of fewer accumulators than AVX-512's, as many as fill
