@@ -196,7 +196,7 @@ def chunk_blocks(
     channels; on targets of fewer accumulators than AVX-512's, as many as fill
     CHUNK_WEIGHT_BYTES with the tile's weights, if more. A 16-channel pass loads and stores a
     2 x 2 tile's sums for 64 multiply-adds each. On a 2-core AVX2 EPYC, ResNet50's 1x1 layers
-    of 512-1024 inputs at 14 and 28 px ran 1.07-1.20x faster alone (7 px: 0.91-1.06x),
+    of 512-1024 inputs at 14 and 28 px ran 1.07-1.20x faster alone (7 px: 0.58-1.06x),
     ResNet50-224 1.05x and DenseNet161-224 1.04x as whole models (algorithms/README.md); 3x3
     layers (18 KiB a block) keep theirs.
     AVX-512's larger tiles and panels were measured with 16 channels only."""
