@@ -5,16 +5,16 @@
     python benchmarks/peers.py --algorithms direct,winograd --peers onnxruntime
 
 Batch 1, random weights (batch-norm statistics exact over a few random batches, so that the
-logits depend on the input and the check against PyTorch can fail), every system on the same ``--threads`` in this one process. The systems are timed
-round-robin: each round gives every system 0.1 s of untimed calls (the previous system's idle
-workers spin for a while, and would otherwise slow it) and then ``--calls`` timed ones;
-the figure is the median over all rounds, and a row's notes give dlas/ort, and the fastest
-dlas build over the runner-up, each with its 95% interval from resampling whole rounds
-(``dlas.measure.speedup``). dlas = the fastest of its
+logits depend on the input and the check against PyTorch can fail), every system on the same
+``--threads`` in this one process. The systems are timed round-robin: each round gives every
+system 0.1 s of untimed calls (the previous system's idle workers spin for a while, and would
+otherwise slow it) and then ``--calls`` timed ones; the figure is the median over all rounds,
+and a row's notes give dlas/ort, and the fastest dlas build over the runner-up, each with its
+95% interval from resampling whole rounds (``dlas.measure.speedup``). dlas = the fastest of its
 untuned builds (one per algorithm, and ``auto``'s per-layer choice), each checked against
 PyTorch. GFLOP/s are 2 x the model's MACs / median latency; "of peak" is against this host's
-measured float32 roofline (dlas.devices.roofline, cached). The load average is printed with
-the table: on a shared machine, compare ratios, not milliseconds.
+measured float32 roofline (dlas.devices.roofline, cached). The load average is printed with the
+table: on a shared machine, compare ratios, not milliseconds.
 """
 
 from __future__ import annotations

@@ -229,6 +229,14 @@ def tile_weight_bytes(
     return math.prod(extent(sch, lp) for lp in reduction) * vectors * LANES * itemsize
 
 
+def reduces_whole(
+    sch: s_tir.Schedule, block: SBlockRV, reduction: Sequence[LoopRV], vectors: int
+) -> bool:
+    """Whether a tile of ``vectors`` reduces all of ``reduction`` at once, its sums in
+    registers: its weights over those loops fit in L1 (TILE_WEIGHTS_IN_L1)."""
+    return tile_weight_bytes(sch, block, reduction, vectors) <= TILE_WEIGHTS_IN_L1
+
+
 def schedule_channel_tile(
     sch: s_tir.Schedule,
     block: SBlockRV,
@@ -271,9 +279,7 @@ def schedule_channel_tile(
             steps = TILE_WEIGHTS_IN_L1 // tile_weight_bytes(sch, block, inner, vectors)
             chunk = largest_divisor(extent(sch, reduction), max(1, min(chunk, steps)))
     # Read before the splits below replace the loops.
-    whole_reduction = (
-        tile_weight_bytes(sch, block, [reduction, *inner], vectors) <= TILE_WEIGHTS_IN_L1
-    )
+    whole_reduction = reduces_whole(sch, block, [reduction, *inner], vectors)
     plane = extent(sch, y) * extent(sch, x) * vectors * LANES * 4  # float32 partial sums
     rows, cols = pixel_tile(extent(sch, y), extent(sch, x), vectors)
     ob_o, ob_i = tile(sch, channels, vectors)

@@ -25,6 +25,7 @@ from .registry import ALGORITHMS
 from .schedules import (
     extent,
     finish_reduction,
+    reduces_whole,
     schedule_channel_tile,
     tile,
     tile_weight_bytes,
@@ -33,7 +34,6 @@ from .shapes import (
     CHANNEL_CHUNK,
     LANES,
     MAX_ACCUMULATORS,
-    TILE_WEIGHTS_IN_L1,
     ConvSpec,
     channel_vectors,
     largest_divisor,
@@ -198,14 +198,14 @@ def chunk_blocks(
     2 x 2 tile's sums for 64 multiply-adds each. On a 2-core AVX2 EPYC, ResNet50's 1x1 layers
     of 512-1024 inputs at 14 and 28 px ran 1.07-1.20x faster alone (7 px: 0.58-1.06x),
     ResNet50-224 1.05x and DenseNet161-224 1.04x as whole models (algorithms/README.md); 3x3
-    layers (18 KiB a block) keep theirs.
-    AVX-512's larger tiles and panels were measured with 16 channels only."""
+    layers (18 KiB a block) keep theirs. AVX-512's larger tiles and panels were measured with
+    16 channels only."""
     ib, ii = loops["reduction"], inner[-1]
     blocks = CHANNEL_CHUNK // extent(sch, ii)
     if max_accumulators() < MAX_ACCUMULATORS:
         vectors = channel_vectors(*(extent(sch, loops[k]) for k in ("channels", "y", "x")))
-        per_block = tile_weight_bytes(sch, block, inner, vectors)
-        if per_block * extent(sch, ib) > TILE_WEIGHTS_IN_L1:  # else it reduces all at once
+        if not reduces_whole(sch, block, [ib, *inner], vectors):
+            per_block = tile_weight_bytes(sch, block, inner, vectors)
             blocks = max(blocks, CHUNK_WEIGHT_BYTES // per_block)
     return largest_divisor(extent(sch, ib), max(1, blocks))
 
