@@ -12,7 +12,6 @@ SiLU, in the epilogue of every EfficientNet conv, use a cheaper exp of their own
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
 
 from tvm import relax, te, tirx, topi
@@ -26,24 +25,25 @@ def _fast_exp(x: te.Tensor) -> te.Tensor:
     return topi.fast_exp(x)
 
 
-# e^-g for |g| <= ln(2)/2 as one Horner polynomial of degree 5 in g, coefficients highest
-# first (e^f's, fitted for relative error, with the signs of the odd powers flipped): 2e-7 in
-# float32 against 1e-7 for degree 6, one multiply-add less. Plain Horner keeps one value live
-# between steps: TOPI's 1 + f + f^2 P(f) keeps f^2 too, and an epilogue vectorized across a
-# 56-wide row (four registers a value) then spilled.
+# e^-g for |g| <= ln(2)/2 as one Horner polynomial of degree 4 in g, coefficients highest
+# first, fitted for relative error (Lawson's iteration): 2.6e-6, against 7.5e-8 for degree 5.
+# Sigmoid and SiLU inherit that relative error, 40x inside the 1e-4 a model's logits must keep
+# against PyTorch. A multiply-add less made a standalone SiLU kernel 1.08x faster on Zen 1,
+# whose vector ports are the bound (each AVX2 instruction is two halves). Plain Horner keeps
+# one value live between steps: TOPI's 1 + f + f^2 P(f) keeps f^2 too, and an epilogue
+# vectorized across a 56-wide row (four registers a value) then spilled.
 _EXP_NEG_POLYNOMIAL = (
-    -0.00829797067418553,
-    0.04191540125498289,
-    -0.1666757004918304,
-    0.49998894622560613,
-    -0.9999996933624751,
-    1.0000000716882749,
+    0.041458399441042015,
+    -0.1679103114711335,
+    0.5000436740660752,
+    -0.9999633322694214,
+    0.9999992592292174,
 )
 # 1.5 * 2^23 + 127: a float32 sum with it is rounded to an integer n, and leaves n + 127 in the
-# low mantissa bits, so a shift makes 2^n's bits, and n is those bits less the sum's own (the
-# float subtraction of the bias would be simplified away with the rounding).
+# low mantissa bits, so a shift makes 2^n's bits. n is the sum less the bias, subtracted from
+# the sum's bits reinterpreted (one float subtraction; written on the sum itself it would be
+# simplified away with the rounding).
 _EXPONENT_BIAS = 12582912.0 + 127.0
-_EXPONENT_BIAS_BITS = struct.unpack("<i", struct.pack("<f", _EXPONENT_BIAS))[0]  # 0x4B40007F
 _LOG2E = 1.4426950408889634
 _LN2 = 0.6931471805599453
 
@@ -54,10 +54,11 @@ def _one_plus_exp_neg(x: tirx.PrimExpr, dtype: str) -> tirx.PrimExpr:
     Each vector instruction counts: EfficientNet-B0 (blocked) spends about a sixth of its
     time in its sigmoids (1.19x faster with a max in their place), at about the rate the
     vector ports issue them. -x never appears (its sign is in the constants), the rounding is
-    the bias's addition, and LLVM fuses the final ``2^n * p + 1`` into one multiply-add: 14
-    instructions a value with the division, where a round, a negation and a degree-6
-    polynomial made 17 (1.02x on that model; replacing the division by Newton steps was
-    slower)."""
+    the bias's addition, and LLVM fuses the final ``2^n * p + 1`` into one multiply-add: 12
+    instructions a value with the division. 14 (a degree-5 polynomial, n from the integer
+    bits) ran EfficientNet-B0-224 1.02x slower on a 2-core Zen 1 (95%: 1.017-1.027, A/A
+    1.001); 17 (a round, a negation, degree 6) had run it 1.02x slower than 14. Replacing the
+    division by Newton steps was slower."""
 
     def const(value: float) -> tirx.PrimExpr:
         return tirx.const(value, dtype)
@@ -65,7 +66,7 @@ def _one_plus_exp_neg(x: tirx.PrimExpr, dtype: str) -> tirx.PrimExpr:
     x = tirx.max(tirx.min(x, const(87.0)), const(-88.0))
     biased = x * const(-_LOG2E) + const(_EXPONENT_BIAS)  # n + 127 + 1.5 * 2^23, n = -x log2 e
     bits = tirx.reinterpret("int32", biased)
-    n = (bits - tirx.const(_EXPONENT_BIAS_BITS, "int32")).astype(dtype)
+    n = tirx.reinterpret(dtype, bits) - const(_EXPONENT_BIAS)
     g = x + n * const(_LN2)  # -x = n ln 2 - g
     p = const(_EXP_NEG_POLYNOMIAL[0])
     for coefficient in _EXP_NEG_POLYNOMIAL[1:]:
