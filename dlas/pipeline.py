@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Bump when lowering or building changes what a cached library contains.
-# 39: sigmoid and SiLU in 12 vector ops (a degree-4 polynomial);
+# 39: sigmoid and SiLU in 12 vector ops (a degree-4 polynomial), x * sigmoid(x) as one silu;
 # 38: chunked tiles reduce 16 KiB of weights a pass on AVX2;
 # 37: blocked convs reduce only over the input channels with nonzero weights (not the padding);
 # 36: more channel vectors in 1-pixel tiles (7-px maps on AVX2);

@@ -8,7 +8,7 @@ from typing import Any
 import tvm
 from tvm import relax, tirx
 
-from .activations import activation_legalizers
+from .activations import SigmoidGateToSilu, activation_legalizers
 from .base import Algorithm
 from .constants import FoldConstants
 from .default_schedules import SCHEDULE_FALLBACK_ATTR, schedule_module
@@ -73,6 +73,7 @@ def lower(
         relax.transform.DeadCodeElimination(),
         # int8 layers: rescale, bias, activation and requantization as one multiply-add.
         FoldRequantize(),
+        SigmoidGateToSilu(),
         *algo.graph_passes(),
         relax.transform.LegalizeOps(
             {

@@ -112,3 +112,34 @@ def test_activation_values(op, ref):
     assert np.max(np.abs(got[:n] - want[:n]) / np.abs(want[:n]).clip(1e-30)) <= 1e-5
     assert np.all(np.isfinite(got))
     assert np.all(np.abs(got[n:] - want[n:]) <= 1e-30 + 1e-6 * np.abs(want[n:]))
+
+
+def test_a_sigmoid_gate_of_its_own_input_becomes_one_silu():
+    """x * sigmoid(x) (SiLU as exported models write it) is one silu, legalized as
+    x / (1 + e^-x); a sigmoid gate of another value (squeeze-excitation) stays a product."""
+    from dlas.algorithms.activations import SigmoidGateToSilu
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 8, 4, 4), "float32"))
+    g = relax.Var("g", relax.TensorType((1, 8, 1, 1), "float32"))
+    with bb.function("main", [x, g]):
+        with bb.dataflow():
+            silu = bb.emit(relax.op.multiply(bb.emit(relax.op.sigmoid(x)), x))
+            gated = bb.emit(relax.op.multiply(silu, bb.emit(relax.op.sigmoid(g))))
+            out = bb.emit_output(gated)
+        bb.emit_func_output(out)
+    mod = relax.transform.DeadCodeElimination()(SigmoidGateToSilu()(bb.get()))
+    ops = [
+        binding.value.op.name
+        for block in mod["main"].body.blocks
+        for binding in block.bindings
+        if isinstance(binding.value, relax.Call)
+    ]
+    assert ops == ["relax.nn.silu", "relax.sigmoid", "relax.multiply"]
+    x_np = np.random.default_rng(0).standard_normal((1, 8, 4, 4)).astype("float32")
+    g_np = np.random.default_rng(1).standard_normal((1, 8, 1, 1)).astype("float32")
+    target = host_target()
+    vm = relax.VirtualMachine(build(lower(bb.get(), "direct", target).mod, target), tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(x_np), tvm.runtime.tensor(g_np)).numpy()
+    want = x_np / (1 + np.exp(-x_np)) / (1 + np.exp(-g_np))
+    assert relative_error(got, want) <= 1e-5
