@@ -39,6 +39,14 @@ def one_thread():
         yield
 
 
+@pytest.fixture
+def builder():
+    """An in-process builder, closed after the test (it keeps a folder under /tmp)."""
+    builder = InProcessBuilder(1, export=False)
+    yield builder
+    builder.close()
+
+
 def _store_with_record(path: Path, target, builder, runner, sizes, edit):
     """A store with the default schedule of an MLP's first task, timed, and a record of the
     task scheduled by ``edit(sch, block)`` as if timed 100x faster than the default."""
@@ -77,9 +85,10 @@ def _lucky_store(path: Path, target, builder, runner):
     return store, task
 
 
-def test_a_record_timed_in_a_quiet_moment_does_not_beat_a_faster_default(tmp_path, one_thread):
+def test_a_record_timed_in_a_quiet_moment_does_not_beat_a_faster_default(
+    tmp_path, one_thread, builder
+):
     target = host_target()
-    builder = InProcessBuilder(1, export=False)
     runner = InProcessRunner(ms.runner.EvaluatorConfig(number=5, repeat=3))
     store, task = _lucky_store(tmp_path, target, builder, runner)
     mod = task.dispatched[0]
@@ -97,11 +106,12 @@ def test_a_record_timed_in_a_quiet_moment_does_not_beat_a_faster_default(tmp_pat
     assert tvm_ffi.structural_equal(_applied(reopened, mod), default_mod)
 
 
-def test_a_store_tuned_before_verification_is_checked_on_its_next_use(tmp_path, one_thread):
+def test_a_store_tuned_before_verification_is_checked_on_its_next_use(
+    tmp_path, one_thread, builder
+):
     """Nothing left to tune, yet the build times the lucky record against the default and
     applies the default (the check runs once per workload: the next build reuses it)."""
     target = host_target()
-    builder = InProcessBuilder(1, export=False)
     runner = InProcessRunner(ms.runner.EvaluatorConfig(number=5, repeat=3))
     store, task = _lucky_store(tmp_path / "tuning" / target_key(target), target, builder, runner)
     store.mark_tuned({task.task_name: task.dispatched[0]}, 1000.0)
@@ -120,12 +130,11 @@ def test_a_store_tuned_before_verification_is_checked_on_its_next_use(tmp_path, 
 
 
 def test_a_record_taking_a_weight_in_its_own_layout_is_timed_with_its_arguments(
-    tmp_path, one_thread
+    tmp_path, one_thread, builder
 ):
     """A searched schedule may take a weight in another layout (MetaSchedule's RewriteLayout):
     it is timed against the default with arguments in its own shapes, not the task's."""
     target = host_target()
-    builder = InProcessBuilder(1, export=False)
     runner = InProcessRunner(ms.runner.EvaluatorConfig(number=5, repeat=3))
 
     def packed(sch, block):

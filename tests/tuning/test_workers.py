@@ -68,6 +68,8 @@ def test_killed_tuning_run_leaves_no_worker(tmp_path):
     """,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # The killed run cannot remove its builder's temporary folder: leave it in tmp_path.
+        env=dict(os.environ, TMPDIR=str(tmp_path)),
     )
     parent = psutil.Process(proc.pid)
     try:
