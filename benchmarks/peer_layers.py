@@ -11,10 +11,11 @@ dlas.profile.profile_kernels; a layer's time is the median over its calls. Layer
 ORT blocked a layer, with its channels padded) and from the first and last arguments of dlas's
 kernels (a kernel whose arguments are not those two, such as a separate transform stage, counts
 as "other"), and summed over the layers that share them. A layer's time includes what each
-system fused into it: an activation ORT runs as nodes of its own (SiLU as Sigmoid and Mul) is
-in ORT's "other", while dlas's conv kernel computes it. Then both whole models, unprofiled and
-round-robin (``dlas.measure.speedup``), with the load average: profiles show where the
-difference is, the round-robin figure how large it is.
+system fused into it, and what ORT runs after a conv as elementwise nodes of their own (SiLU as
+QuickGelu, a residual Add), which dlas's conv kernel computes: read from ORT's optimized graph,
+such a node joins the layer its first input comes from (``joined_nodes``). Then both whole
+models, unprofiled and round-robin (``dlas.measure.speedup``), with the load average: profiles
+show where the difference is, the round-robin figure how large it is.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ import os
 import tempfile
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 THREADS = int(os.environ.setdefault("TVM_NUM_THREADS", "2"))
 
 import _libraries  # noqa: E402
 import numpy as np  # noqa: E402
+import onnx  # noqa: E402
 import tvm  # noqa: E402
 from peers import prepare  # noqa: E402
 from tvm import relax  # noqa: E402
@@ -84,10 +87,35 @@ def layer_of(x: list[int], out: list[int], known: set[Key]) -> Key:
     return found[0] if len(found) == 1 else (ic, x[2], oc, out[2])
 
 
+# ORT ops that dlas fuses into the conv kernel whose output they read (activations, residual
+# adds, gates): ORT's fused conv takes only a plain activation.
+EPILOGUE_OPS = {
+    "QuickGelu", "Sigmoid", "Mul", "Add", "Sum", "Relu", "Clip", "HardSigmoid", "HardSwish",
+}  # fmt: skip
+
+
+def joined_nodes(nodes: list[Any]) -> dict[str, str]:
+    """Node name -> the conv node it joins, for ONNX ``nodes`` in graph order: an
+    EPILOGUE_OPS node whose first input a conv, or a node joined to one, wrote."""
+    owner_of_tensor: dict[str, str] = {}
+    joined: dict[str, str] = {}
+    for node in nodes:
+        if node.op_type in ("Conv", "FusedConv"):
+            owner = node.name
+        elif node.op_type in EPILOGUE_OPS and node.input and node.input[0] in owner_of_tensor:
+            owner = joined[node.name] = owner_of_tensor[node.input[0]]
+        else:
+            continue
+        owner_of_tensor.update(dict.fromkeys(node.output, owner))
+    return joined
+
+
 def ort_layers(
-    events: list[dict], known: set[Key]
+    events: list[dict], known: set[Key], joined: dict[str, str] | None = None
 ) -> tuple[dict[Key, float], dict[Key, str], float]:
-    """Per layer key: ms per model call; the kernel (KxK, /groups); ms of all other nodes."""
+    """Per layer key: ms per model call, with the nodes ``joined`` to its conv; the kernel
+    (KxK, /groups); ms of all other nodes."""
+    joined = joined or {}
     calls: dict[str, list[float]] = defaultdict(list)
     keys, kinds = {}, {}
     for e in events:
@@ -105,8 +133,9 @@ def ort_layers(
     per_key: dict[Key, float] = defaultdict(float)
     other = 0.0
     for node, times in calls.items():
-        if node in keys:
-            per_key[keys[node]] += float(np.median(times))
+        conv = node if node in keys else joined.get(node)
+        if conv in keys:
+            per_key[keys[conv]] += float(np.median(times))
         else:
             other += float(np.median(times))
     return per_key, kinds, other
@@ -188,12 +217,15 @@ def main() -> None:
             options.intra_op_num_threads = THREADS
             options.enable_profiling = profiled
             options.profile_file_prefix = str(Path(tmp) / "ort")
+            if profiled:  # the graph ORT runs, whose node names its profile gives
+                options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
             sessions.append(
                 ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             )
         runs = profile_alternately(executable, sessions[0], x, args.rounds, args.calls)
         events = json.loads(Path(sessions[0].end_profiling()).read_text())
-    ort_ms, kinds, ort_other = ort_layers(events, set(keys.values()))
+        joined = joined_nodes(onnx.load(str(Path(tmp) / "optimized.onnx")).graph.node)
+    ort_ms, kinds, ort_other = ort_layers(events, set(keys.values()), joined)
     dlas_ms, dlas_other = dlas_layers(runs, keys)
     vm = relax.VirtualMachine(executable, tvm.cpu())
     data = tvm.runtime.tensor(x, tvm.cpu())

@@ -248,6 +248,53 @@ def test_peer_layers_finds_every_conv_kernel_of_a_blocked_build() -> None:
     assert {key[0] for key in keys.values()} >= {3, 16}  # the stem's NCHW input, then blocks
 
 
+def test_peer_layers_counts_the_nodes_ort_runs_after_a_conv_with_that_conv() -> None:
+    """ORT runs SiLU and residual adds as nodes of their own after the conv, where dlas's conv
+    kernel computes them: they join that conv's layer, and only they."""
+    from onnx import helper
+
+    peer_layers = _benchmark("peer_layers")
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1"),
+        helper.make_node("QuickGelu", ["c1"], ["a1"], name="silu1"),
+        helper.make_node("ReduceMean", ["a1"], ["m"], name="mean"),
+        helper.make_node("Conv", ["m", "w2"], ["c2"], name="gate_conv"),
+        helper.make_node("Sigmoid", ["c2"], ["g"], name="gate"),
+        helper.make_node("Mul", ["a1", "g"], ["gated"], name="gating"),
+        helper.make_node("Conv", ["gated", "w3"], ["c3"], name="conv3"),
+        helper.make_node("Add", ["c3", "x"], ["sum"], name="residual"),
+        helper.make_node("Mul", ["x", "c3"], ["other"], name="reads_the_input_first"),
+    ]
+    joined = peer_layers.joined_nodes(nodes)
+    assert joined == {
+        "silu1": "conv1",
+        "gate": "gate_conv",
+        "gating": "conv1",
+        "residual": "conv3",
+    }
+    key = (8, 4, 8, 4)
+    events = [
+        {"cat": "Node", "name": f"{node}_kernel_time", "dur": dur, "args": args}
+        for node, dur, args in [
+            ("conv1", 3000, _conv_args(key)),
+            ("silu1", 1000, {"op_name": "QuickGelu"}),
+            ("mean", 500, {"op_name": "ReduceMean"}),
+        ]
+    ]
+    per_key, _, other = peer_layers.ort_layers(events, {key}, joined)
+    assert per_key == {key: 4.0} and other == 0.5
+
+
+def _conv_args(key: tuple[int, int, int, int]) -> dict:
+    """An ORT profiler event's arguments for a 1x1 conv of layer ``key``."""
+    ic, size, oc, _ = key
+    return {
+        "op_name": "Conv",
+        "input_type_shape": [{"float": [1, ic, size, size]}, {"float": [oc, ic, 1, 1]}],
+        "output_type_shape": [{"float": [1, oc, size, size]}],
+    }
+
+
 def test_benchmark_models_are_refused_where_the_logits_do_not_depend_on_the_input(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
