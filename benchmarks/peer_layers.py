@@ -95,8 +95,8 @@ EPILOGUE_OPS = {
 
 
 def joined_nodes(nodes: list[Any]) -> dict[str, str]:
-    """Node name -> the conv node it joins, for ONNX ``nodes`` in graph order: an
-    EPILOGUE_OPS node whose first input a conv, or a node joined to one, wrote."""
+    """Node name -> the conv node it joins, for ONNX ``nodes`` in graph order: each
+    EPILOGUE_OPS node whose first input was written by a conv or by a node joined to one."""
     owner_of_tensor: dict[str, str] = {}
     joined: dict[str, str] = {}
     for node in nodes:
