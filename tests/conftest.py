@@ -38,6 +38,7 @@ def _stores_from_one_migrated_schema(tmp_path_factory: pytest.TempPathFactory) -
     stores in the default suite. The schema is made once, by MLflow's own code, then copied
     into each new store (SQLite's backup API); MLflow then adds its default experiment as it
     would. Runs in subprocesses (the CLI tests) still migrate for real."""
+    import contextlib
     import sqlite3
 
     import sqlalchemy
@@ -56,7 +57,7 @@ def _stores_from_one_migrated_schema(tmp_path_factory: pytest.TempPathFactory) -
             template.dispose()
         connection = engine.raw_connection()
         try:
-            with sqlite3.connect(schema) as source:
+            with contextlib.closing(sqlite3.connect(schema)) as source:
                 source.backup(connection.driver_connection)
         finally:
             connection.close()
