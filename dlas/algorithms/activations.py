@@ -15,11 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import tvm
 from tvm import relax, te, tirx, topi
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .constants import function_pass
+from .constants import bound_expr, function_pass, is_call_to
 from .legalize import default_legalize
 
 FAST_DTYPES = ("float32",)
@@ -117,15 +116,11 @@ def activation_legalizers() -> dict[str, Callable]:
 class _SigmoidGateToSilu(PyExprMutator):
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
-        if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.multiply"):
+        if not is_call_to(call, "relax.multiply"):
             return call
         for x, gate in (call.args, call.args[::-1]):
-            bound = self.lookup_binding(gate) if isinstance(gate, relax.Var) else gate
-            if (
-                isinstance(bound, relax.Call)
-                and bound.op.same_as(tvm.ir.Op.get("relax.sigmoid"))
-                and bound.args[0].same_as(x)
-            ):
+            bound = bound_expr(self, gate)
+            if is_call_to(bound, "relax.sigmoid") and bound.args[0].same_as(x):
                 return relax.op.nn.silu(x)
         return call
 

@@ -33,7 +33,7 @@ import tvm
 from tvm import relax, tirx
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .constants import FoldConstants, bound_value, function_pass, value_of
+from .constants import FoldConstants, bound_value, function_pass, is_call_to, value_of
 from .shapes import LANES
 
 BLOCK = LANES
@@ -136,7 +136,7 @@ def _conv_layout(call: relax.Call) -> dict[str, list[str]]:
 class _ClipToMinMax(PyExprMutator):
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
-        if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.clip"):
+        if not is_call_to(call, "relax.clip"):
             return call
         dtype = str(call.args[0].ty.dtype)
         low, high = (relax.const(float(a.value), dtype) for a in call.args[1:])
@@ -251,7 +251,7 @@ class _GateIntoWeights(PyExprMutator):
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
-        if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.conv2d"):
+        if not is_call_to(call, "relax.nn.conv2d"):
             return call
         (data, weight), a, w = call.args, call.attrs, value_of(call.args[1])
         if not (
@@ -265,7 +265,7 @@ class _GateIntoWeights(PyExprMutator):
         ):
             return call
         product = self.lookup_binding(data)
-        if not (isinstance(product, relax.Call) and product.op == tvm.ir.Op.get("relax.multiply")):
+        if not is_call_to(product, "relax.multiply"):
             return call
         shape = _static_shape(data)
         # Scaling the weights multiplies outputs x channels numbers, the product pixels x

@@ -24,12 +24,22 @@ def value_of(expr: relax.Expr) -> np.ndarray | None:
     return None
 
 
+def bound_expr(mutator: PyExprMutator, expr: relax.Expr) -> relax.Expr | None:
+    """What a var ``mutator`` has seen bound is bound to (None if unseen); any other
+    expression itself."""
+    return mutator.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
+
+
 def bound_value(mutator: PyExprMutator, expr: relax.Expr) -> np.ndarray | None:
     """The numpy value of a constant, or of a var ``mutator`` has seen bound to one."""
-    if isinstance(expr, relax.Var):
-        bound = mutator.lookup_binding(expr)
-        return value_of(bound) if bound is not None else None
-    return value_of(expr)
+    return value_of(bound_expr(mutator, expr))
+
+
+def is_call_to(expr: relax.Expr | None, op_name: str) -> bool:
+    """Whether ``expr`` calls the Relax operator ``op_name`` (e.g. "relax.multiply")."""
+    return (
+        isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == op_name
+    )
 
 
 def function_pass(name: str, make: type) -> type:
