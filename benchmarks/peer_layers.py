@@ -111,11 +111,10 @@ def joined_nodes(nodes: list[Any]) -> dict[str, str]:
 
 
 def ort_layers(
-    events: list[dict], known: set[Key], joined: dict[str, str] | None = None
+    events: list[dict], known: set[Key], joined: dict[str, str]
 ) -> tuple[dict[Key, float], dict[Key, str], float]:
     """Per layer key: ms per model call, with the nodes ``joined`` to its conv; the kernel
     (KxK, /groups); ms of all other nodes."""
-    joined = joined or {}
     calls: dict[str, list[float]] = defaultdict(list)
     keys, kinds = {}, {}
     for e in events:
