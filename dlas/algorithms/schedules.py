@@ -16,10 +16,12 @@ from .shapes import (
     ROWS_FIRST_KEY,
     STAGE_KEY,
     TILE_WEIGHTS_IN_L1,
+    accumulator_registers,
     channel_vectors,
     largest_divisor,
     paired_vectors,
     pixel_tile,
+    ragged_tile,
     register_tile_sizes,
     target_threads,
 )
@@ -255,8 +257,9 @@ def schedule_channel_tile(
 ) -> None:
     """The register tile of the convs vectorized over 16 output channels: rows x cols pixels
     times a few channel vectors (:func:`.shapes.channel_vectors`: two when the channel blocks
-    pair up, else up to ``odd_vectors()``, more where those leave a tile of one pixel).
-    ``inner`` are the reduction loops below ``reduction``. A tile whose weights fit in L1
+    pair up, else up to ``odd_vectors()``, more where those leave a tile of one pixel), or a
+    :func:`.shapes.ragged_tile` run a register's part of each vector at a time. ``inner``
+    are the reduction loops below ``reduction``. A tile whose weights fit in L1
     (TILE_WEIGHTS_IN_L1) reduces all of them at once, and its epilogue follows it; otherwise
     ``reduction`` is reduced ``chunk`` iterations at a time over a whole row of tiles, so a
     chunk's weights stay in L1 across the row (a tile of more vectors than the blocks pair
@@ -273,7 +276,9 @@ def schedule_channel_tile(
     round-robin on Sapphire Rapids: VGG-16-32 1.04x, ResNet18-32 1.03x, ResNet18-224 1.00x;
     1x1 layers at 7 px ran slower alone)."""
     blocks = extent(sch, channels)
+    ragged = None
     if vectors is None:
+        ragged = ragged_tile(blocks, extent(sch, y), extent(sch, x))
         vectors = channel_vectors(blocks, extent(sch, y), extent(sch, x))
         if vectors > paired_vectors(blocks):  # fewer steps a chunk where L1 holds fewer
             steps = TILE_WEIGHTS_IN_L1 // tile_weight_bytes(sch, block, inner, vectors)
@@ -281,11 +286,15 @@ def schedule_channel_tile(
     # Read before the splits below replace the loops.
     whole_reduction = reduces_whole(sch, block, [reduction, *inner], vectors)
     plane = extent(sch, y) * extent(sch, x) * vectors * LANES * 4  # float32 partial sums
-    rows, cols = pixel_tile(extent(sch, y), extent(sch, x), vectors)
+    rows, cols = (1, ragged[0]) if ragged else pixel_tile(extent(sch, y), extent(sch, x), vectors)
     ob_o, ob_i = tile(sch, channels, vectors)
     y_o, y_i = tile(sch, y, rows)
     x_o, x_i = tile(sch, x, cols)
     r_o, r_i = tile(sch, reduction, chunk)
+    tile_loops = [y_i, x_i, ob_i]
+    if ragged:  # with each vector whole, its weights would take a register too many
+        part, lanes = tile(sch, lanes, extent(sch, lanes) // accumulator_registers())
+        tile_loops = [ob_i, part, y_i, x_i]
     rows_first = ROWS_FIRST_KEY in sch.get(block).annotations
     if (
         rows_in_chunk
@@ -294,12 +303,12 @@ def schedule_channel_tile(
         and blocks // vectors >= 2 * target_threads()
         and plane <= CHUNK_PLANE_BYTES
     ):
-        sch.reorder(*outer, ob_o, r_o, y_o, x_o, r_i, *inner, y_i, x_i, ob_i, lanes)
+        sch.reorder(*outer, ob_o, r_o, y_o, x_o, r_i, *inner, *tile_loops, lanes)
         parallel, tile_loop = [*outer, ob_o], ob_o
     else:
         first, second = (y_o, ob_o) if rows_first else (ob_o, y_o)
         tiles = [x_o, r_o] if whole_reduction else [r_o, x_o]
-        sch.reorder(*outer, first, second, *tiles, r_i, *inner, y_i, x_i, ob_i, lanes)
+        sch.reorder(*outer, first, second, *tiles, r_i, *inner, *tile_loops, lanes)
         parallel, tile_loop = [*outer, first, second], x_o if whole_reduction else second
     finish_reduction(
         sch,
@@ -308,6 +317,6 @@ def schedule_channel_tile(
         tile_loop=tile_loop,
         first_reduction=r_o,
         vector=lanes,
-        unroll=[y_i, x_i, ob_i],
+        unroll=tile_loops,
         attach=attach,
     )

@@ -228,13 +228,23 @@ def has_feature(feature: str, target: Any) -> bool:
 
 
 @functools.cache
-def _accumulators_on(target: str) -> int:
+def _register_file(target: str) -> tuple[int, int]:
+    """(vector registers, registers one 16-lane fp32/int32 accumulator takes) of ``target``."""
     from tvm.target import Target
 
     llvm = Target(target)
     count, bits = next(((n, b) for f, n, b in REGISTER_FILES if has_feature(f, llvm)), (32, 512))
-    per_accumulator = max(1, LANES * 32 // bits)  # registers one 16-lane fp32/int32 vector takes
-    return max(1, MAX_ACCUMULATORS * count // 32 // per_accumulator)
+    return count, max(1, LANES * 32 // bits)
+
+
+def _current_register_file() -> tuple[int, int]:
+    """:func:`_register_file` of the target in scope; AVX-512's without an LLVM one."""
+    import tvm
+
+    target = tvm.target.Target.current(allow_none=True)
+    if target is None or target.kind.name != "llvm":
+        return 32, 1
+    return _register_file(str(target))
 
 
 def max_accumulators() -> int:
@@ -243,12 +253,13 @@ def max_accumulators() -> int:
     AVX-512: 24 of 32 zmm. AVX2: 16 ymm, two per accumulator: 6 (24 spilled: ResNet18-32 ran
     1.8x slower on Zen 3, where 4-6 ran within 3% of each other and 8 was 1.5x slower).
     AArch64: 32 q registers, four per accumulator: 6. Without a target in scope, AVX-512's."""
-    import tvm
+    count, per_accumulator = _current_register_file()
+    return max(1, MAX_ACCUMULATORS * count // 32 // per_accumulator)
 
-    target = tvm.target.Target.current(allow_none=True)
-    if target is None or target.kind.name != "llvm":
-        return MAX_ACCUMULATORS
-    return _accumulators_on(str(target))
+
+def accumulator_registers() -> int:
+    """Vector registers one 16-lane accumulator takes on the current target (AVX2: 2)."""
+    return _current_register_file()[1]
 
 
 def target_threads() -> int:
@@ -279,16 +290,51 @@ def paired_vectors(blocks: int) -> int:
 
 def channel_vectors(blocks: int, out_h: int, out_w: int) -> int:
     """Channel vectors of a register tile over ``blocks`` 16-channel blocks of an ``out_h`` x
-    ``out_w`` map: :func:`paired_vectors`, or as many as the accumulators hold where those
-    leave a tile of one pixel (no divisor of the width fits the budget beside them: 7-px maps
-    on AVX2). Two vectors of one pixel are four ymm chains of multiply-adds, fewer than FMA
-    latency x ports keeps busy (5 cycles x 2 pipes on Zen). Blocked whole models, round-robin
-    on a 2-core AVX2 EPYC: MobileNetV2-224 1.06x faster (95%: 1.03-1.08), EfficientNet-B0
-    1.07x (1.05-1.10), ResNet18-224 1.06x (1.03-1.11), ResNet50-224 1.07x (1.04-1.11)."""
+    ``out_w`` map: :func:`paired_vectors`; where those leave a tile of one pixel (no divisor
+    of the width fits the budget beside them: 7-px maps on AVX2), a :func:`ragged_tile`'s,
+    else as many as the accumulators hold. Two vectors of one pixel are four ymm chains of
+    multiply-adds, fewer than FMA latency x ports keeps busy (5 cycles x 2 pipes on Zen).
+    Blocked whole models, round-robin on a 2-core AVX2 EPYC: MobileNetV2-224 1.06x faster
+    (95%: 1.03-1.08), EfficientNet-B0 1.07x (1.05-1.10), ResNet18-224 1.06x (1.03-1.11),
+    ResNet50-224 1.07x (1.04-1.11)."""
+    ragged = ragged_tile(blocks, out_h, out_w)
+    if ragged:
+        return ragged[1]
     vectors = paired_vectors(blocks)
     if out_h * out_w > 1 and pixel_tile(out_h, out_w, vectors) == (1, 1):
         return largest_divisor(blocks, max_accumulators())
     return vectors
+
+
+def ragged_tile(blocks: int, out_h: int, out_w: int) -> tuple[int, int] | None:
+    """(columns, channel vectors) of a register tile whose row's last tile is partial (the
+    width split with a predicate, which LLVM hoists out of the reduction loop), where no
+    divisor of the width fits the accumulators beside :func:`paired_vectors` (7-px maps on
+    AVX2); None elsewhere, or where no such tile holds all of :func:`max_accumulators`.
+
+    The tile runs a register's part of each vector at a time (:func:`accumulator_registers`),
+    one weight register serving all its pixels, whose broadcasts stay live beside the
+    accumulators: columns x (vectors x parts + 1) + 1 registers, with one to spare. Of those
+    that fit, the one of most columns (most reuse of each weight load). On AVX2's 16 ymm: 2
+    pixels x 3 vectors (15 registers), where the blocks divide by 3. A tile of one pixel
+    reads each weight once per pixel, one load per multiply-add. Kernels in the model,
+    profiled round-robin on a 2-core AVX2 EPYC: blocked EfficientNet-B0's 192 -> 1152 1.04x
+    faster, 1152 -> 192 1.03x, 672 -> 192 1.05x, MobileNetV2's 160 -> 960 1.09x (gemm
+    1.06-1.27x, spatial_pack 1.04-1.07x); the whole models within the noise (1.00-1.01x).
+    3 x 2 takes all 16: LLVM spilled it where a SiLU followed (192 -> 1152, 1.18-1.20x
+    slower); 4 x 1, half the accumulators, ran 960 -> 160 and 576 -> 160 up to 1.10x slower."""
+    if out_w < 2 or pixel_tile(out_h, out_w, paired_vectors(blocks)) != (1, 1):
+        return None
+    registers, parts = _current_register_file()
+    accumulators = max_accumulators()
+    fits = [
+        (columns, accumulators // columns)
+        for columns in range(2, out_w)
+        if accumulators % columns == 0
+        and blocks % (accumulators // columns) == 0
+        and columns * (accumulators // columns * parts + 1) + 1 <= registers - 1
+    ]
+    return max(fits, default=None)
 
 
 def pixel_tile(out_h: int, out_w: int, vectors: int) -> tuple[int, int]:

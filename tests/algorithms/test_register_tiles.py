@@ -221,26 +221,47 @@ def test_pointwise_panels_match_pytorch(algorithm):
 
 
 @pytest.mark.parametrize("algorithm", ["spatial_pack", "blocked", "gemm"])
-def test_a_7px_layer_on_avx2_takes_the_channel_vectors_its_registers_hold(algorithm):
-    # No divisor of 7 fits AVX2's 6 accumulators beside 2 channel vectors: a tile of one pixel,
-    # whose 2 vectors are 4 ymm chains of multiply-adds. It takes 6 vectors (12 blocks), 5
-    # (10 blocks), a 3x3 layer too (stride 2: blocked's stride-1 ones run Winograd); 14 px
-    # keeps 2 vectors x 2 px, AVX-512 2 vectors x 7 px.
+def test_a_7px_layer_on_avx2_takes_a_ragged_tile_or_the_channel_vectors_its_registers_hold(
+    algorithm,
+):
+    # No divisor of 7 fits AVX2's 6 accumulators beside 2 channel vectors. Where the blocks
+    # divide by 3, tiles of 2 px x 3 vectors, the row's last one partial, run a ymm half of
+    # each vector at a time (oi_0); a 3x3 layer too (stride 2: blocked's stride-1 ones run
+    # Winograd). Else a tile of one pixel takes as many vectors as the registers hold: 5 of
+    # 10 blocks. 14 px keeps 2 vectors x 2 px, AVX-512 2 vectors x 7 px.
     avx2, wide = _target("znver1"), _target("sapphirerapids")
-    cases = {Case(1, 1152, 7, 7, 192, 1): 6, Case(1, 960, 7, 7, 160, 1): 5}
-    cases[Case(1, 96, 14, 14, 192, 3, stride=2, pad=1)] = 6
-    for case, vectors in cases.items():
-        assert _tile_extents(case, algorithm, avx2) == {"ob_1": vectors}, case.id
+    ragged = {"ob_1": 3, "oi_0": 2, "x_1": 2}
+    cases = {Case(1, 1152, 7, 7, 192, 1): ragged, Case(1, 960, 7, 7, 160, 1): {"ob_1": 5}}
+    cases[Case(1, 96, 14, 14, 192, 3, stride=2, pad=1)] = ragged
+    for case, tile in cases.items():
+        assert _tile_extents(case, algorithm, avx2) == tile, case.id
     assert _tile_extents(Case(1, 192, 14, 14, 192, 1), algorithm, avx2) == {"ob_1": 2, "x_1": 2}
     assert _tile_extents(Case(1, 192, 7, 7, 1152, 1), algorithm, wide) == {"ob_1": 2, "x_1": 7}
-    if algorithm == "gemm":  # 960 inputs in chunks of 120: 45 KiB of weights at 6 vectors
+    if algorithm == "gemm":  # 960 inputs in chunks whose weights fit in L1 at 3 vectors
         head = _accumulation_head(Case(1, 960, 7, 7, 192, 1), algorithm, avx2)
         grid = re.search(r"for k_0, x_0, k_1\b.*T\.grid\((.*)\)", head)[1]
         k_1 = [int(e) for e in re.findall(r"\d+", grid.replace("int64", ""))][2]
-        assert k_1 * 6 * shapes.LANES * 4 <= shapes.TILE_WEIGHTS_IN_L1, grid
+        assert k_1 * 3 * shapes.LANES * 4 <= shapes.TILE_WEIGHTS_IN_L1, grid
     if not shapes.has_feature("avx2", host_target()):
         pytest.skip("this CPU cannot run AVX2 code: numerics not checked")
-    check_cases(algorithm, list(cases), avx2)
+    check_cases(algorithm, [*cases, Case(1, 192, 7, 7, 1152, 1)], avx2)
+
+
+@pytest.mark.parametrize(
+    ("mcpu", "triple", "blocks", "tile"),
+    [
+        ("znver1", "x86_64-linux-gnu", 12, (2, 3)),  # 2 x (3 x 2 + 1) + 1 = 15 of 16 ymm
+        ("znver1", "x86_64-linux-gnu", 10, None),  # 3 x 2 would take all 16; 6 x 1 is 19
+        ("cortex-a73", "aarch64-linux-gnu", 12, (6, 1)),  # 6 x (1 x 4 + 1) + 1 = 31 of 32
+        ("sapphirerapids", "x86_64-linux-gnu", 12, None),  # 7 px fit in 24 accumulators
+    ],
+)
+def test_a_ragged_tile_keeps_a_register_spare(mcpu, triple, blocks, tile):
+    with _target(mcpu, triple):
+        assert shapes.ragged_tile(blocks, 7, 7) == tile
+        assert shapes.ragged_tile(blocks, 14, 14) is None  # 2 px divide 14
+        if tile:
+            assert shapes.channel_vectors(blocks, 7, 7) == tile[1]
 
 
 def _reduction_chunk(case: Case, algorithm: str, target: tvm.target.Target) -> int:
@@ -254,11 +275,11 @@ def _reduction_chunk(case: Case, algorithm: str, target: tvm.target.Target) -> i
 @pytest.mark.parametrize("algorithm", ["spatial_pack", "blocked"])
 def test_a_1x1_layer_of_many_channels_on_avx2_reduces_16_kib_of_weights_a_pass(algorithm):
     # ResNet50's 1024 -> 256 at 14 px on AVX2: tiles of 2 vectors reduce 128 input channels
-    # (8 blocks, 16 KiB of weights) per pass over their row, 6 vectors at 7 px 32 (2 blocks).
+    # (8 blocks, 16 KiB of weights) per pass over their row, 3 vectors at 7 px 64 (4 blocks).
     # A 3x3 layer's block of weights (18 KiB) keeps passes of one block (stride 2: blocked's
     # stride-1 ones run Winograd), as does AVX-512 where no panel takes the layer.
     avx2, wide = _target("znver1"), _target("sapphirerapids")
-    cases = {Case(1, 1024, 14, 14, 256, 1): 8, Case(1, 1152, 7, 7, 192, 1): 2}
+    cases = {Case(1, 1024, 14, 14, 256, 1): 8, Case(1, 1152, 7, 7, 192, 1): 4}
     cases[Case(1, 256, 16, 16, 64, 3, stride=2, pad=1)] = 1
     for case, blocks in cases.items():
         assert _reduction_chunk(case, algorithm, avx2) == blocks, case.id
