@@ -8,7 +8,8 @@ plain arithmetic that LLVM vectorizes, relative error ~1e-7 over float32's range
 SiLU, in the epilogue of every EfficientNet conv, use a cheaper exp of their own
 (:func:`_one_plus_exp_neg`). These entries join the algorithm's conv2d/dense ones in
 ``LegalizeOps``' custom map; :data:`SigmoidGateToSilu` first makes SiLU one op where the
-exported graph wrote it as ``x * sigmoid(x)``.
+exported graph wrote it as ``x * sigmoid(x)``. :data:`ClipToMinMax` writes clip (ReLU6) as
+a maximum and a minimum, for the graph passes that have no rule for clip.
 """
 
 from __future__ import annotations
@@ -130,3 +131,20 @@ class _SigmoidGateToSilu(PyExprMutator):
 # in every EfficientNet epilogue; EfficientNet-B0-224 blocked 1.006-1.008x on a 2-core Zen 1 in
 # three A/B runs). A gate of another value (squeeze-excitation) stays.
 SigmoidGateToSilu = function_pass("DlasSigmoidGateToSilu", _SigmoidGateToSilu)
+
+
+@mutator
+class _ClipToMinMax(PyExprMutator):
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if not is_call_to(call, "relax.clip"):
+            return call
+        dtype = str(call.args[0].ty.dtype)
+        low, high = (relax.const(float(a.value), dtype) for a in call.args[1:])
+        return relax.op.minimum(relax.op.maximum(call.args[0], low), high)
+
+
+# clip(x, lo, hi) (ReLU6, hardtanh) becomes minimum(maximum(x, lo), hi) with tensor bounds:
+# Relax's ConvertLayout has no layout rule for clip (blocked_layout), and ToMixedPrecision
+# rejects its scalar PrimValue bounds (compression.fp16).
+ClipToMinMax = function_pass("DlasClipToMinMax", _ClipToMinMax)

@@ -33,6 +33,7 @@ import tvm
 from tvm import relax, tirx
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from .activations import ClipToMinMax
 from .constants import FoldConstants, bound_value, function_pass, is_call_to, value_of
 from .shapes import LANES
 
@@ -130,17 +131,6 @@ def _conv_layout(call: relax.Call) -> dict[str, list[str]]:
         return {"relax.nn.conv2d": [BLOCKED, "OIHW"]}
     # NCHW input (the RGB stem): packed inside the conv's kernel, output blocked.
     return {"relax.nn.conv2d": ["NCHW", "OIHW", BLOCKED]}
-
-
-@mutator
-class _ClipToMinMax(PyExprMutator):
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        call = super().visit_call_(call)
-        if not is_call_to(call, "relax.clip"):
-            return call
-        dtype = str(call.args[0].ty.dtype)
-        low, high = (relax.const(float(a.value), dtype) for a in call.args[1:])
-        return relax.op.minimum(relax.op.maximum(call.args[0], low), high)
 
 
 @mutator
@@ -293,5 +283,4 @@ class FuseLayoutTransforms:
         return mod
 
 
-ClipToMinMax = function_pass("DlasClipToMinMax", _ClipToMinMax)
 PadChannels = function_pass("DlasPadChannels", _PadChannels)

@@ -21,9 +21,11 @@ def to_fp16(mod: Any, accumulate: str = "float16") -> Any:
     import tvm
     from tvm import relax
 
-    mod = clip_to_min_max(mod)
+    from dlas.algorithms.activations import ClipToMinMax
+
     seq = tvm.transform.Sequential(
         [
+            ClipToMinMax(),  # ToMixedPrecision rejects clip's scalar bounds
             relax.transform.DecomposeOpsForInference(),
             relax.transform.FoldConstant(),
             relax.transform.ToMixedPrecision(out_dtype=accumulate),
@@ -32,30 +34,6 @@ def to_fp16(mod: Any, accumulate: str = "float16") -> Any:
         ]
     )
     return seq(mod)
-
-
-def clip_to_min_max(mod: Any) -> Any:
-    """``clip(x, lo, hi)`` (ReLU6, hardtanh) → ``minimum(maximum(x, lo), hi)`` with tensor
-    bounds: ToMixedPrecision rejects clip's scalar PrimValue bounds ("Expected TensorType")."""
-    import tvm
-    from tvm import relax
-
-    @relax.expr_functor.mutator
-    class Rewriter(relax.PyExprMutator):
-        def visit_call_(self, call: relax.Call) -> relax.Expr:
-            call = super().visit_call_(call)
-            if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.clip"):
-                return call
-            x, lo, hi = call.args
-            dtype = str(x.ty.dtype)
-            low = self.builder_.emit(relax.op.maximum(x, relax.const(float(lo.value), dtype)))
-            return relax.op.minimum(low, relax.const(float(hi.value), dtype))
-
-    rewriter = Rewriter(mod)
-    for gvar, func in mod.functions.items():
-        if isinstance(func, relax.Function):
-            rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
-    return rewriter.builder_.get()
 
 
 def op_dtypes(mod: Any) -> dict[str, list]:

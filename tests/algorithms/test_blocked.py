@@ -12,7 +12,7 @@ import tvm
 from torch import nn
 from tvm import relax
 
-from dlas.algorithms import blocked_layout, lower
+from dlas.algorithms import activations, blocked_layout, lower
 from dlas.algorithms.blocked import read_channels
 from dlas.algorithms.shapes import ALGORITHM_KEY
 from dlas.compiler.build import build
@@ -141,7 +141,7 @@ def test_pad_channels_alone_keeps_the_models_function(bottlenecks):
 
 def test_clip_becomes_min_max_so_relu6_stays_blocked(bottlenecks):
     mod, *_ = bottlenecks
-    converted = blocked_layout.ClipToMinMax()(mod)
+    converted = activations.ClipToMinMax()(mod)
     ops = set()
 
     def visit(expr):
