@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Bump when lowering or building changes what a cached library contains.
+# 41: blocked convs leave the output channels they pad out of their sums (AVX2);
 # 40: ragged 2-pixel x 3-vector tiles on 7-px maps (AVX2);
 # 39: sigmoid and SiLU in 12 vector ops (a degree-4 polynomial), x * sigmoid(x) as one silu;
 # 38: chunked tiles reduce 16 KiB of weights a pass on AVX2;
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 # 29: blocked's Winograd F(2x2, 3x3) at 7-13 px; 27-28: a Winograd product over few tiles
 # with one vector; 23-26: Winograd's passes, V by position, pad and epilogue by the helpers;
 # 13-22 (git log): means by the elements read, depthwise split as the layer before, L1 tiles
-BUILD_VERSION = 40
+BUILD_VERSION = 41
 FALLBACKS_FILE = "schedule_fallbacks.json"
 
 

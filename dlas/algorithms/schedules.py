@@ -13,6 +13,7 @@ from tvm.s_tir.schedule import LoopRV, SBlockRV, ScheduleError
 
 from .shapes import (
     LANES,
+    PADDED_LANES_KEY,
     ROWS_FIRST_KEY,
     STAGE_KEY,
     TILE_WEIGHTS_IN_L1,
@@ -292,7 +293,9 @@ def schedule_channel_tile(
     x_o, x_i = tile(sch, x, cols)
     r_o, r_i = tile(sch, reduction, chunk)
     tile_loops = [y_i, x_i, ob_i]
-    if ragged:  # with each vector whole, its weights would take a register too many
+    # A ragged tile's whole vectors would take a register too many for their weights; a
+    # padded conv's parts of padding drop out of the unrolled tile (its compute masks them).
+    if ragged or PADDED_LANES_KEY in sch.get(block).annotations:
         part, lanes = tile(sch, lanes, extent(sch, lanes) // accumulator_registers())
         tile_loops = [ob_i, part, y_i, x_i]
     rows_first = ROWS_FIRST_KEY in sch.get(block).annotations

@@ -55,14 +55,22 @@ LLVM_VECTOR_KEY = "dlas.llvm_vector"
 MACS_KEY = "dlas.macs"
 # On a conv block whose threads should split the output by rows (ConvSpec.split_by_rows).
 ROWS_FIRST_KEY = "dlas.rows_first"
+# On a conv block whose last output channels are padding it does not compute: its register
+# tile runs a register's part of each vector at a time, so the parts of padding drop out.
+PADDED_LANES_KEY = "dlas.padded_lanes"
 
 
-def main_attrs(algorithm: str, op: str, macs: int, *, rows_first: bool = False) -> dict[str, Any]:
+def main_attrs(
+    algorithm: str, op: str, macs: int, *, rows_first: bool = False, padded_lanes: bool = False
+) -> dict[str, Any]:
     """The annotations of an algorithm's main block: whose schedule it takes, the layer's
-    multiply-adds, and (``rows_first``: ConvSpec.split_by_rows) how its threads split it."""
+    multiply-adds, (``rows_first``: ConvSpec.split_by_rows) how its threads split it, and
+    whether it leaves its padding channels out (PADDED_LANES_KEY)."""
     attrs: dict[str, Any] = {ALGORITHM_KEY: algorithm, OP_KEY: op, MACS_KEY: macs}
     if rows_first:
         attrs[ROWS_FIRST_KEY] = 1
+    if padded_lanes:
+        attrs[PADDED_LANES_KEY] = 1
     return attrs
 
 

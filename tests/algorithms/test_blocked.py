@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 
 import numpy as np
@@ -13,8 +14,8 @@ from torch import nn
 from tvm import relax
 
 from dlas.algorithms import activations, blocked_layout, lower
-from dlas.algorithms.blocked import read_channels
-from dlas.algorithms.shapes import ALGORITHM_KEY
+from dlas.algorithms.blocked import read_channels, written_channels
+from dlas.algorithms.shapes import ALGORITHM_KEY, PADDED_LANES_KEY, has_feature
 from dlas.compiler.build import build
 from dlas.compiler.export import export
 from dlas.data import InputSpec
@@ -123,6 +124,43 @@ def test_a_conv_does_not_reduce_over_the_zero_channels_its_input_was_padded_with
     weight = np.zeros((16, 48, 3, 3), "float32")
     weight[3, 36, 2, 0] = 1.0
     assert read_channels(weight) == 40  # to the last channel with a nonzero weight, in halves
+
+
+def _padded_convs(lowered) -> list[str]:
+    """The scripts of the conv blocks that leave their padding channels out."""
+    from dlas.algorithms.schedules import annotated_blocks
+
+    scripts = []
+    for func in lowered.mod.functions.values():
+        if isinstance(func, tvm.tirx.PrimFunc):
+            sch = tvm.s_tir.Schedule(func)
+            if annotated_blocks(sch, PADDED_LANES_KEY):
+                scripts.append(func.script())
+    return scripts
+
+
+def test_a_conv_does_not_compute_the_channels_its_output_is_padded_with(bottlenecks):
+    """On AVX2 the two convs writing 24 channels (32 in blocks) mask the last 8 out of their
+    sums, in ymm halves the unrolled tile drops; AVX-512, one zmm a block, computes all 32.
+    Their numbers match PyTorch's."""
+    mod, inputs, refs = bottlenecks
+    avx2 = tvm.target.Target({"kind": "llvm", "mcpu": "znver1", "num-cores": 2})
+    wide = tvm.target.Target({"kind": "llvm", "mcpu": "sapphirerapids", "num-cores": 2})
+    weight = np.zeros((48, 16, 1, 1), "float32")
+    weight[:40] = 1.0
+    with avx2:
+        assert written_channels(weight) == 40
+        assert written_channels(weight[:24]) == 24 and written_channels(0 * weight) == 8
+    with wide:
+        assert written_channels(weight) == 48
+    lowered = lower(mod, "blocked", avx2)
+    padded = _padded_convs(lowered)
+    assert len(padded) == 2 and all("if_then_else" in script for script in padded)
+    assert all(re.search(r"for oi_0\w* in T\.unroll\(", script) for script in padded)
+    assert not _padded_convs(lower(mod, "blocked", wide))
+    if not has_feature("avx2", host_target()):
+        pytest.skip("this CPU cannot run AVX2 code: numerics not checked")
+    assert_matches(lowered, avx2, inputs, refs)
 
 
 def test_pad_channels_alone_keeps_the_models_function(bottlenecks):
