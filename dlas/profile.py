@@ -120,8 +120,9 @@ class KernelTime:
 
 def profile_kernels(vm: Any, dev: Any, x: np.ndarray, repeat: int) -> list[KernelTime]:
     """Each PrimFunc's time per model call (median of ``repeat`` profiled calls, after one
-    warm-up), on a VM that does nothing else afterwards. The hook costs a Python call per kernel (~µs), so the total exceeds the
-    unprofiled latency slightly; shares are what to read."""
+    warm-up), on a VM that does nothing else afterwards. The hook costs a Python call per
+    kernel (~µs), so the total exceeds the unprofiled latency slightly; shares are what to
+    read."""
     import tvm
 
     runs: list[dict[str, float]] = []
