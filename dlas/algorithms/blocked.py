@@ -196,7 +196,7 @@ def written_channels(weight: np.ndarray) -> int:
     blend per multiply-add there). PadChannels gives the filters of the channels it pads (24
     to 32, 40 to 48) zeros; their multiply-adds were a quarter and a sixth of those layers'.
     Kernels in the model, profiled round-robin on a 2-core AVX2 EPYC: 144 -> 24 and 96 -> 24
-    at 56 px 1.26-1.32x faster (MobileNetV2-224, EfficientNet-B0); 240 -> 40 and 144 -> 40
+    at 56 px 1.25-1.32x faster (MobileNetV2-224, EfficientNet-B0); 240 -> 40 and 144 -> 40
     at 28 px, one vector a tile whose block loop is not unrolled, 1.01-1.02x."""
     part = BLOCK // accumulator_registers()
     return int(weight.shape[0]) if part == BLOCK else _nonzero_extent(weight, 0, part)
