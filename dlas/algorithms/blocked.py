@@ -317,9 +317,7 @@ def _blocked_input(
     return te.compute(shape, value, name="data_pack", attrs=STAGE_ATTRS), BLOCK
 
 
-def _conv(
-    data: te.Tensor, packed: te.Tensor, spec: ConvSpec, written: int | None = None
-) -> te.Tensor:
+def _conv(data: te.Tensor, packed: te.Tensor, spec: ConvSpec, *, written: int) -> te.Tensor:
     """The conv of ``packed`` weights ([OC/16, IC/b, KH, KW, b, 16]) over the input channels
     they hold (read_channels), in blocks of b: the data's 16, or half of them. Output
     channels from ``written`` on (written_channels) are zero, their products masked out."""
@@ -340,7 +338,7 @@ def _conv(
             product = tirx.if_then_else(ob * BLOCK + oi < written, product, zero)
         return te.sum(product, axis=[ib, kh, kw, ii])
 
-    padded, zero = written is not None and written < spec.out_channels, tirx.const(0, data.dtype)
+    padded, zero = written < spec.out_channels, tirx.const(0, data.dtype)
     shape = (spec.batch, spec.out_channels // BLOCK, spec.out_h, spec.out_w, BLOCK)
     attrs = main_attrs(
         Blocked.name, "conv2d", spec.macs, rows_first=spec.split_by_rows, padded_lanes=padded

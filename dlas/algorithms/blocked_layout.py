@@ -34,7 +34,14 @@ from tvm import relax, tirx
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .activations import ClipToMinMax
-from .constants import FoldConstants, bound_value, function_pass, is_call_to, value_of
+from .constants import (
+    FoldConstants,
+    bound_expr,
+    bound_value,
+    function_pass,
+    is_call_to,
+    value_of,
+)
 from .shapes import LANES
 
 BLOCK = LANES
@@ -254,7 +261,7 @@ class _GateIntoWeights(PyExprMutator):
             and not any(int(v) for v in a.padding)
         ):
             return call
-        product = self.lookup_binding(data)
+        product = bound_expr(self, data)
         if not is_call_to(product, "relax.multiply"):
             return call
         shape = _static_shape(data)
