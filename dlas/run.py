@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from dlas import metrics as m
 from dlas.cli import preflight
-from dlas.config import register_schemas
+from dlas.config import register_schemas, validate
 from dlas.layers import LAYERS
 from dlas.search.context import sweep_parent_run_id
 
@@ -53,6 +53,8 @@ def _in_sweep() -> bool:
 def run_job(cfg: DictConfig) -> dict[str, Any]:
     """One job: its metrics, or in a sweep the reason it was skipped or failed (the sweep
     goes on; a failed job is already recorded as a FAILED MLflow run)."""
+    if not _in_sweep():
+        validate(cfg)  # a bad value fails in seconds, not after the stack's imports (~9 s)
     _import_stack()
     from dlas import pipeline
     from dlas.validity import InvalidCombination

@@ -47,8 +47,21 @@ def test_cfg_job_behaves_as_hydra(tmp_path):
 
 
 def test_bad_value_fails_before_any_run_is_recorded(tmp_path):
-    out = dlas_run(tmp_path, "device.timed_runs=0", f"paths.mlruns_dir={tmp_path / 'mlruns'}")
-    assert out.returncode != 0 and "device.timed_runs" in out.stderr
+    """And before the stack's imports (TVM, torchvision, MLflow's store: ~9 s): dlas.run as
+    ``python -m dlas.run`` starts it, with the stack's import made to fail loudly."""
+    stack = "import dlas.run as r, sys; r._import_stack = lambda: sys.exit('stack import')"
+    run = f"{stack}; sys.argv[0] = 'dlas'; r.main()"
+    mlruns = f"paths.mlruns_dir={tmp_path / 'mlruns'}"
+    out = subprocess.run(
+        [sys.executable, "-c", run, "device.timed_runs=0", mlruns],
+        cwd=tmp_path,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode != 0 and "device.timed_runs=0 is invalid" in out.stderr
+    assert "stack import" not in out.stderr
     assert not (tmp_path / "mlruns").exists()
 
 
