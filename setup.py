@@ -7,4 +7,11 @@ from setuptools import find_namespace_packages, setup
 # Namespace packages: hydra_plugins has no __init__.py (Hydra's plugin discovery convention).
 PACKAGES = find_namespace_packages(include=["dlas", "dlas.*", "hydra_plugins", "hydra_plugins.*"])
 
-setup(packages=[*PACKAGES, "dlas.conf"], package_dir={"dlas.conf": "conf"})
+# The config groups (conf/algorithm, ...) hold only YAML: data packages of dlas.conf.
+CONF = ["dlas.conf", *(f"dlas.conf.{group}" for group in find_namespace_packages(where="conf"))]
+
+setup(
+    packages=[*PACKAGES, *CONF],
+    package_dir={"dlas.conf": "conf"},
+    package_data={package: ["*.yaml"] for package in CONF},
+)
