@@ -19,8 +19,9 @@ def host_target() -> Any:
     return tvm.target.Target(resolve_target_dict({"kind": "llvm", "mcpu": "auto"}, None))
 
 
-def build(mod: Any, algorithm: str = "direct") -> Any:
-    """The module lowered by the real algorithm layer and built for this host."""
+def build(mod: Any, algorithm: Any = "direct") -> Any:
+    """The module lowered by the real algorithm layer (a name or an instance) and built for this
+    host."""
     from dlas.algorithms import lower
     from dlas.compiler.build import build as build_lowered
 
