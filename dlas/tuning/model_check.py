@@ -21,7 +21,7 @@ import numpy as np
 import tvm
 import tvm_ffi
 
-from dlas.compiler.build import build
+from dlas.compiler.build import build, detached_copy
 from dlas.devices import Device, Program
 from dlas.measure import Speedup, side_by_side, speedup
 from dlas.tuning.base import TuneContext
@@ -100,7 +100,10 @@ def keep_faster(
     if tvm_ffi.structural_equal(tuned_mod, untuned_mod):
         return tuned, False
     untuned = build(untuned_mod, target)
-    found = check(tuned, untuned, sample_input(untuned_mod), ctx.device)
+    # Timed as copies: the run exports the one it keeps (detached_copy says why).
+    found = check(
+        detached_copy(tuned), detached_copy(untuned), sample_input(untuned_mod), ctx.device
+    )
     ctx.metrics.update(found.metrics())
     log.info(
         "Whole model: tuned %.3f ms, untuned %.3f ms (%s): keeping the %s build",
