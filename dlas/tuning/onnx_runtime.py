@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dlas.compiler.export import torch_internal_deprecations_hidden
 from dlas.data import InputSpec
 from dlas.devices import Program
 from dlas.tuning.base import TuneContext
@@ -41,7 +42,7 @@ def require_onnxruntime() -> Any:
 
 def export_onnx(model: nn.Module, spec: InputSpec, path: Path, opset: int) -> None:
     example = torch.zeros(spec.shape)
-    with torch.no_grad():
+    with torch.no_grad(), torch_internal_deprecations_hidden():
         torch.onnx.export(
             model.eval(),
             (example,),
@@ -50,6 +51,7 @@ def export_onnx(model: nn.Module, spec: InputSpec, path: Path, opset: int) -> No
             output_names=["logits"],
             opset_version=opset,
             external_data=False,
+            verbose=False,  # no "[torch.onnx] ..." progress lines in the run's log
         )
 
 
