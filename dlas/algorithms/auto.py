@@ -3,15 +3,16 @@ device, measured rather than guessed.
 
 For each conv, each candidate (direct, gemm, spatial_pack, winograd; the sparse ones too where
 at least SPARSE_MIN_ZEROS of the layer's weights are zero) that would really run this layer —
-not fall back to another — is built alone with its default schedule and timed on this machine (batch 1, median of
-``repeat`` calls, the candidates taking turns). Each call is timed with cold caches,
-as a layer's weights are in a model at batch 1. The times are cached per (workload, layout,
-target, candidates, repeat, rounds, sparsity) like tuning records, so later runs and other
-models with the same workload reuse them; the layer table lists every candidate's time in its
-``candidates`` column. The whole model so chosen is then raced against each whole-graph layout
-of ``graph_candidates`` (blocked, its layers running the kernels their sizes give, and again
-running whichever kernel times faster in its layout), timed as the run times its latency, and
-the fastest is built (``choose_lowering``). How candidates are timed: :mod:`.timing`.
+not fall back to another — is built alone with its default schedule and timed on this machine
+(batch 1, median of ``repeat`` calls, the candidates taking turns). Each call is timed with
+cold caches, as a layer's weights are in a model at batch 1. The times are cached per
+(workload, layout, target, candidates, repeat, rounds, sparsity) like tuning records, so later
+runs and other models with the same workload reuse them; the layer table lists every
+candidate's time in its ``candidates`` column. The whole model so chosen is then raced against
+each whole-graph layout of ``graph_candidates`` (blocked, its layers running the kernels their
+sizes give, and again running whichever kernel times faster in its layout), timed as the run
+times its latency, and the fastest is built (``choose_lowering``). How candidates are timed:
+:mod:`.timing`.
 
     python -m dlas.run algorithm=auto                              # untuned, measured choice
     python -m dlas.run algorithm=auto tuning=metaschedule          # then tune the chosen kernels
