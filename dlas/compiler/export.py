@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import warnings
-from collections.abc import Iterator
-
 import torch
 import tvm
 from torch import nn
 
 from dlas.data import InputSpec
 
-TORCH_LEAFSPEC_WARNING = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
+from .torch_deprecations import torch_internal_deprecations_hidden
 
 
 def export(model: nn.Module, spec: InputSpec) -> tvm.IRModule:
@@ -27,13 +23,3 @@ def export(model: nn.Module, spec: InputSpec) -> tvm.IRModule:
         program = torch.export.export(model.eval(), (example,))
     with torch_internal_deprecations_hidden():  # TVM's importer runs the decompositions
         return from_exported_program(program, keep_params_as_input=False)
-
-
-@contextlib.contextmanager
-def torch_internal_deprecations_hidden() -> Iterator[None]:
-    """Hide the FutureWarning torch 2.13's decompositions (run by TVM's importer and by
-    torch.onnx.export) raise on every model: they deep-copy torch's own call graph, and with
-    it a pytree class torch deprecated. It is about torch's code, not the user's model."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", TORCH_LEAFSPEC_WARNING, FutureWarning)
-        yield

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dlas.compiler.export import torch_internal_deprecations_hidden
+from dlas.compiler.torch_deprecations import torch_internal_deprecations_hidden
 from dlas.data import InputSpec
 from dlas.devices import Program
 from dlas.tuning.base import TuneContext
