@@ -166,7 +166,7 @@ def _log_baseline(cfg: Any, prepared: Any, name: str) -> Any:
         import mlflow.onnx
         import onnx
 
-        from dlas.tuning.onnx_runtime import onnx_file
+        from dlas.tuning.onnx_runtime import onnx_file, serving_options
 
         with tempfile.TemporaryDirectory() as tmp:
             path = onnx_file(prepared.model, prepared.data.spec, Path(tmp), cfg.tuning.opset)
@@ -178,6 +178,7 @@ def _log_baseline(cfg: Any, prepared: Any, name: str) -> Any:
             input_example=x[:1],
             pip_requirements=_pins("onnx", "onnxruntime"),
             save_as_external_data=False,
+            **serving_options(cfg.tuning),
         )
     import mlflow.pytorch
 

@@ -19,6 +19,8 @@ from dlas.tuning.baselines import Baseline, is_int8
 from dlas.tuning.registry import TUNERS
 
 INSTALL_HINT = "pip install dlas[onnx]"
+# What a run times ONNX Runtime with, and what its logged MLflow model is served with.
+PROVIDERS = ["CPUExecutionProvider"]
 _LEVELS = {
     "disable": "ORT_DISABLE_ALL",
     "basic": "ORT_ENABLE_BASIC",
@@ -38,6 +40,22 @@ def require_onnxruntime() -> Any:
             f"{INSTALL_HINT}"
         ) from err
     return onnxruntime
+
+
+def graph_optimization_level(ort: Any, name: str) -> Any:
+    """ONNX Runtime's GraphOptimizationLevel for ``tuning.graph_optimization``."""
+    return getattr(ort.GraphOptimizationLevel, _LEVELS[name])
+
+
+def serving_options(cfg: Any) -> dict[str, Any]:
+    """``mlflow.onnx.log_model``'s arguments that serve the graph as a run with tuning ``cfg``
+    times it: ONNX Runtime's CPU provider (MLflow's default asks for CUDA first, and warns
+    where there is none) and the run's graph optimizations."""
+    level = graph_optimization_level(require_onnxruntime(), cfg.graph_optimization)
+    return {
+        "onnx_execution_providers": PROVIDERS,
+        "onnx_session_options": {"graph_optimization_level": int(level)},
+    }
 
 
 def export_onnx(model: nn.Module, spec: InputSpec, path: Path, opset: int) -> None:
@@ -86,13 +104,13 @@ class OnnxRuntime(Baseline):
                     description=f"ONNX Runtime {ort.__version__} static QDQ int8; {self.note()}",
                 )
             options = ort.SessionOptions()
-            options.graph_optimization_level = getattr(
-                ort.GraphOptimizationLevel, _LEVELS[self.cfg.graph_optimization]
+            options.graph_optimization_level = graph_optimization_level(
+                ort, self.cfg.graph_optimization
             )
             if (threads := self.threads(ctx)) is not None:
                 options.intra_op_num_threads = threads
             # The session keeps the model in memory; the file is not needed afterwards.
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(str(path), options, providers=PROVIDERS)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         input_name = session.get_inputs()[0].name

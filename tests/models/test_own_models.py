@@ -146,8 +146,13 @@ def test_onnx_file_runs_through_tvm_and_onnx_runtime_runs_the_same_file(
     pipeline.run(ort_cfg)
     import onnx
 
-    logged = mlflow.onnx.load_model(f"runs:/{mlflow.last_active_run().info.run_id}/model")
+    uri = f"runs:/{mlflow.last_active_run().info.run_id}/model"
+    logged = mlflow.onnx.load_model(uri)
     assert logged.SerializeToString() == onnx.load(str(tiny_onnx)).SerializeToString()
+    # Served as the run timed it: ONNX Runtime's CPU provider, the run's graph optimizations.
+    flavor = mlflow.models.get_model_info(uri).flavors["onnx"]
+    assert flavor["providers"] == ["CPUExecutionProvider"]
+    assert flavor["onnx_session_options"]["graph_optimization_level"] == 99  # "all"
 
 
 # --- bad input: refused before any work ----------------------------------------------------
