@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -72,6 +73,7 @@ SMOKE_ARGS: dict[str, list[str]] = {
         "--cache-dir", "{tmp}/cache",
     ],
     "roofline.py": ["--threads", "1", "--cache-dir", "{tmp}/cache"],  # 8 s: measured (no cache)
+    "thread_idle.py": ["tiny_cnn@32", "--seconds", "1", "--top", "3"],  # 13 s
     "scaleout.py": ["--workers", "1", "--trials", "1"],  # marked scaleout
     "search.py": [  # 11 s: the replay of a recorded study (_recorded_study)
         "--experiment", "study_smoke", "--study", "study_smoke", "--seeds", "1",
@@ -181,10 +183,24 @@ def _services(tmp: Path) -> None:
         pytest.skip(reason)
 
 
-# What a script needs before it runs (a recorded study, services).
+def _perf(tmp: Path) -> None:
+    """Linux perf, allowed to sample (root, or perf_event_paranoid <= 1)."""
+    if shutil.which("perf") is None:
+        pytest.skip("thread_idle.py needs Linux perf (Debian: apt-get install linux-perf)")
+    probe = subprocess.run(
+        ["perf", "record", "-q", "-e", "cpu-clock", "-o", str(tmp / "probe.data"), "true"],
+        capture_output=True,
+        text=True,
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"perf may not sample here: {probe.stderr.strip()[:200]}")
+
+
+# What a script needs before it runs (a recorded study, services, a tool).
 PREPARE: dict[str, Callable[[Path], None]] = {
     "search.py": _recorded_study,
     "scaleout.py": _services,
+    "thread_idle.py": _perf,
 }
 
 
@@ -330,3 +346,17 @@ def test_round_robin_warms_each_system_up_on_its_own_calls_before_timing_it() ->
             blocks.append(name)
     assert blocks == ["a", "b", "a", "b"]  # interleaved, one block per system and round
     assert log.count("a") > 6 + 2  # more untimed calls than the one a pause gave
+
+
+def test_thread_idle_charges_a_workers_wait_to_the_kernel_the_main_thread_is_in() -> None:
+    """The worker waits through the second half of kernel a (its share ran short) and none of
+    kernel b: a's wait is counted, b's is not, and the table says so."""
+    main, worker = 1, 2
+    found = [(main, t, "K:a") for t in range(10)] + [(main, t, "K:b") for t in range(10, 20)]
+    found += [(worker, t + 0.5, "K:a" if t < 5 else "wait") for t in range(10)]
+    found += [(worker, t + 0.5, "K:b") for t in range(10, 20)]
+    lines = _benchmark("thread_idle").table(main, found, top=5).splitlines()
+    assert "25.0% waiting while the main thread was in a kernel" in lines[0]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:]}
+    assert rows["a"] == ["10", "5", "5", "0.50"]
+    assert rows["b"] == ["10", "10", "0", "0.00"]
