@@ -10,8 +10,12 @@ thread was in TVM's thread pool waiting for work (``sched_yield`` and the kernel
 or in "other" (the VM and Python between kernels). Per kernel the table gives the main
 thread's samples, the other TVM threads', and the other threads' wait samples taken while
 the main thread was in that kernel: a share split unevenly over the threads (an odd number of
-parallel tasks on two threads), or a worker that starts late, shows there. Sampling at
-``--frequency`` blurs the boundaries between kernels of a few microseconds.
+parallel tasks on two threads), or a worker that starts late, shows there.
+
+Keep ``--frequency`` low: perf's own work runs on the same cores. At 5,000 samples a second on
+a 2-core Zen 4, one thread ran 7x the other's samples in a depthwise kernel whose two equal
+halves, timed without perf, ran 1.73x faster on two threads than on one; at 250 a second the
+two were within 1.15x. Few samples a second want many seconds.
 """
 
 from __future__ import annotations
@@ -150,8 +154,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model", help="name@px, e.g. efficientnet_b0@224")
     parser.add_argument("--algorithm", default="blocked")
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--frequency", type=int, default=5000, help="samples per second")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--frequency", type=int, default=250, help="samples per second")
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--run-library", help=argparse.SUPPRESS)  # the child's own call
     args = parser.parse_args()
