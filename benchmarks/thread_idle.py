@@ -1,6 +1,6 @@
 """Where a model's threads wait: each kernel's CPU samples per thread, from ``perf record``.
 
-    python benchmarks/thread_idle.py efficientnet_b0@224 --algorithm blocked --seconds 10
+    python benchmarks/thread_idle.py efficientnet_b0@224 --algorithm blocked
 
 One model (random weights, as benchmarks/peers.py prepares it), dlas's untuned build exported
 as a library and run in a child process, call after call, for ``--seconds`` under

@@ -73,7 +73,9 @@ SMOKE_ARGS: dict[str, list[str]] = {
         "--cache-dir", "{tmp}/cache",
     ],
     "roofline.py": ["--threads", "1", "--cache-dir", "{tmp}/cache"],  # 8 s: measured (no cache)
-    "thread_idle.py": ["tiny_cnn@32", "--seconds", "1", "--frequency", "1000", "--top", "3"],  # 13 s
+    "thread_idle.py": [  # 13 s
+        "tiny_cnn@32", "--seconds", "1", "--frequency", "1000", "--top", "3",
+    ],
     "scaleout.py": ["--workers", "1", "--trials", "1"],  # marked scaleout
     "search.py": [  # 11 s: the replay of a recorded study (_recorded_study)
         "--experiment", "study_smoke", "--study", "study_smoke", "--seeds", "1",

@@ -16,11 +16,14 @@ from dlas.layers import GROUPS
 from tests.conftest import tiny_overrides
 
 
-def dlas_run(tmp: Path, *args: str) -> subprocess.CompletedProcess:
+def dlas_run(
+    tmp: Path, *args: str, start: tuple[str, ...] = ("-m", "dlas.run")
+) -> subprocess.CompletedProcess:
+    """``python -m dlas.run args`` in ``tmp`` (``start``: how Python starts dlas.run)."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
     env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.run(
-        [sys.executable, "-m", "dlas.run", *args],
+        [sys.executable, *start, *args],
         cwd=tmp,
         env=env,
         capture_output=True,
@@ -52,14 +55,7 @@ def test_bad_value_fails_before_any_run_is_recorded(tmp_path):
     stack = "import dlas.run as r, sys; r._import_stack = lambda: sys.exit('stack import')"
     run = f"{stack}; sys.argv[0] = 'dlas'; r.main()"
     mlruns = f"paths.mlruns_dir={tmp_path / 'mlruns'}"
-    out = subprocess.run(
-        [sys.executable, "-c", run, "device.timed_runs=0", mlruns],
-        cwd=tmp_path,
-        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    out = dlas_run(tmp_path, "device.timed_runs=0", mlruns, start=("-c", run))
     assert out.returncode != 0 and "device.timed_runs=0 is invalid" in out.stderr
     assert "stack import" not in out.stderr
     assert not (tmp_path / "mlruns").exists()

@@ -35,7 +35,8 @@ def _pair(compression: str, algorithm: str):
 
 
 PAIRS = [_pair(c, a) for c in COMPRESSIONS.names() for a in ALGORITHMS.names()]
-# auto's choice needs times, not precise ones: 2 calls a candidate in 1 round, not the run's 20 in 5.
+# auto's choice needs times, not precise ones: 2 calls a candidate in 1 round, not the run's
+# 20 in 5.
 QUICK = {"auto": {"repeat": 2, "rounds": 1}}
 
 
