@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from dlas.cli import options
@@ -118,3 +119,17 @@ def test_the_stack_is_imported_once_frozen_and_the_collector_left_on():
     assert gc.isenabled()
     assert gc.get_freeze_count() > frozen_before
     assert {"tvm", "torchvision", "mlflow.store.tracking.sqlalchemy_store"} <= set(sys.modules)
+
+
+@pytest.mark.parametrize("collecting", [True, False])
+def test_importing_dlas_leaves_the_collector_as_it_found_it(collecting):
+    """dlas/__init__ pauses the collector while torch imports; a user's choice stands after."""
+    code = (
+        "import gc, sys\n"
+        f"{'' if collecting else 'gc.disable()'}\n"
+        "import dlas\n"
+        "assert 'torch' in sys.modules\n"
+        "print(gc.isenabled())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(collecting)
