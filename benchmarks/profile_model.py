@@ -27,6 +27,9 @@ from dlas.devices.local_cpu import resolve_target_dict  # noqa: E402
 from dlas.devices.roofline import load_or_measure  # noqa: E402
 from dlas.profile import kernel_costs, profile_kernels, profile_table  # noqa: E402
 
+# The roofline peak each --compression computes in (dlas.compression's compute_dtypes).
+COMPUTE_DTYPES = {"fp32": "float32", "int8": "int8", "bf16": "bfloat16", "fp16": "float16"}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -52,11 +55,13 @@ def main() -> None:
     executable = build(lowered.mod, target)
     dev = tvm.cpu()
     kernels = profile_kernels(relax.VirtualMachine(executable, dev), dev, x, args.repeat)
-    table = profile_table(kernels, costs, roofline.peak("float32"), roofline.bandwidth_for)
+    dtype = COMPUTE_DTYPES[args.compression]
+    peak = roofline.peak(dtype)
+    table = profile_table(kernels, costs, peak, roofline.bandwidth_for)
     total = sum(table["ms"])
     print(
-        f"{args.model} {args.algorithm} {args.compression}: {total:.2f} ms in {len(kernels)} kernels; peak "
-        f"{roofline.peak('float32'):.0f} GFLOP/s, {roofline.bandwidth} GB/s; "
+        f"{args.model} {args.algorithm} {args.compression}: {total:.2f} ms in {len(kernels)} "
+        f"kernels; {dtype} peak {peak or float('nan'):.0f} G(FL)OP/s, {roofline.bandwidth} GB/s; "
         f"load {os.getloadavg()}"
     )
     cols = ["ms", "share", "gflops", "gbs", "flop_per_byte", "bound", "of_roofline", "calls"]

@@ -1,5 +1,6 @@
-"""This host's roofline: float32 FMA peak, bf16 / int8 GEMM peaks where the CPU has the
-instructions, memory and L2 bandwidth (dlas.devices.roofline), and the ridge points.
+"""This host's roofline: float32 FMA peak, bf16 / int8 dot-product peaks where the CPU has the
+instructions (micro-kernel or oneDNN GEMM, the higher), memory and L2 bandwidth
+(dlas.devices.roofline), and the ridge points.
 
     python benchmarks/roofline.py                 # cached figures (measured on a miss)
     python benchmarks/roofline.py --fresh --threads 1,2

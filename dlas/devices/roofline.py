@@ -1,10 +1,13 @@
 """This CPU's roofline: attainable compute peaks per dtype and memory bandwidth, measured.
 
-- float32: a TVM-built FMA micro-kernel (independent vector accumulators in registers, one
-  chain per thread), i.e. the instruction peak of this CPU at the run's thread count;
-- bf16 / int8: PyTorch (oneDNN) GEMMs, measured only where /proc/cpuinfo lists the dot-product
-  instructions (avx512_bf16 / amx_bf16; avx512_vnni / avx_vnni / amx_int8): attainable
-  library peaks, not instruction peaks;
+- float32: a TVM-built FMA micro-kernel (independent vector accumulators in registers, a set
+  per thread), i.e. the instruction peak of this CPU at the run's thread count;
+- bf16 / int8: the same micro-kernel on the dot-product instruction (AVX512-BF16 ``vdpbf16ps``,
+  AVX512-VNNI ``vpdpbusd``) where the target has it, and PyTorch's (oneDNN) GEMM where
+  /proc/cpuinfo lists the instructions (avx512_bf16 / amx_bf16; avx512_vnni / avx_vnni /
+  amx_int8); the higher of the two. oneDNN's GEMM alone was no peak: on a Zen 4 it ran 668
+  int8 GOP/s and 386 bf16 GFLOP/s, dlas's int8 layers 830, the micro-kernels 941 and 470 (one
+  instruction a cycle per core). On AMX CPUs oneDNN's tiles are the higher;
 - bandwidth: a TVM-built parallel, vectorized copy over a working set larger than the last-
   level cache (main memory) and one that fits in L2 (cache).
 
@@ -22,13 +25,14 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
-ROOFLINE_VERSION = 4  # 3: FMA chains sized for the target's vector registers; 4: long calls
+ROOFLINE_VERSION = 5  # 3: FMA chains sized for the target's vector registers; 4: long calls;
+# 5: bf16 / int8 dot-product micro-kernels
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 FMA_ITERS = 1 << 17  # the first call's; grown up to FMA_MAX_ITERS (the int32 loop counter)
@@ -124,14 +128,15 @@ def measure(threads: int, target: Any = None) -> Roofline:
     result = Roofline(threads=threads, cpu=cpu_model())
     result.peaks["float32"] = fp32_fma_peak(target, threads)
     result.how["float32"] = "TVM FMA micro-kernel, 16-lane vector chains in registers"
-    if flags & set(BF16_FLAGS):
-        result.peaks["bfloat16"] = torch_gemm_peak("bfloat16", threads)
-        result.how["bfloat16"] = "PyTorch (oneDNN) bf16 GEMM 2048^3"
-    if flags & set(INT8_FLAGS):
-        gops = torch_gemm_peak("int8", threads)
-        if gops:
-            result.peaks["int8"] = gops
-            result.how["int8"] = "PyTorch torch._int_mm (oneDNN) int8 GEMM 2048^3"
+    for dtype, cpu_has in (("bfloat16", BF16_FLAGS), ("int8", INT8_FLAGS)):
+        candidates = {}
+        if (micro := dot_peak(target, threads, dtype)) is not None:
+            candidates[DOT_STEPS[dtype].how] = micro
+        if flags & set(cpu_has) and (library := torch_gemm_peak(dtype, threads)):
+            candidates[LIBRARY_GEMMS[dtype]] = library
+        if candidates:
+            how = max(candidates, key=candidates.get)
+            result.peaks[dtype], result.how[dtype] = candidates[how], how
     result.cache_bytes = _cache_bytes(2) * threads
     result.bandwidth["memory"] = copy_bandwidth(target, _cache_bytes(None) * 2)
     result.bandwidth["cache"] = copy_bandwidth(target, result.cache_bytes // 2)
@@ -149,59 +154,148 @@ def _best_seconds(fn, runs: int = 5) -> float:
 
 
 def fp32_fma_peak(target: Any, threads: int) -> float:
-    """GFLOP/s of independent vector FMA chains, one per thread, all in registers: the best of
-    5 calls, each with enough iterations to last :data:`FMA_MIN_CALL_S`."""
+    """GFLOP/s of independent vector FMA chains, a set per thread, all in registers."""
+    lib, chains = fma_kernel(target, threads)
+    return _chains_peak(lib, threads, chains, "float32", 2)
+
+
+def _chains_peak(lib: Any, threads: int, chains: int, dtype: str, ops_per_lane: int) -> float:
+    """G(FL)OP/s of a chain micro-kernel ``main(out, operands, iterations)``: the best of 5
+    calls, each with enough iterations to last :data:`FMA_MIN_CALL_S`; ``ops_per_lane``:
+    what one step of a chain does per accumulator lane (FMA 2, vpdpbusd 8, vdpbf16ps 4)."""
     import tvm
 
     from dlas.algorithms.shapes import LANES
 
-    lib, acc = fma_kernel(target, threads)
     dev = tvm.cpu()
-    out = tvm.runtime.tensor(np.ones((threads, acc, LANES), "float32"), dev)
+    out = tvm.runtime.tensor(np.ones((threads, chains, LANES), dtype), dev)
+    operands = tvm.runtime.tensor(np.ones((threads, OPERAND_BYTES), "int8"), dev)
     once = lib.mod.time_evaluator("main", dev, number=1, repeat=1)
     iters = FMA_ITERS
-    seconds = once(out, iters).mean
+    seconds = once(out, operands, iters).mean
     while seconds < FMA_MIN_CALL_S and iters < FMA_MAX_ITERS:
         iters = min(FMA_MAX_ITERS, iters * max(2, int(FMA_MIN_CALL_S / max(seconds, 1e-9)) + 1))
-        seconds = once(out, iters).mean
-    seconds = min(lib.mod.time_evaluator("main", dev, number=1, repeat=5)(out, iters).results)
-    return 2 * threads * acc * LANES * iters / seconds / 1e9
+        seconds = once(out, operands, iters).mean
+    timer = lib.mod.time_evaluator("main", dev, number=1, repeat=5)
+    seconds = min(timer(out, operands, iters).results)
+    return ops_per_lane * threads * chains * LANES * iters / seconds / 1e9
 
 
 def fma_kernel(target: Any, threads: int) -> tuple[Any, int]:
-    """The FMA micro-kernel ``main(out, iterations)`` built for ``target``, and its number of
-    16-lane chains: as many as a register tile holds (24 zmm on AVX-512, 6 x 2 ymm on AVX2),
-    more than FMA latency x ports and without spills (24 on AVX2 measured a third of the
-    peak)."""
+    """The FMA micro-kernel built for ``target``, and its number of 16-lane chains: as many as
+    a register tile holds (24 zmm on AVX-512, 6 x 2 ymm on AVX2), more than FMA latency x
+    ports and without spills (24 on AVX2 measured a third of the peak)."""
     import tvm
 
-    from dlas.algorithms.shapes import LANES, max_accumulators
+    from dlas.algorithms.shapes import max_accumulators
 
     with target:
         chains = max_accumulators()
-    return tvm.compile(_fma_primfunc(threads, chains, LANES), target=target), chains
+
+    def fma(acc: Any, _operands: Any, _thread: Any) -> Any:
+        return acc * tvm.tirx.const(0.999999, "float32") + tvm.tirx.const(1e-7, "float32")
+
+    func = _chains_primfunc(threads, chains, "float32", fma)
+    return tvm.compile(func, target=target), chains
 
 
-def _fma_primfunc(threads: int, acc: int, lanes: int) -> Any:
+class DotStep(NamedTuple):
+    """A dot-product instruction as a chain step: its accumulators' dtype, the operations a
+    step does per accumulator lane, and how the peak it gives is described."""
+
+    dtype: str
+    ops_per_lane: int
+    how: str
+
+
+DOT_STEPS = {
+    "int8": DotStep("int32", 8, "TVM vpdpbusd micro-kernel, zmm chains in registers"),
+    "bfloat16": DotStep("float32", 4, "TVM vdpbf16ps micro-kernel, zmm chains in registers"),
+}
+LIBRARY_GEMMS = {
+    "int8": "PyTorch torch._int_mm (oneDNN) int8 GEMM 2048^3",
+    "bfloat16": "PyTorch (oneDNN) bf16 GEMM 2048^3",
+}
+# Bytes of the (never changing) operands a dot-product step reads: two zmm registers.
+OPERAND_BYTES = 128
+
+
+def dot_peak(target: Any, threads: int, dtype: str) -> float | None:
+    """GOP/s (int8) or GFLOP/s (bfloat16) of dot-product chains in registers, like the FMA
+    peak; None where ``target`` lacks the AVX-512 instruction."""
+
+    lib, chains = dot_kernel(target, threads, dtype)
+    if lib is None:
+        return None
+    step = DOT_STEPS[dtype]
+    return _chains_peak(lib, threads, chains, step.dtype, step.ops_per_lane)
+
+
+def dot_kernel(target: Any, threads: int, dtype: str) -> tuple[Any, int]:
+    """The ``dtype`` dot-product micro-kernel built for ``target`` and its number of chains;
+    (None, 0) where the target lacks the instruction."""
+    import tvm
+    from tvm import tirx
+
+    from dlas.algorithms import intrinsics
+    from dlas.algorithms.shapes import has_feature, max_accumulators
+
+    def vpdpbusd(acc: Any, operands: Any, thread: Any) -> Any:
+        u8, s8 = (operands.vload([thread, at], "int8x64") for at in (0, 64))
+        return tirx.call_llvm_pure_intrin("int32x16", "llvm.x86.avx512.vpdpbusd.512", acc, u8, s8)
+
+    def vdpbf16ps(acc: Any, operands: Any, thread: Any) -> Any:
+        # bf16 pairs travel as int32 lanes; the LLVM IR function bitcasts them (intrinsics).
+        a, b = (
+            tirx.reinterpret("int32x16", operands.vload([thread, at], "int8x64")) for at in (0, 64)
+        )
+        return tirx.call_pure_extern("float32x16", intrinsics.BF16_EXTERN, acc, a, b)
+
+    feature, step, llvm_ir = {
+        "int8": (intrinsics.VNNI_FEATURE, vpdpbusd, None),
+        "bfloat16": (intrinsics.BF16_FEATURE, vdpbf16ps, intrinsics.BF16_LLVM_IR),
+    }[dtype]
+    if not has_feature(feature, target):
+        return None, 0
+    with target:
+        chains = max_accumulators()
+    func = _chains_primfunc(threads, chains, DOT_STEPS[dtype].dtype, step, llvm_ir)
+    return tvm.compile(func, target=target), chains
+
+
+def _chains_primfunc(
+    threads: int, chains: int, dtype: str, step: Any, llvm_ir: str | None = None
+) -> Any:
+    """``main(out, operands, iterations)``: per thread, ``chains`` independent 16-lane
+    accumulators (from ``out``), each ``acc = step(acc, operands, thread)`` every iteration,
+    all in registers; ``llvm_ir``: LLVM IR functions the step calls."""
     from tvm.script import tirx as T
 
+    from dlas.algorithms.shapes import LANES
+
+    vector = f"{dtype}x{LANES}"
+    annotations = {"pragma_import_llvm": llvm_ir} if llvm_ir else {}
+
     @T.prim_func
-    def fma(out: T.Buffer((threads, acc, lanes), "float32"), iters: T.int32):
+    def main(
+        out: T.Buffer((threads, chains, LANES), dtype),
+        operands: T.Buffer((threads, OPERAND_BYTES), "int8"),
+        iters: T.int32,
+    ):
         T.func_attr({"global_symbol": "main", "tirx.noalias": True})
-        for t in T.parallel(threads):
-            x = T.alloc_buffer((acc, lanes), "float32", scope="local")
-            for j in T.unroll(acc):
-                for v in T.vectorized(lanes):
+        for t in T.parallel(threads, annotations=annotations):
+            x = T.alloc_buffer((chains, LANES), dtype, scope="local")
+            for j in T.unroll(chains):
+                for v in T.vectorized(LANES):
                     x[j, v] = out[t, j, v]
             for _ in range(iters):
-                for j in T.unroll(acc):
-                    for v in T.vectorized(lanes):
-                        x[j, v] = x[j, v] * T.float32(0.999999) + T.float32(1e-7)
-            for j in T.unroll(acc):
-                for v in T.vectorized(lanes):
+                for j in T.unroll(chains):
+                    x[j, T.ramp(0, 1, LANES)] = step(x.vload([j, 0], vector), operands, t)
+            for j in T.unroll(chains):
+                for v in T.vectorized(LANES):
                     out[t, j, v] = x[j, v]
 
-    return fma
+    return main
 
 
 def copy_bandwidth(target: Any, working_set: int) -> float:
