@@ -203,7 +203,7 @@ class DotStep(NamedTuple):
     """A dot-product instruction as a chain step: its accumulators' dtype, the operations a
     step does per accumulator lane, and how the peak it gives is described."""
 
-    dtype: str
+    accumulator: str
     ops_per_lane: int
     how: str
 
@@ -228,7 +228,7 @@ def dot_peak(target: Any, threads: int, dtype: str) -> float | None:
     if lib is None:
         return None
     step = DOT_STEPS[dtype]
-    return _chains_peak(lib, threads, chains, step.dtype, step.ops_per_lane)
+    return _chains_peak(lib, threads, chains, step.accumulator, step.ops_per_lane)
 
 
 def dot_kernel(target: Any, threads: int, dtype: str) -> tuple[Any, int]:
@@ -259,7 +259,7 @@ def dot_kernel(target: Any, threads: int, dtype: str) -> tuple[Any, int]:
         return None, 0
     with target:
         chains = max_accumulators()
-    func = _chains_primfunc(threads, chains, DOT_STEPS[dtype].dtype, step, llvm_ir)
+    func = _chains_primfunc(threads, chains, DOT_STEPS[dtype].accumulator, step, llvm_ir)
     return tvm.compile(func, target=target), chains
 
 
