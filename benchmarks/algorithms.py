@@ -33,7 +33,7 @@ from dlas.algorithms import ALGORITHMS, lower
 from dlas.compiler.build import build
 from dlas.compiler.export import export
 from dlas.data import InputSpec
-from dlas.devices.local_cpu import resolve_target_dict
+from dlas.devices.local_cpu import host_target
 from dlas.models import create_model
 
 
@@ -169,7 +169,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(2)
-    target = tvm.target.Target(resolve_target_dict({"kind": "llvm", "mcpu": "auto"}, None))
+    target = host_target()
     split = lambda s: [v for v in s.split(",") if v]  # noqa: E731
     print(f"target: {target}\n{HEADER}", flush=True)
     rows: list[Row] = []

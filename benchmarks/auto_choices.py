@@ -24,7 +24,7 @@ from peers import prepare
 from dlas.algorithms import lower
 from dlas.algorithms.auto import Auto
 from dlas.compiler.export import export
-from dlas.devices.local_cpu import resolve_target_dict
+from dlas.devices.local_cpu import host_target
 
 
 def choose(mod: tvm.IRModule, target: tvm.target.Target, repeat: int, rounds: int) -> list[dict]:
@@ -54,7 +54,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.choosings < 2:
         parser.error("--choosings: at least 2, to have a pair to compare")
-    target = tvm.target.Target(resolve_target_dict({"kind": "llvm", "mcpu": "auto"}, None))
+    target = host_target()
     print(f"target: {target}")
     for model_at in args.models:
         name, px = model_at.split("@")

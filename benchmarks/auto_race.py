@@ -26,7 +26,7 @@ from dlas.algorithms.auto import Auto
 from dlas.algorithms.timing import time_runners
 from dlas.compiler.build import build
 from dlas.compiler.export import export
-from dlas.devices.local_cpu import TVMRunner, resolve_target_dict
+from dlas.devices.local_cpu import TVMRunner, host_target
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=None, help="auto's per-layer choices")
     args = parser.parse_args()
     sizes = [tuple(int(n) for n in size.split("x")) for size in args.sizes]
-    target = tvm.target.Target(resolve_target_dict({"kind": "llvm", "mcpu": "auto"}, None))
+    target = host_target()
     dev = tvm.cpu()
     print(f"target: {target}")
     for model_at in args.models:

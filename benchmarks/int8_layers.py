@@ -28,7 +28,7 @@ from dlas.algorithms import amx_direct, lower  # noqa: E402
 from dlas.algorithms.shapes import ConvSpec  # noqa: E402
 from dlas.algorithms.timing import conv_module  # noqa: E402
 from dlas.compiler.build import build  # noqa: E402
-from dlas.devices.local_cpu import resolve_target_dict  # noqa: E402
+from dlas.devices.local_cpu import host_target  # noqa: E402
 
 LAYERS = [
     "64,56,64,3,1,1", "128,28,128,3,1,1", "256,14,256,3,1,1", "512,7,512,3,1,1",
@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--number", type=int, default=20)
     args = parser.parse_args()
-    target = tvm.target.Target(resolve_target_dict({"kind": "llvm", "mcpu": "auto"}, 2))
+    target = host_target(2)
     dev = tvm.cpu()
     print(f"target {target.mcpu}, 2 threads, median of {args.rounds} rounds x {args.number}")
     for layer in args.layers:

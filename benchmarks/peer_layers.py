@@ -42,7 +42,7 @@ from dlas.algorithms import lower  # noqa: E402
 from dlas.compiler.build import build  # noqa: E402
 from dlas.compiler.export import export  # noqa: E402
 from dlas.config.schema import OnnxRuntimeTuningConfig  # noqa: E402
-from dlas.devices.local_cpu import resolve_target_dict  # noqa: E402
+from dlas.devices.local_cpu import host_target  # noqa: E402
 from dlas.profile import profile_kernels  # noqa: E402
 from dlas.tuning.onnx_runtime import export_onnx, require_onnxruntime  # noqa: E402
 
@@ -203,7 +203,7 @@ def main() -> None:
     ort = require_onnxruntime()
     name, size = args.model.split("@")
     model, spec, x = prepare(name, int(size))
-    target = tvm.target.Target(resolve_target_dict({"kind": "llvm", "mcpu": "auto"}, THREADS))
+    target = host_target(THREADS)
     lowered = lower(export(model, spec), args.algorithm, target)
     executable = build(lowered.mod, target)
     keys = dlas_keys(lowered.mod)

@@ -48,7 +48,7 @@ from dlas.config.schema import (  # noqa: E402
 )
 from dlas.data import InputSpec  # noqa: E402
 from dlas.devices import create_device  # noqa: E402
-from dlas.devices.local_cpu import resolve_target_dict  # noqa: E402
+from dlas.devices.local_cpu import host_target  # noqa: E402
 from dlas.devices.roofline import load_or_measure  # noqa: E402
 from dlas.models import create_model  # noqa: E402
 from dlas.models.stats import count_macs  # noqa: E402
@@ -231,7 +231,7 @@ def main() -> None:
 
     device = create_device(DeviceConfig(name="local", kind="local", num_threads=THREADS))
     with device.threads():
-        target = tvm.target.Target(resolve_target_dict({"kind": "llvm", "mcpu": "auto"}, THREADS))
+        target = host_target(THREADS)
         roofline = load_or_measure(Path(args.cache_dir).expanduser(), THREADS, target)
         peak = roofline.peak("float32")
         print(

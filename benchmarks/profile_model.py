@@ -23,7 +23,7 @@ from tvm import relax  # noqa: E402
 from dlas.algorithms import lower  # noqa: E402
 from dlas.compiler.build import build  # noqa: E402
 from dlas.compiler.export import export  # noqa: E402
-from dlas.devices.local_cpu import resolve_target_dict  # noqa: E402
+from dlas.devices.local_cpu import host_target  # noqa: E402
 from dlas.devices.roofline import load_or_measure  # noqa: E402
 from dlas.profile import kernel_costs, profile_kernels, profile_table  # noqa: E402
 
@@ -42,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     name, size = args.model.split("@")
     model, spec, x = prepare(name, int(size))
-    target = tvm.target.Target(resolve_target_dict({"kind": "llvm", "mcpu": "auto"}, THREADS))
+    target = host_target(THREADS)
     roofline = load_or_measure(Path(args.cache_dir), THREADS, target)
     mod = export(model, spec)
     if args.compression != "fp32":

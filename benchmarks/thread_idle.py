@@ -54,17 +54,16 @@ def run_calls(library: Path, seconds: float) -> None:
 
 def export_library(entry: str, algorithm: str, folder: Path) -> Path:
     import numpy as np
-    import tvm
     from peers import prepare
 
     from dlas.algorithms import lower
     from dlas.compiler.build import build
     from dlas.compiler.export import export
-    from dlas.devices.local_cpu import resolve_target_dict
+    from dlas.devices.local_cpu import host_target
 
     name, size = entry.split("@")
     model, spec, x = prepare(name, int(size))
-    target = tvm.target.Target(resolve_target_dict({"kind": "llvm", "mcpu": "auto"}, THREADS))
+    target = host_target(THREADS)
     library = folder / "model.so"
     build(lower(export(model, spec), algorithm, target).mod, target).export_library(str(library))
     np.save(f"{library}.npy", x)

@@ -250,15 +250,14 @@ def _benchmark(name: str = "_libraries") -> ModuleType:
 def test_peer_layers_finds_every_conv_kernel_of_a_blocked_build() -> None:
     """Blocked kernels read and write N[C/16]HW[16] activations: each still gets its layer key
     (it used to match only NCHW kernels, and a blocked build's rows all read 0 ms)."""
-    import tvm
 
     from dlas.algorithms import lower
     from dlas.compiler.export import export
-    from dlas.devices.local_cpu import resolve_target_dict
+    from dlas.devices.local_cpu import host_target
 
     peer_layers, peers = _benchmark("peer_layers"), _benchmark("peers")
     model, spec, _ = peers.prepare("tiny_cnn", 32)
-    target = tvm.target.Target(resolve_target_dict({"kind": "llvm", "mcpu": "auto"}, 2))
+    target = host_target(2)
     mod = lower(export(model, spec), "blocked", target).mod
     convs = [gv.name_hint for gv in mod.functions if "conv" in gv.name_hint]
     keys = peer_layers.dlas_keys(mod)

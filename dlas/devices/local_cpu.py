@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -97,6 +98,14 @@ def resolve_target_dict(target: dict, num_threads: int | None) -> dict:
     if resolved.get("kind") == "llvm":
         resolved.setdefault("num-cores", num_threads or os.cpu_count() or 1)
     return resolved
+
+
+def host_target(num_threads: int | None = None) -> Any:
+    """This host's CPU as a TVM target (``mcpu: auto``: its name and feature corrections) with
+    ``num_threads`` cores (None: all of them)."""
+    import tvm
+
+    return tvm.target.Target(resolve_target_dict({"kind": "llvm", "mcpu": "auto"}, num_threads))
 
 
 class TVMRunner(Runner):

@@ -118,12 +118,11 @@ def load_or_measure(cache_root: Path, threads: int, target: Any = None) -> Roofl
 
 
 def measure(threads: int, target: Any = None) -> Roofline:
-    import tvm
 
-    from dlas.devices.local_cpu import resolve_target_dict
+    from dlas.devices.local_cpu import host_target
 
     if target is None:
-        target = tvm.target.Target(resolve_target_dict({"kind": "llvm", "mcpu": "auto"}, threads))
+        target = host_target(threads)
     flags = cpu_flags()
     result = Roofline(threads=threads, cpu=cpu_model())
     result.peaks["float32"] = fp32_fma_peak(target, threads)

@@ -12,15 +12,11 @@ from tvm import relax
 
 from dlas.algorithms import ALGORITHMS, LoweredModule, lower
 from dlas.compiler.build import build
-from dlas.devices.local_cpu import resolve_target_dict
+from dlas.devices.local_cpu import host_target  # noqa: F401 (the tests' target)
 
 RTOL = 1e-4
 # Algorithms with a kernel of their own (per_layer only chooses among these).
 KERNELS = [n for n in ALGORITHMS.names() if not ALGORITHMS.get(n).composite]
-
-
-def host_target() -> tvm.target.Target:
-    return tvm.target.Target(resolve_target_dict({"kind": "llvm", "mcpu": "auto"}, None))
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from dlas.algorithms import lower
 from dlas.compiler.build import build
 from dlas.compiler.export import export
 from dlas.data import InputSpec
-from dlas.devices.local_cpu import TVMRunner, resolve_target_dict
+from dlas.devices.local_cpu import TVMRunner, host_target
 from dlas.models import create_model
 from tests.conftest import STUDY_MODELS, calibrate_batchnorm
 
@@ -30,7 +30,7 @@ def test_compiled_model_matches_pytorch(name, variant, size):
     spec = InputSpec(3, size, 10)
     model = create_model(name, 10, variant=variant, image_size=size)
     calibrate_batchnorm(model, spec.shape)
-    target = tvm.target.Target(resolve_target_dict({"kind": "llvm", "mcpu": "auto"}, None))
+    target = host_target()
     runner = TVMRunner(build(lower(export(model, spec), "direct", target).mod, target), tvm.cpu())
 
     gen = torch.Generator().manual_seed(1)

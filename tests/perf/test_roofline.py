@@ -65,9 +65,8 @@ def test_the_fma_peak_is_timed_on_calls_long_enough_for_the_os_to_spread_the_thr
 ):
     # Calls of 0.3 ms measured one core's peak in 3 of 8 processes on a 2-core Zen 3 (the
     # caller shared a core with TVM's pinned worker); calls of 0.1 s never did.
-    import tvm
 
-    from dlas.devices.local_cpu import resolve_target_dict
+    from dlas.devices.local_cpu import host_target
 
     build = rl.fma_kernel
     timed = []
@@ -97,7 +96,7 @@ def test_the_fma_peak_is_timed_on_calls_long_enough_for_the_os_to_spread_the_thr
 
     built = []
     monkeypatch.setattr(rl, "fma_kernel", recorded)
-    target = tvm.target.Target(resolve_target_dict({"kind": "llvm", "mcpu": "auto"}, 1))
+    target = host_target(1)
     peak = rl.fp32_fma_peak(target, 1)
     repeats, iters, best = timed[-1]
     assert repeats == 5 and iters > rl.FMA_ITERS
