@@ -222,7 +222,6 @@ OPERAND_BYTES = 128
 def dot_peak(target: Any, threads: int, dtype: str) -> float | None:
     """GOP/s (int8) or GFLOP/s (bfloat16) of dot-product chains in registers, like the FMA
     peak; None where ``target`` lacks the AVX-512 instruction."""
-
     lib, chains = dot_kernel(target, threads, dtype)
     if lib is None:
         return None
