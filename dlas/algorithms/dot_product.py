@@ -41,7 +41,7 @@ from tvm import relax, s_tir, te, tirx
 
 from . import amx, amx_direct, dot_rows, intrinsics, stages
 from .operands import SHIFT, Operands
-from .packing import in_block, pack_conv_weight, pack_data, pack_gemm_weight
+from .packing import in_block, pack_conv_weight, pack_data, pack_gemm_weight, whole_channel_rows
 from .schedules import extent
 from .shapes import (
     LANES,
@@ -170,7 +170,7 @@ def emit_conv2d(
             return unpack(amx_form.conv(d, p, spec, kind, ops, attrs), c, spec, ops)
 
     elif form == "im2col":
-        packed = relax.const(pack_gemm_weight(_whole_channel_k(w, flavor.depth), flavor.depth))
+        packed = relax.const(pack_gemm_weight(whole_channel_rows(w, flavor.depth), flavor.depth))
 
         def compute(d: te.Tensor, p: te.Tensor, c: te.Tensor) -> te.Tensor:
             return _gemm_conv(d, p, c, spec, flavor, ops, attrs)
@@ -188,18 +188,6 @@ def emit_conv2d(
             return _packed_conv(d, p, c, spec, flavor, ops, cbi, attrs)
 
     return bb.call_te(compute, data, packed, corr, primfunc_name_hint=f"conv2d_{flavor.name}")
-
-
-def _whole_channel_k(w: np.ndarray, depth: int) -> np.ndarray:
-    """OIHW weights as [OC, K] rows whose K is a whole number of channels' taps and of
-    ``depth``: zero channels added where channels x taps is not a multiple of ``depth`` (the
-    3-channel 7x7 stem: K 147 -> 196, not 148), so that im2col's K splits into (channel, tap)
-    and stages.schedule_im2col_rows applies: int8 ``gemm``'s stem at 224 px ran 4.94 ms with
-    K padded to 148, 0.89 ms so (a third more multiplications, a fifth of the time)."""
-    taps = w.shape[2] * w.shape[3]
-    channels = next(c for c in range(w.shape[1], w.shape[1] + depth + 1) if c * taps % depth == 0)
-    w = np.pad(w, [(0, 0), (0, channels - w.shape[1]), (0, 0), (0, 0)])
-    return w.reshape(w.shape[0], -1)
 
 
 def _unpack(conv: te.Tensor, corr: te.Tensor, spec: ConvSpec, ops: Operands) -> te.Tensor:

@@ -114,6 +114,18 @@ def pack_conv_weight(weight: np.ndarray, cbi: int, depth: int) -> np.ndarray:
     return np.ascontiguousarray(w.transpose(0, 2, 5, 6, 3, 1, 4))
 
 
+def whole_channel_rows(w: np.ndarray, depth: int) -> np.ndarray:
+    """OIHW weights as [OC, K] rows whose K is a whole number of channels' taps and of
+    ``depth``: zero channels added where channels x taps is not a multiple of ``depth`` (the
+    3-channel 7x7 stem: K 147 -> 196, not 148), so that im2col's K splits into (channel, tap)
+    and stages.schedule_im2col_rows applies: int8 ``gemm``'s stem at 224 px ran 4.94 ms with
+    K padded to 148, 0.89 ms so (a third more multiplications, a fifth of the time)."""
+    taps = w.shape[2] * w.shape[3]
+    channels = next(c for c in range(w.shape[1], w.shape[1] + depth + 1) if c * taps % depth == 0)
+    w = np.pad(w, [(0, 0), (0, channels - w.shape[1]), (0, 0), (0, 0)])
+    return w.reshape(w.shape[0], -1)
+
+
 def pack_gemm_weight(weight: np.ndarray, depth: int) -> np.ndarray:
     """[OC, K] -> [OC/16, Kp/depth, 16, depth]."""
     oc, k = weight.shape
