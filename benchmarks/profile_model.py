@@ -23,12 +23,10 @@ from tvm import relax  # noqa: E402
 from dlas.algorithms import lower  # noqa: E402
 from dlas.compiler.build import build  # noqa: E402
 from dlas.compiler.export import export  # noqa: E402
+from dlas.compression import COMPRESSIONS  # noqa: E402
 from dlas.devices.local_cpu import host_target  # noqa: E402
 from dlas.devices.roofline import load_or_measure  # noqa: E402
 from dlas.profile import kernel_costs, profile_kernels, profile_table  # noqa: E402
-
-# The roofline peak each --compression computes in (dlas.compression's compute_dtypes).
-COMPUTE_DTYPES = {"fp32": "float32", "int8": "int8", "bf16": "bfloat16", "fp16": "float16"}
 
 
 def main() -> None:
@@ -55,7 +53,9 @@ def main() -> None:
     executable = build(lowered.mod, target)
     dev = tvm.cpu()
     kernels = profile_kernels(relax.VirtualMachine(executable, dev), dev, x, args.repeat)
-    dtype = COMPUTE_DTYPES[args.compression]
+    # The roofline peak of the dtype the compression computes in ("fp32" is dlas's "dense").
+    name = "dense" if args.compression == "fp32" else args.compression
+    dtype = COMPRESSIONS.get(name).compute_dtypes[0]
     peak = roofline.peak(dtype)
     table = profile_table(kernels, costs, peak, roofline.bandwidth_for)
     total = sum(table["ms"])

@@ -226,7 +226,7 @@ def test_int8_depthwise_rows_reduce_kernel_taps_exactly(mcpu, caplog):
     assert "rows of 8 < 16 pixels" in layers[-1]["fallback"]
 
 
-def test_int8_gemm_makes_its_im2col_rows_in_parallel_over_output_rows(caplog):
+def test_int8_gemm_makes_its_im2col_rows_in_parallel_over_output_rows():
     """gemm's im2col stage runs parallel over output rows with affine reads, not as vectors
     along K (64-bit divisions and a gather per lane: 5.6x slower on a 56-px layer), and
     stays exact; a stem whose channels x taps is no multiple of the dot product's depth gets
